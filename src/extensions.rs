@@ -1,0 +1,109 @@
+//! Data that crosses layers in request and response extensions.
+//!
+//! * [`Deadline`]: set by the deadline layer; every inner layer clamps its waits to it.
+//! * [`Attempt`]: set by the fallback layer (or by you) for each attempt: which model,
+//!   its position in the chain, which retry, and per-model limits.
+//! * [`UpstreamInfo`]: set on responses by the classify layer: the `model` and
+//!   `provider` the upstream says answered.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_openrouter::{Attempt, Deadline};
+//!
+//! let mut req = http::Request::new(());
+//! req.extensions_mut().insert(Deadline::after(Duration::from_secs(30)));
+//! req.extensions_mut().insert(Attempt::new("openai/gpt-4o"));
+//! assert_eq!(req.extensions().get::<Attempt>().unwrap().model(), "openai/gpt-4o");
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The instant by which the whole call must end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Deadline {
+    at: Instant,
+}
+
+impl Deadline {
+    /// A deadline at `at`.
+    pub fn at(at: Instant) -> Self {
+        Deadline { at }
+    }
+
+    /// A deadline `budget` from now (tokio time, so paused-time tests are exact).
+    pub fn after(budget: Duration) -> Self {
+        Deadline {
+            at: Instant::now() + budget,
+        }
+    }
+
+    /// The instant.
+    pub fn instant(&self) -> Instant {
+        self.at
+    }
+
+    /// Time left (zero when passed).
+    pub fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the deadline has passed.
+    pub fn is_expired(&self) -> bool {
+        Instant::now() >= self.at
+    }
+
+    /// `limit` clamped to the time left.
+    pub fn clamp(&self, limit: Duration) -> Duration {
+        limit.min(self.remaining())
+    }
+}
+
+/// One attempt of a call: set in the request extensions by the fallback layer and read by
+/// retry, health and attempt timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The model this attempt asks for.
+    pub model: Arc<str>,
+    /// Position of the model in the chain (0 = primary).
+    pub index: usize,
+    /// 0 for the first try of this model, 1 for its first retry, and so on.
+    pub retry: u32,
+    /// This model's attempt timeout, overriding the layer's default.
+    pub timeout: Option<Duration>,
+    /// This model's maximum retries, overriding the retry policy's default.
+    pub max_retries: Option<u32>,
+    /// A label for logs (`"primary"`, `"budget-fallback"`).
+    pub label: Option<Arc<str>>,
+}
+
+impl Attempt {
+    /// The first attempt of `model`, at chain position 0, with no per-model limits.
+    pub fn new(model: impl Into<Arc<str>>) -> Self {
+        Attempt {
+            model: model.into(),
+            index: 0,
+            retry: 0,
+            timeout: None,
+            max_retries: None,
+            label: None,
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+/// What the upstream said about the answer: the response body's `model` (the model that
+/// actually answered and is billed) and `provider`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamInfo {
+    /// The response's `model`.
+    pub model: Option<Arc<str>>,
+    /// The response's `provider`.
+    pub provider: Option<Arc<str>>,
+}

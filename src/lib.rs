@@ -1,0 +1,27 @@
+//! Tower middleware that makes any HTTP client `Service` calling
+//! [OpenRouter](https://openrouter.ai) survive what LLM APIs do every day: 429s,
+//! provider outages, slow models, moderation refusals, context-length errors and streams
+//! that die halfway.
+//!
+//! (Crate docs: skeleton.)
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod body;
+pub mod classify;
+pub mod config;
+pub mod error;
+pub mod extensions;
+pub mod fallback;
+pub mod health;
+#[cfg(feature = "mock")]
+pub mod mock;
+pub mod retry;
+pub mod routing;
+pub mod stack;
+pub mod stream;
+pub mod timeout;
+
+pub use error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
+pub use extensions::{Attempt, Deadline, UpstreamInfo};

@@ -1,0 +1,1 @@
+//! Scriptable OpenRouter stand-in (skeleton).
