@@ -107,3 +107,84 @@ pub struct UpstreamInfo {
     /// The response's `provider`.
     pub provider: Option<Arc<str>>,
 }
+
+/// Every attempt of one call, shared by the layers of that call.
+///
+/// The outermost layer that needs it (deadline or fallback) inserts one per call when the
+/// request has none; the retry layer pushes each attempt it retries, the fallback layer each
+/// model's final failure. [`Error::attempts`](crate::Error::attempts) of an `Exhausted` or
+/// `DeadlineExceeded` error and `ServedBy` are built from it. It is only touched on
+/// failures.
+#[derive(Clone, Default)]
+pub struct AttemptLog {
+    records: Arc<std::sync::Mutex<Vec<crate::AttemptRecord>>>,
+}
+
+impl AttemptLog {
+    /// An empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an attempt.
+    pub fn push(&self, record: crate::AttemptRecord) {
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(record);
+    }
+
+    /// The attempts so far, in order.
+    pub fn snapshot(&self) -> Vec<crate::AttemptRecord> {
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// How many attempts were logged.
+    pub fn len(&self) -> usize {
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no attempt was logged.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Debug for AttemptLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.snapshot()).finish()
+    }
+}
+
+/// A callback for errors that happen after a streamed response was already returned
+/// (an error chunk or a missing `[DONE]` after the first token).
+///
+/// The health layer inserts one into the request extensions so such failures count against
+/// the model; the classify layer hands it to the response body, which calls it once.
+#[derive(Clone)]
+pub struct StreamErrorHook {
+    callback: Arc<dyn Fn(&crate::Error) + Send + Sync>,
+}
+
+impl StreamErrorHook {
+    /// A hook that calls `f`.
+    pub fn new(f: impl Fn(&crate::Error) + Send + Sync + 'static) -> Self {
+        StreamErrorHook {
+            callback: Arc::new(f),
+        }
+    }
+
+    /// Reports a mid-stream error.
+    pub fn report(&self, error: &crate::Error) {
+        (self.callback)(error)
+    }
+}
+
+impl std::fmt::Debug for StreamErrorHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamErrorHook")
+    }
+}

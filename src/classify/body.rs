@@ -136,7 +136,7 @@ pub(crate) fn seconds(v: Option<&Value>) -> Option<Duration> {
         Value::String(s) => s.trim().parse::<f64>().ok()?,
         _ => return None,
     };
-    if secs.is_finite() && secs >= 0.0 && secs < 1.0e9 {
+    if (0.0..1.0e9).contains(&secs) {
         Some(Duration::from_secs_f64(secs))
     } else {
         None
