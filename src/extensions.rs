@@ -188,3 +188,18 @@ impl std::fmt::Debug for StreamErrorHook {
         f.write_str("StreamErrorHook")
     }
 }
+
+/// Limits for a streamed (`text/event-stream`) response of one attempt.
+///
+/// Inserted into the request extensions by the attempt-timeout layer; the classify layer
+/// enforces `first_token` while it waits for the first content event (an ordinary,
+/// classified `StreamTimeout` error, so retry and fallback apply) and `idle` between chunks
+/// of the body it returns (a `StreamTimeout` error frame in the body). Both are clamped to
+/// the [`Deadline`] when one is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Longest wait for the first event that carries content.
+    pub first_token: Option<Duration>,
+    /// Longest gap between two chunks once content flows.
+    pub idle: Option<Duration>,
+}

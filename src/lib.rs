@@ -24,4 +24,4 @@ pub mod stream;
 pub mod timeout;
 
 pub use error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
-pub use extensions::{Attempt, AttemptLog, Deadline, StreamErrorHook, UpstreamInfo};
+pub use extensions::{Attempt, AttemptLog, Deadline, StreamErrorHook, StreamLimits, UpstreamInfo};
