@@ -23,5 +23,7 @@ pub mod stack;
 pub mod stream;
 pub mod timeout;
 
+pub use config::ConfigError;
 pub use error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
 pub use extensions::{Attempt, AttemptLog, Deadline, StreamErrorHook, StreamLimits, UpstreamInfo};
+pub use timeout::{AttemptTimeoutLayer, DeadlineLayer};

@@ -1,0 +1,130 @@
+//! The total deadline of a call.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Request;
+use tower::{Layer, Service};
+
+use super::future::{Expiry, ResponseFuture};
+use crate::config::{self, ConfigError};
+use crate::error::{BoxError, Error};
+use crate::extensions::{Attempt, AttemptLog, Deadline};
+
+/// Gives every call one time budget, backoff and every attempt included.
+///
+/// The layer puts a [`Deadline`] into the request extensions (keeping an earlier one the
+/// request already has), and an [`AttemptLog`] when there is none. Inner layers clamp their
+/// waits to [`Deadline::remaining`]. When the budget is gone the call ends with
+/// [`ErrorKind::DeadlineExceeded`](crate::ErrorKind::DeadlineExceeded), which carries every
+/// logged attempt ([`Error::last_attempt_error`]) and the model of the last one; no new
+/// attempt starts.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlineLayer {
+    budget: Duration,
+}
+
+impl DeadlineLayer {
+    /// A layer that gives every call `budget`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] (field `deadline`) when `budget` is zero.
+    pub fn new(budget: Duration) -> Result<Self, ConfigError> {
+        config::positive("deadline", budget)?;
+        Ok(DeadlineLayer { budget })
+    }
+
+    /// The time budget of every call.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = DeadlineService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DeadlineService {
+            inner,
+            budget: self.budget,
+        }
+    }
+}
+
+/// The service of [`DeadlineLayer`].
+#[derive(Debug, Clone)]
+pub struct DeadlineService<S> {
+    inner: S,
+    budget: Duration,
+}
+
+impl<S> DeadlineService<S> {
+    /// Wraps `inner`; see [`DeadlineLayer`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] (field `deadline`) when `budget` is zero.
+    pub fn new(inner: S, budget: Duration) -> Result<Self, ConfigError> {
+        Ok(DeadlineLayer::new(budget)?.layer(inner))
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming `self`.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for DeadlineService<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::from_box(e.into()))
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let ext = req.extensions_mut();
+        let mine = Deadline::after(self.budget);
+        let deadline = match ext.get::<Deadline>() {
+            Some(earlier) if *earlier <= mine => *earlier,
+            _ => {
+                ext.insert(mine);
+                mine
+            }
+        };
+        let log = match ext.get::<AttemptLog>() {
+            Some(log) => log.clone(),
+            None => {
+                let log = AttemptLog::new();
+                ext.insert(log.clone());
+                log
+            }
+        };
+        let model: Option<Arc<str>> = ext.get::<Attempt>().map(|a| a.model.clone());
+        let expiry = Expiry::Deadline { log, model };
+        if deadline.is_expired() {
+            return ResponseFuture::expired(expiry);
+        }
+        let sleep = tokio::time::sleep_until(deadline.instant());
+        ResponseFuture::running(self.inner.call(req), sleep, expiry)
+    }
+}

@@ -1,0 +1,93 @@
+//! Helpers shared by the timeout and retry tests.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use tokio::time::Instant;
+use tower::{service_fn, Service};
+use tower_openrouter::Error;
+
+pub type Req = Request<Full<Bytes>>;
+pub type Resp = Response<Full<Bytes>>;
+
+/// A buffered chat request for `model`.
+pub fn req(model: &str) -> Req {
+    Request::post("http://localhost/api/v1/chat/completions")
+        .header("authorization", "Bearer sk-or-test")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(format!(
+            "{{\"model\":\"{model}\",\"messages\":[]}}"
+        ))))
+        .unwrap()
+}
+
+pub fn ok() -> Resp {
+    Response::new(Full::new(Bytes::from_static(b"{\"choices\":[]}")))
+}
+
+/// What an upstream saw: every request and when it arrived.
+#[derive(Clone, Default)]
+pub struct Seen {
+    calls: Arc<AtomicUsize>,
+    log: Arc<Mutex<Vec<(Instant, Req)>>>,
+}
+
+impl Seen {
+    pub fn count(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Start times of the calls, relative to `t0`, in seconds.
+    pub fn starts(&self, t0: Instant) -> Vec<f64> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .map(|(t, _)| t.duration_since(t0).as_secs_f64())
+            .collect()
+    }
+
+    pub fn requests(&self) -> Vec<Req> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .map(|(_, r)| tower_openrouter::body::clone_request(r))
+            .collect()
+    }
+
+    fn record(&self, req: &Req) -> usize {
+        let mut log = self.log.lock().unwrap();
+        log.push((Instant::now(), tower_openrouter::body::clone_request(req)));
+        self.calls.fetch_add(1, Ordering::SeqCst)
+    }
+}
+
+/// An upstream that records each call and answers call `n` (0-based) with `answer(n)`.
+pub fn upstream<F, Fut>(
+    answer: F,
+) -> (
+    impl Service<Req, Response = Resp, Error = Error, Future = impl Send> + Clone + Send,
+    Seen,
+)
+where
+    F: Fn(usize, Req) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+{
+    let seen = Seen::default();
+    let s = seen.clone();
+    let svc = service_fn(move |req: Req| {
+        let n = s.record(&req);
+        answer(n, req)
+    });
+    (svc, seen)
+}
+
+/// An upstream that never answers.
+pub fn hanging() -> (
+    impl Service<Req, Response = Resp, Error = Error, Future = impl Send> + Clone + Send,
+    Seen,
+) {
+    upstream(|_, _| std::future::pending())
+}
