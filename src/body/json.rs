@@ -1,0 +1,925 @@
+//! A one-pass index of a JSON object's top-level keys, and byte-exact edits of them.
+//!
+//! [`JsonBody`] parses a request body once (serde_json, borrowing each top-level value as a
+//! `&RawValue`, no `Value` tree) and records where every top-level key and value starts and
+//! ends. Edits then build the new body from the original bytes around the changed spans:
+//! every other byte (whitespace, escapes, key order, nested objects with their own
+//! `"model"` keys) stays exactly as the caller wrote it, and each edit allocates exactly one
+//! buffer of the final size.
+//!
+//! Keys are compared after unescaping (`"mod\u0065l"` is `model`); when a key occurs more
+//! than once the last occurrence wins, as in `JSON.parse` and `serde_json`.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use serde_json::value::RawValue;
+//! use tower_openrouter::body::{edit_top_level, rewrite_model, Edit, JsonBody};
+//!
+//! let body = Bytes::from_static(br#"{ "messages": [{"role":"user","content":"hi"}], "model" : "a/b" }"#);
+//! assert_eq!(
+//!     rewrite_model(&body, "c/d")?,
+//!     &br#"{ "messages": [{"role":"user","content":"hi"}], "model" : "c/d" }"#[..]
+//! );
+//!
+//! // Parse once, rewrite per attempt.
+//! let json = JsonBody::parse_with_model(body.clone())?;
+//! assert_eq!(json.model().as_deref(), Some("a/b"));
+//! assert_eq!(
+//!     json.with_model_and_models("x/y", ["x/y", "z/w"])?,
+//!     &br#"{ "messages": [{"role":"user","content":"hi"}], "model" : "x/y", "models" : ["x/y","z/w"] }"#[..]
+//! );
+//!
+//! // General top-level edits.
+//! let provider = RawValue::from_string(r#"{"sort":"price"}"#.to_owned())?;
+//! let edited = edit_top_level(&body, &[Edit::Set("provider", &provider), Edit::Remove("messages")])?;
+//! assert_eq!(edited, &br#"{ "model" : "a/b", "provider" : {"sort":"price"} }"#[..]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::{Error, ErrorKind};
+
+/// One top-level member: byte offsets into the body.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    /// The key's opening quote.
+    key_start: usize,
+    /// One past the key's closing quote.
+    key_end: usize,
+    /// First byte of the value.
+    value_start: usize,
+    /// One past the value's last byte.
+    value_end: usize,
+    /// Whether the key contains a backslash escape (compare it decoded).
+    escaped: bool,
+}
+
+#[derive(Debug)]
+struct Index {
+    /// Offset of the opening `{`.
+    open: usize,
+    /// Offset of the closing `}`.
+    close: usize,
+    entries: Vec<Entry>,
+    /// Position in `entries` of the last `model` member.
+    model: Option<usize>,
+}
+
+/// A request body that is a JSON object, with the byte span of every top-level member.
+///
+/// Cheap to clone (a reference-count bump on the bytes and on the index), so it can travel
+/// in request extensions: the buffering layer inserts one for every chat-completion body,
+/// and the fallback layer reuses it for each attempt instead of parsing again
+/// ([`JsonBody::from_request`]). `Debug` shows sizes only, never the body.
+#[derive(Clone)]
+pub struct JsonBody {
+    bytes: Bytes,
+    index: Arc<Index>,
+}
+
+impl fmt::Debug for JsonBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonBody")
+            .field("len", &self.bytes.len())
+            .field("members", &self.index.entries.len())
+            .field("has_model", &self.index.model.is_some())
+            .finish()
+    }
+}
+
+/// One change to a top-level member, for [`JsonBody::edit`] and [`edit_top_level`].
+///
+/// When the same key appears in several edits of one call, the last edit wins.
+#[derive(Clone, Copy, Debug)]
+pub enum Edit<'a> {
+    /// Sets the key to this raw JSON value: replaces the value of its last occurrence, or
+    /// appends the member before the closing `}` when the key is absent.
+    Set(&'a str, &'a RawValue),
+    /// Sets the key to this string (JSON-escaped), like [`Edit::Set`].
+    SetString(&'a str, &'a str),
+    /// Removes every occurrence of the key (nothing happens when it is absent).
+    Remove(&'a str),
+}
+
+impl Edit<'_> {
+    fn key(&self) -> &str {
+        match self {
+            Edit::Set(k, _) | Edit::SetString(k, _) | Edit::Remove(k) => k,
+        }
+    }
+
+    fn value(&self) -> Option<Val<'_>> {
+        match *self {
+            Edit::Set(_, raw) => Some(Val::Raw(raw.get())),
+            Edit::SetString(_, s) => Some(Val::Str(s)),
+            Edit::Remove(_) => None,
+        }
+    }
+}
+
+/// Replaces the top-level `model` of a JSON object body with `model`; every other byte is
+/// kept. Parses the body; use [`JsonBody::with_model`] to reuse one parse for many
+/// rewrites.
+///
+/// Errors ([`ErrorKind::InvalidBody`]): the body is not a JSON object, or has no
+/// top-level `model`.
+pub fn rewrite_model(body: &Bytes, model: &str) -> Result<Bytes, Error> {
+    JsonBody::parse(body.clone())?.with_model(model)
+}
+
+/// Applies top-level edits to a JSON object body, touching only the edited members (see
+/// [`JsonBody::edit`]).
+///
+/// Errors ([`ErrorKind::InvalidBody`]): the body is not a JSON object.
+pub fn edit_top_level(body: &Bytes, edits: &[Edit<'_>]) -> Result<Bytes, Error> {
+    Ok(JsonBody::parse(body.clone())?.edit(edits))
+}
+
+fn invalid(detail: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidBody).with_detail(detail)
+}
+
+impl JsonBody {
+    /// Parses `bytes` as a JSON object and indexes its top-level members.
+    ///
+    /// Errors ([`ErrorKind::InvalidBody`], the detail says which, never echoing the body):
+    /// not valid JSON, or valid JSON that is not an object.
+    pub fn parse(bytes: Bytes) -> Result<Self, Error> {
+        let index = index(&bytes)?;
+        Ok(JsonBody {
+            bytes,
+            index: Arc::new(index),
+        })
+    }
+
+    /// Like [`JsonBody::parse`], and also requires a top-level `model` that is a string
+    /// (what OpenRouter's chat-completion and messages endpoints need).
+    pub fn parse_with_model(bytes: Bytes) -> Result<Self, Error> {
+        let json = Self::parse(bytes)?;
+        match json.index.model {
+            None => Err(invalid("the request body has no top-level \"model\"")),
+            Some(i) => {
+                let e = json.index.entries[i];
+                if json.bytes[e.value_start] == b'"' {
+                    Ok(json)
+                } else {
+                    Err(invalid(format!(
+                        "the request body's \"model\" is not a string (it is {})",
+                        json_type(json.bytes[e.value_start])
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The [`JsonBody`] for a buffered request: the one in its extensions when it still
+    /// describes the request's body (same buffer), otherwise a fresh parse.
+    pub fn from_request(req: &Request<Full<Bytes>>) -> Result<Self, Error> {
+        let bytes = super::full_bytes(req.body());
+        match req.extensions().get::<JsonBody>() {
+            Some(json) if json.is_for(&bytes) => Ok(json.clone()),
+            _ => Self::parse(bytes),
+        }
+    }
+
+    /// The body's bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Whether this index describes exactly `bytes` (the same buffer, not merely equal
+    /// content).
+    pub fn is_for(&self, bytes: &Bytes) -> bool {
+        self.bytes.as_ptr() == bytes.as_ptr() && self.bytes.len() == bytes.len()
+    }
+
+    /// Whether the object has a top-level member `key`.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.find_last(key).is_some()
+    }
+
+    /// The raw JSON text of the top-level member `key` (its last occurrence).
+    pub fn get_raw(&self, key: &str) -> Option<&str> {
+        let e = self.index.entries[self.find_last(key)?];
+        // The index only holds spans of valid UTF-8 JSON values.
+        std::str::from_utf8(&self.bytes[e.value_start..e.value_end]).ok()
+    }
+
+    /// The top-level `model`, unescaped, when it is a string.
+    pub fn model(&self) -> Option<Cow<'_, str>> {
+        let e = self.index.entries[self.index.model?];
+        decode_str(&self.bytes[e.value_start..e.value_end])
+    }
+
+    /// The byte range of the top-level `model` value (quotes included).
+    pub fn model_span(&self) -> Option<Range<usize>> {
+        let e = self.index.entries[self.index.model?];
+        Some(e.value_start..e.value_end)
+    }
+
+    /// The top-level keys in body order (unescaped; duplicates repeated).
+    pub fn keys(&self) -> impl Iterator<Item = Cow<'_, str>> + '_ {
+        self.index
+            .entries
+            .iter()
+            .filter_map(move |e| decode_str(&self.bytes[e.key_start..e.key_end]))
+    }
+
+    /// The body with its top-level `model` replaced by `model` (JSON-escaped): the bytes
+    /// before and after the old value are kept as they are. One allocation of the final
+    /// size.
+    ///
+    /// Errors ([`ErrorKind::InvalidBody`]): there is no top-level `model`.
+    pub fn with_model(&self, model: &str) -> Result<Bytes, Error> {
+        let e = self.model_entry()?;
+        let (head, tail) = (&self.bytes[..e.value_start], &self.bytes[e.value_end..]);
+        let mut len = Out::Count(head.len() + tail.len());
+        put_json_str(&mut len, model);
+        let mut out = Out::with_capacity(len.len());
+        out.put(head);
+        put_json_str(&mut out, model);
+        out.put(tail);
+        Ok(out.into_bytes())
+    }
+
+    /// The body with `model` replaced and `models` (OpenRouter's server-side fallback
+    /// list) set to `models`, in one pass and one allocation: what a client-side chain
+    /// sends when each attempt hands a window of models to OpenRouter. An empty `models`
+    /// removes the `models` member.
+    ///
+    /// Errors ([`ErrorKind::InvalidBody`]): there is no top-level `model`.
+    pub fn with_model_and_models<I>(&self, model: &str, models: I) -> Result<Bytes, Error>
+    where
+        I: IntoIterator + Clone,
+        I::Item: AsRef<str>,
+    {
+        self.model_entry()?;
+        let list = StrIter(models);
+        let models_val = if list.is_empty() {
+            None
+        } else {
+            Some(Val::List(&list))
+        };
+        Ok(self.apply(&[("model", Some(Val::Str(model))), ("models", models_val)]))
+    }
+
+    /// The body with `edits` applied, touching only the edited members:
+    ///
+    /// * a replaced value keeps its key's bytes and the whitespace around the colon;
+    /// * a removed member takes one separating comma with it;
+    /// * a new member is appended before the closing `}`, separated like the body's own
+    ///   members (an empty object `{}` gets no comma).
+    ///
+    /// One allocation of the final size.
+    pub fn edit(&self, edits: &[Edit<'_>]) -> Bytes {
+        // The last edit of a key wins.
+        let mut ops: Vec<(&str, Option<Val<'_>>)> = Vec::with_capacity(edits.len());
+        for (i, edit) in edits.iter().enumerate() {
+            if edits[i + 1..].iter().all(|later| later.key() != edit.key()) {
+                ops.push((edit.key(), edit.value()));
+            }
+        }
+        self.apply(&ops)
+    }
+
+    /// [`JsonBody::edit`], then indexes the result (for storing back in the request
+    /// extensions).
+    pub fn edited(&self, edits: &[Edit<'_>]) -> Result<JsonBody, Error> {
+        JsonBody::parse(self.edit(edits))
+    }
+
+    fn model_entry(&self) -> Result<Entry, Error> {
+        self.index
+            .model
+            .map(|i| self.index.entries[i])
+            .ok_or_else(|| invalid("the request body has no top-level \"model\" to rewrite"))
+    }
+
+    fn key_eq(&self, e: &Entry, name: &str) -> bool {
+        let raw = &self.bytes[e.key_start..e.key_end];
+        if e.escaped {
+            decode_str(raw).is_some_and(|k| k == name)
+        } else {
+            &raw[1..raw.len() - 1] == name.as_bytes()
+        }
+    }
+
+    fn find_last(&self, key: &str) -> Option<usize> {
+        self.index.entries.iter().rposition(|e| self.key_eq(e, key))
+    }
+
+    /// Applies deduplicated operations: (key, Some(value)) sets, (key, None) removes.
+    fn apply(&self, ops: &[(&str, Option<Val<'_>>)]) -> Bytes {
+        let mut len = Out::Count(0);
+        self.write_edited(&mut len, ops);
+        let mut out = Out::with_capacity(len.len());
+        self.write_edited(&mut out, ops);
+        out.into_bytes()
+    }
+
+    fn write_edited(&self, out: &mut Out, ops: &[(&str, Option<Val<'_>>)]) {
+        let b = &self.bytes[..];
+        let Index {
+            open,
+            close,
+            ref entries,
+            ..
+        } = *self.index;
+        let n = entries.len();
+        let lead = &b[open + 1..entries.first().map_or(close, |e| e.key_start)];
+        out.put(&b[..open + 1]);
+        out.put(lead);
+        let mut emitted = false;
+        for (i, e) in entries.iter().enumerate() {
+            let op = ops.iter().find(|(k, _)| self.key_eq(e, k));
+            let replacement = match op {
+                None => None,
+                Some((_, None)) => continue,
+                Some((k, Some(v))) => {
+                    if entries[i + 1..].iter().any(|later| self.key_eq(later, k)) {
+                        None
+                    } else {
+                        Some(v)
+                    }
+                }
+            };
+            if emitted {
+                out.put(&b[entries[i - 1].value_end..e.key_start]);
+            }
+            emitted = true;
+            match replacement {
+                None => out.put(&b[e.key_start..e.value_end]),
+                Some(v) => {
+                    out.put(&b[e.key_start..e.value_start]);
+                    v.write(out);
+                }
+            }
+        }
+        // New members, styled like the body's own: its last separator and colon.
+        let sep: (&[u8], &[u8]) = match n {
+            0 => (b",", b""),
+            1 => (b",", lead),
+            _ => (&b[entries[n - 2].value_end..entries[n - 1].key_start], b""),
+        };
+        let colon: &[u8] = entries
+            .last()
+            .map_or(b":", |e| &b[e.key_end..e.value_start]);
+        for (k, v) in ops {
+            let Some(v) = v else { continue };
+            if entries.iter().any(|e| self.key_eq(e, k)) {
+                continue;
+            }
+            if emitted {
+                out.put(sep.0);
+                out.put(sep.1);
+            }
+            emitted = true;
+            put_json_str(out, k);
+            out.put(colon);
+            v.write(out);
+        }
+        out.put(&b[entries.last().map_or(close, |e| e.value_end)..]);
+    }
+}
+
+/// A value to write.
+#[derive(Clone, Copy)]
+enum Val<'a> {
+    /// Raw JSON text.
+    Raw(&'a str),
+    /// A string to JSON-escape.
+    Str(&'a str),
+    /// An array of strings.
+    List(&'a dyn WriteList),
+}
+
+impl Val<'_> {
+    fn write(&self, out: &mut Out) {
+        match *self {
+            Val::Raw(r) => out.put(r.as_bytes()),
+            Val::Str(s) => put_json_str(out, s),
+            Val::List(l) => l.write(out),
+        }
+    }
+}
+
+trait WriteList {
+    fn write(&self, out: &mut Out);
+}
+
+struct StrIter<I>(I);
+
+impl<I> StrIter<I>
+where
+    I: IntoIterator + Clone,
+    I::Item: AsRef<str>,
+{
+    fn is_empty(&self) -> bool {
+        self.0.clone().into_iter().next().is_none()
+    }
+}
+
+impl<I> WriteList for StrIter<I>
+where
+    I: IntoIterator + Clone,
+    I::Item: AsRef<str>,
+{
+    fn write(&self, out: &mut Out) {
+        out.put(b"[");
+        for (i, s) in self.0.clone().into_iter().enumerate() {
+            if i > 0 {
+                out.put(b",");
+            }
+            put_json_str(out, s.as_ref());
+        }
+        out.put(b"]");
+    }
+}
+
+/// Where output goes: first counted, then written into a buffer of exactly that size.
+enum Out {
+    Count(usize),
+    Buf(Vec<u8>),
+}
+
+impl Out {
+    fn with_capacity(n: usize) -> Self {
+        Out::Buf(Vec::with_capacity(n))
+    }
+
+    fn put(&mut self, b: &[u8]) {
+        match self {
+            Out::Count(n) => *n += b.len(),
+            Out::Buf(v) => v.extend_from_slice(b),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Out::Count(n) => *n,
+            Out::Buf(v) => v.len(),
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Out::Count(_) => Bytes::new(),
+            Out::Buf(v) => {
+                debug_assert_eq!(v.len(), v.capacity(), "size computed exactly");
+                Bytes::from(v)
+            }
+        }
+    }
+}
+
+/// Writes `s` as a JSON string, escaped as serde_json does.
+fn put_json_str(out: &mut Out, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.put(b"\"");
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        let unicode;
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => {
+                unicode = [
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(c >> 4) as usize],
+                    HEX[(c & 0xf) as usize],
+                ];
+                &unicode
+            }
+            _ => continue,
+        };
+        out.put(&bytes[start..i]);
+        out.put(esc);
+        start = i + 1;
+    }
+    out.put(&bytes[start..]);
+    out.put(b"\"");
+}
+
+/// Decodes a JSON string token (quotes included); `None` if it is not a string.
+fn decode_str(raw: &[u8]) -> Option<Cow<'_, str>> {
+    if raw.first() != Some(&b'"') {
+        return None;
+    }
+    if !raw.contains(&b'\\') {
+        return std::str::from_utf8(&raw[1..raw.len() - 1])
+            .ok()
+            .map(Cow::Borrowed);
+    }
+    serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
+}
+
+fn json_type(first: u8) -> &'static str {
+    match first {
+        b'{' => "an object",
+        b'[' => "an array",
+        b'"' => "a string",
+        b't' | b'f' => "a boolean",
+        b'n' => "null",
+        _ => "a number",
+    }
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && is_ws(b[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// From the opening quote of a valid JSON string: one past its closing quote, and whether
+/// it has escapes.
+fn scan_string(b: &[u8], start: usize) -> Option<(usize, bool)> {
+    let mut i = start + 1;
+    let mut escaped = false;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => {
+                escaped = true;
+                i += 2;
+            }
+            b'"' => return Some((i + 1, escaped)),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// One top-level member as the serde pass sees it.
+struct Member {
+    value_start: usize,
+    value_len: usize,
+    is_model: bool,
+}
+
+struct TopLevel {
+    base: usize,
+}
+
+impl<'de> Visitor<'de> for TopLevel {
+    type Value = Vec<Member>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::with_capacity(16);
+        while let Some(is_model) = map.next_key_seed(IsModel)? {
+            let raw: &'de RawValue = map.next_value()?;
+            let text = raw.get();
+            // The raw value borrows from the input: its offset is a pointer difference.
+            let value_start = (text.as_ptr() as usize)
+                .checked_sub(self.base)
+                .ok_or_else(|| de::Error::custom("raw value outside the body"))?;
+            members.push(Member {
+                value_start,
+                value_len: text.len(),
+                is_model,
+            });
+        }
+        Ok(members)
+    }
+}
+
+/// Deserializes a key into "is it `model`?" without allocating (serde_json hands escaped
+/// keys over unescaped).
+struct IsModel;
+
+impl<'de> DeserializeSeed<'de> for IsModel {
+    type Value = bool;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for IsModel {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+        Ok(v == "model")
+    }
+}
+
+fn index(bytes: &[u8]) -> Result<Index, Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let members = de
+        .deserialize_map(TopLevel {
+            base: bytes.as_ptr() as usize,
+        })
+        .and_then(|m| de.end().map(|()| m))
+        .map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => {
+                invalid("the request body is valid JSON but not an object")
+            }
+            _ => invalid(format!(
+                "the request body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            )),
+        })?;
+    // serde_json validated the syntax; walk the separators to find each key's span.
+    let broken = || invalid("the request body could not be indexed");
+    let open = skip_ws(bytes, 0);
+    if bytes.get(open) != Some(&b'{') {
+        return Err(broken());
+    }
+    let mut pos = open + 1;
+    let mut entries = Vec::with_capacity(members.len());
+    let mut model = None;
+    for (i, m) in members.iter().enumerate() {
+        pos = skip_ws(bytes, pos);
+        if i > 0 {
+            if bytes.get(pos) != Some(&b',') {
+                return Err(broken());
+            }
+            pos = skip_ws(bytes, pos + 1);
+        }
+        if bytes.get(pos) != Some(&b'"') {
+            return Err(broken());
+        }
+        let (key_end, escaped) = scan_string(bytes, pos).ok_or_else(broken)?;
+        let colon = skip_ws(bytes, key_end);
+        if bytes.get(colon) != Some(&b':') || skip_ws(bytes, colon + 1) != m.value_start {
+            return Err(broken());
+        }
+        if m.is_model {
+            model = Some(i);
+        }
+        entries.push(Entry {
+            key_start: pos,
+            key_end,
+            value_start: m.value_start,
+            value_end: m.value_start + m.value_len,
+            escaped,
+        });
+        pos = m.value_start + m.value_len;
+    }
+    let close = skip_ws(bytes, pos);
+    if bytes.get(close) != Some(&b'}') {
+        return Err(broken());
+    }
+    Ok(Index {
+        open,
+        close,
+        entries,
+        model,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    fn rewrite(s: &str, model: &str) -> String {
+        String::from_utf8(rewrite_model(&b(s), model).unwrap().to_vec()).unwrap()
+    }
+
+    fn edit(s: &str, edits: &[Edit<'_>]) -> String {
+        String::from_utf8(edit_top_level(&b(s), edits).unwrap().to_vec()).unwrap()
+    }
+
+    fn detail(s: &str) -> String {
+        let e = JsonBody::parse_with_model(b(s)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidBody);
+        e.detail().unwrap().to_owned()
+    }
+
+    #[test]
+    fn rewrite_touches_only_the_model_value() {
+        assert_eq!(rewrite(r#"{"model":"a/b"}"#, "c/d"), r#"{"model":"c/d"}"#);
+        // Unusual whitespace, model not first, nested "model" keys left alone.
+        let body = "\r\n\t{ \"messages\" :[{\"model\":\"nested\",\"content\":\"h\\u00e9 \u{1F600}\"}] ,\n\n  \"model\"\t:\t \"a/b\"  , \"x\":{\"model\":1}}\n ";
+        let want = "\r\n\t{ \"messages\" :[{\"model\":\"nested\",\"content\":\"h\\u00e9 \u{1F600}\"}] ,\n\n  \"model\"\t:\t \"z/\u{e9}\"  , \"x\":{\"model\":1}}\n ";
+        assert_eq!(rewrite(body, "z/\u{e9}"), want);
+        // An escaped key is the same key.
+        assert_eq!(
+            rewrite(r#"{"mod\u0065l":"a","modelx":"b"}"#, "c"),
+            r#"{"mod\u0065l":"c","modelx":"b"}"#
+        );
+        // Duplicate keys: the last one is the one that counts (and is rewritten).
+        assert_eq!(
+            rewrite(r#"{"model":"a","model":"b"}"#, "c"),
+            r#"{"model":"a","model":"c"}"#
+        );
+        // The new value is escaped.
+        assert_eq!(
+            rewrite(r#"{"model":"a"}"#, "q\"\\\n\u{1}"),
+            r#"{"model":"q\"\\\n\u0001"}"#
+        );
+        // An escaped old value is replaced as a whole.
+        assert_eq!(
+            rewrite(r#"{"model":"a\"b\\","n":1}"#, "c"),
+            r#"{"model":"c","n":1}"#
+        );
+    }
+
+    #[test]
+    fn rewrite_allocates_exactly_the_final_size() {
+        let json = JsonBody::parse(b(r#"{ "model" : "a" , "k": [1,2] }"#)).unwrap();
+        for m in ["", "x", "openai/gpt-4o", "\u{1F600}\"\n"] {
+            let out = json.with_model(m).unwrap();
+            let mut expected = Out::Count(0);
+            put_json_str(&mut expected, m);
+            assert_eq!(out.len(), json.bytes().len() - 3 + expected.len());
+        }
+    }
+
+    #[test]
+    fn rewrite_without_model_is_typed() {
+        let e = rewrite_model(&b(r#"{"messages":[]}"#), "a").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidBody);
+        assert!(e.detail().unwrap().contains("no top-level \"model\""));
+        let e = rewrite_model(&b("[1]"), "a").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidBody);
+    }
+
+    #[test]
+    fn invalid_bodies_name_the_problem_without_echoing() {
+        assert!(detail(r#"{"model":"secret-content"#).contains("not valid JSON"));
+        assert!(detail("secret-content").contains("not valid JSON"));
+        assert!(detail("").contains("not valid JSON"));
+        assert!(detail(r#"{"model":"a"} trailing"#).contains("not valid JSON"));
+        assert!(detail(r#"["secret-content"]"#).contains("not an object"));
+        assert!(detail(r#""secret-content""#).contains("not an object"));
+        assert!(detail(r#"{"messages":"secret-content"}"#).contains("no top-level \"model\""));
+        assert!(detail(r#"{"x":{"model":"secret-content"}}"#).contains("no top-level"));
+        let d = detail(r#"{"model":["secret-content"]}"#);
+        assert!(d.contains("not a string") && d.contains("array"), "{d}");
+        assert!(detail(r#"{"model":null}"#).contains("null"));
+        assert!(detail(r#"{"model":12}"#).contains("a number"));
+        for s in [
+            r#"{"model":"secret-content"#,
+            r#"["secret-content"]"#,
+            r#"{"model":["secret-content"]}"#,
+            r#""secret-content""#,
+        ] {
+            let e = JsonBody::parse_with_model(b(s)).unwrap_err();
+            assert!(!format!("{e} {e:?}").contains("secret"), "{e:?}");
+        }
+        assert!(JsonBody::parse_with_model(b(r#"{"model":"a/b"}"#)).is_ok());
+        // Invalid UTF-8 is not valid JSON.
+        let e = JsonBody::parse(Bytes::from_static(b"{\"model\":\"\xff\"}")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidBody);
+    }
+
+    #[test]
+    fn index_accessors() {
+        let json =
+            JsonBody::parse(b(r#" {"a":1, "mod\u0065l" : "x\ty" ,"b":{"model":2}} "#)).unwrap();
+        assert_eq!(json.keys().collect::<Vec<_>>(), ["a", "model", "b"]);
+        assert_eq!(json.model().as_deref(), Some("x\ty"));
+        assert_eq!(json.get_raw("b"), Some(r#"{"model":2}"#));
+        assert_eq!(json.get_raw("a"), Some("1"));
+        assert!(json.contains_key("model") && !json.contains_key("c"));
+        let span = json.model_span().unwrap();
+        assert_eq!(&json.bytes()[span], br#""x\ty""#);
+        assert!(json.is_for(&json.bytes().clone()));
+        assert!(!json.is_for(&Bytes::copy_from_slice(json.bytes())));
+        let dbg = format!("{json:?}");
+        assert!(!dbg.contains("x\\ty") && dbg.contains("JsonBody"), "{dbg}");
+    }
+
+    #[test]
+    fn edits_replace_insert_remove() {
+        let r = raw(r#"["a","b"]"#);
+        // Replace in place.
+        assert_eq!(
+            edit(
+                r#"{"model":"m", "models" : ["x"] ,"n":1}"#,
+                &[Edit::Set("models", &r)]
+            ),
+            r#"{"model":"m", "models" : ["a","b"] ,"n":1}"#
+        );
+        // Insert: styled like the last separator and colon.
+        assert_eq!(
+            edit(r#"{"model":"m", "n" : 1}"#, &[Edit::Set("models", &r)]),
+            r#"{"model":"m", "n" : 1, "models" : ["a","b"]}"#
+        );
+        assert_eq!(
+            edit("{\n  \"model\": \"m\"\n}", &[Edit::Set("models", &r)]),
+            "{\n  \"model\": \"m\",\n  \"models\": [\"a\",\"b\"]\n}"
+        );
+        // Into an empty object: no comma.
+        assert_eq!(
+            edit("{}", &[Edit::Set("models", &r)]),
+            r#"{"models":["a","b"]}"#
+        );
+        assert_eq!(
+            edit(
+                " { } ",
+                &[Edit::Set("a", &raw("1")), Edit::SetString("b", "x\"")]
+            ),
+            r#" { "a":1,"b":"x\""} "#
+        );
+        // Remove first, middle, last, only.
+        let s = r#"{"a":1, "b":2 ,"c":3}"#;
+        assert_eq!(edit(s, &[Edit::Remove("a")]), r#"{"b":2 ,"c":3}"#);
+        assert_eq!(edit(s, &[Edit::Remove("b")]), r#"{"a":1 ,"c":3}"#);
+        assert_eq!(edit(s, &[Edit::Remove("c")]), r#"{"a":1, "b":2}"#);
+        assert_eq!(
+            edit(s, &[Edit::Remove("a"), Edit::Remove("b")]),
+            r#"{"c":3}"#
+        );
+        assert_eq!(
+            edit(
+                s,
+                &[Edit::Remove("a"), Edit::Remove("b"), Edit::Remove("c")]
+            ),
+            "{}"
+        );
+        assert_eq!(edit(r#"{ "a":1 }"#, &[Edit::Remove("a")]), "{  }");
+        assert_eq!(edit(s, &[Edit::Remove("zz")]), s);
+        // Remove every duplicate; replace only the last one.
+        assert_eq!(
+            edit(r#"{"a":1,"b":2,"a":3}"#, &[Edit::Remove("a")]),
+            r#"{"b":2}"#
+        );
+        assert_eq!(
+            edit(r#"{"a":1,"b":2,"a":3}"#, &[Edit::Set("a", &raw("9"))]),
+            r#"{"a":1,"b":2,"a":9}"#
+        );
+        // Remove and insert together; escaped key matched; last edit of a key wins.
+        assert_eq!(
+            edit(
+                r#"{"\u0061":1,"b":2}"#,
+                &[
+                    Edit::Remove("a"),
+                    Edit::SetString("c", "x"),
+                    Edit::Set("c", &raw("[]"))
+                ]
+            ),
+            r#"{"b":2,"c":[]}"#
+        );
+        // Nested keys are never touched.
+        assert_eq!(
+            edit(r#"{"x":{"models":1}}"#, &[Edit::Remove("models")]),
+            r#"{"x":{"models":1}}"#
+        );
+    }
+
+    #[test]
+    fn model_and_models_in_one_pass() {
+        let json = JsonBody::parse(b(r#"{"models":["old"],"model":"a","k":true}"#)).unwrap();
+        assert_eq!(
+            json.with_model_and_models("b", ["b", "c"]).unwrap(),
+            &br#"{"models":["b","c"],"model":"b","k":true}"#[..]
+        );
+        let empty: [&str; 0] = [];
+        assert_eq!(
+            json.with_model_and_models("b", empty).unwrap(),
+            &br#"{"model":"b","k":true}"#[..]
+        );
+        let json = JsonBody::parse(b(r#"{"model":"a"}"#)).unwrap();
+        let window: Vec<std::sync::Arc<str>> = vec!["x".into(), "y".into()];
+        assert_eq!(
+            json.with_model_and_models("x", &window).unwrap(),
+            &br#"{"model":"x","models":["x","y"]}"#[..]
+        );
+        let json = JsonBody::parse(b(r#"{"k":1}"#)).unwrap();
+        assert_eq!(
+            json.with_model_and_models("x", ["x"]).unwrap_err().kind(),
+            ErrorKind::InvalidBody
+        );
+    }
+}

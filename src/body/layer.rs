@@ -1,0 +1,334 @@
+//! The request buffering layer.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::request::Parts;
+use http::{Method, Request};
+use http_body::Body;
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use super::JsonBody;
+use crate::{BoxError, Error, ErrorKind};
+
+/// The default body limit: 16 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Buffers a request body once into a cheaply cloneable `Request<Full<Bytes>>`, bounded,
+/// and checks chat-completion bodies before any upstream call.
+///
+/// * A body larger than the limit ([`DEFAULT_BODY_LIMIT`] unless set with
+///   [`BufferRequestLayer::limit`]) is [`ErrorKind::BodyTooLarge`]. A `Content-Length`
+///   (or body size hint) over the limit is refused without reading; otherwise reading
+///   stops at the first chunk that passes the limit.
+/// * A `POST` to a path ending in `/chat/completions`, `/completions` or `/messages` whose
+///   body is not a JSON object with a string `model` is [`ErrorKind::InvalidBody`]; the
+///   detail says which (not valid JSON, not an object, no `model`, `model` not a string)
+///   and never echoes the body. For a valid one the parsed [`JsonBody`] index is put in
+///   the request extensions, so inner layers edit the body without parsing it again.
+/// * A body that fails to read is [`ErrorKind::InvalidBody`] with the read error as its
+///   source.
+/// * Other requests (e.g. `GET /api/v1/models`) are buffered and passed on untouched.
+///
+/// The body's bytes are never changed (a body that arrives in one chunk is not even
+/// copied); trailers are dropped. In every error case the inner service is not called.
+#[derive(Clone, Copy, Debug)]
+pub struct BufferRequestLayer {
+    limit: usize,
+}
+
+impl Default for BufferRequestLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BufferRequestLayer {
+    /// A layer with the default limit of 16 MiB.
+    pub fn new() -> Self {
+        BufferRequestLayer {
+            limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+
+    /// Sets the largest body accepted, in bytes.
+    pub fn limit(mut self, bytes: usize) -> Self {
+        self.limit = bytes;
+        self
+    }
+
+    /// The largest body accepted, in bytes.
+    pub fn max_bytes(&self) -> usize {
+        self.limit
+    }
+}
+
+impl<S> Layer<S> for BufferRequestLayer {
+    type Service = BufferRequest<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BufferRequest {
+            inner,
+            limit: self.limit,
+        }
+    }
+}
+
+/// The service of [`BufferRequestLayer`].
+#[derive(Clone, Debug)]
+pub struct BufferRequest<S> {
+    inner: S,
+    limit: usize,
+}
+
+impl<S> BufferRequest<S> {
+    /// Wraps `inner` with the default limit.
+    pub fn new(inner: S) -> Self {
+        BufferRequestLayer::new().layer(inner)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// Whether a request goes to an endpoint whose body must carry a `model`.
+pub(crate) fn is_model_endpoint(method: &Method, path: &str) -> bool {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    method == Method::POST && (path.ends_with("/completions") || path.ends_with("/messages"))
+}
+
+fn too_large(limit: usize) -> Error {
+    Error::new(ErrorKind::BodyTooLarge).with_detail(format!(
+        "the request body is larger than the limit of {limit} bytes"
+    ))
+}
+
+impl<S, B> Service<Request<B>> for BufferRequest<S>
+where
+    S: Service<Request<Full<Bytes>>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::from_box(e.into()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = req.into_parts();
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let hint = body.size_hint();
+        let limit = self.limit as u64;
+        if declared.is_some_and(|n| n > limit) || hint.lower() > limit {
+            return ResponseFuture {
+                state: State::Failed {
+                    error: Some(too_large(self.limit)),
+                },
+            };
+        }
+        let expected = declared.or(hint.exact()).unwrap_or(0).min(limit) as usize;
+        ResponseFuture {
+            state: State::Reading {
+                body,
+                parts: Some(parts),
+                inner: Some(inner),
+                collected: Collected::new(expected),
+                limit: self.limit,
+            },
+        }
+    }
+}
+
+/// The body read so far: one chunk is kept as it is, more are concatenated.
+struct Collected {
+    first: Option<Bytes>,
+    rest: Option<BytesMut>,
+    len: usize,
+    expected: usize,
+}
+
+impl Collected {
+    fn new(expected: usize) -> Self {
+        Collected {
+            first: None,
+            rest: None,
+            len: 0,
+            expected,
+        }
+    }
+
+    fn push(&mut self, mut data: impl Buf) {
+        let n = data.remaining();
+        if n == 0 {
+            return;
+        }
+        self.len += n;
+        if let Some(rest) = &mut self.rest {
+            rest.put(data);
+        } else if let Some(first) = self.first.take() {
+            let mut rest = BytesMut::with_capacity(self.expected.max(self.len));
+            rest.extend_from_slice(&first);
+            rest.put(data);
+            self.rest = Some(rest);
+        } else {
+            self.first = Some(data.copy_to_bytes(n));
+        }
+    }
+
+    fn finish(self) -> Bytes {
+        match (self.first, self.rest) {
+            (_, Some(rest)) => rest.freeze(),
+            (Some(first), None) => first,
+            (None, None) => Bytes::new(),
+        }
+    }
+}
+
+use bytes::BufMut as _;
+
+pin_project! {
+    /// The response future of [`BufferRequest`].
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<Full<Bytes>>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<Full<Bytes>>>,
+    {
+        Reading {
+            #[pin]
+            body: B,
+            parts: Option<Parts>,
+            inner: Option<S>,
+            collected: Collected,
+            limit: usize,
+        },
+        Calling {
+            #[pin]
+            future: S::Future,
+        },
+        Failed {
+            error: Option<Error>,
+        },
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<Full<Bytes>>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<Full<Bytes>>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Reading {
+                    mut body,
+                    parts,
+                    inner,
+                    collected,
+                    limit,
+                } => match ready!(body.as_mut().poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            if collected.len + data.remaining() > *limit {
+                                State::Failed {
+                                    error: Some(too_large(*limit)),
+                                }
+                            } else {
+                                collected.push(data);
+                                continue;
+                            }
+                        } else {
+                            continue;
+                        }
+                    }
+                    Some(Err(e)) => State::Failed {
+                        error: Some(
+                            Error::new(ErrorKind::InvalidBody)
+                                .with_detail("the request body could not be read")
+                                .with_source(e.into()),
+                        ),
+                    },
+                    None => {
+                        let bytes = std::mem::replace(collected, Collected::new(0)).finish();
+                        let mut parts = parts.take().expect("polled after completion");
+                        let mut inner = inner.take().expect("polled after completion");
+                        match prepare(&mut parts, &bytes) {
+                            Ok(()) => State::Calling {
+                                future: inner.call(Request::from_parts(parts, Full::new(bytes))),
+                            },
+                            Err(e) => State::Failed { error: Some(e) },
+                        }
+                    }
+                },
+                StateProj::Calling { future } => {
+                    return future.poll(cx).map_err(|e| Error::from_box(e.into()));
+                }
+                StateProj::Failed { error } => {
+                    return Poll::Ready(Err(error.take().expect("polled after completion")));
+                }
+            };
+            this.state.set(next);
+        }
+    }
+}
+
+/// Checks a chat-completion body and records its index in the extensions.
+fn prepare(parts: &mut Parts, bytes: &Bytes) -> Result<(), Error> {
+    if is_model_endpoint(&parts.method, parts.uri.path()) {
+        let json = JsonBody::parse_with_model(bytes.clone())?;
+        parts.extensions.insert(json);
+    }
+    Ok(())
+}
