@@ -26,4 +26,5 @@ pub mod timeout;
 pub use config::ConfigError;
 pub use error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
 pub use extensions::{Attempt, AttemptLog, Deadline, StreamErrorHook, StreamLimits, UpstreamInfo};
+pub use retry::{RetryLayer, RetryPolicy};
 pub use timeout::{AttemptTimeoutLayer, DeadlineLayer};
