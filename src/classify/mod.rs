@@ -6,15 +6,55 @@
 //!   `X-RateLimit-Reset`), adjustable without re-implementing the trait.
 //! * [`ClassifyLayer`] applies a classifier to any HTTP client service.
 //! * [`ErrorBody`] is OpenRouter's error body, parsed leniently.
+//! * [`parse_retry_after`], [`retry_after_from_headers`]: the wait hints.
 //!
-//! (Module docs with a compiled example: TODO in this skeleton.)
+//! The classifier is a pure function of the outcome; the layer only reads bodies, calls it
+//! and builds the [`Error`] (adding the model of the request's
+//! [`Attempt`](crate::Attempt)).
+//!
+//! ```
+//! use http::{HeaderMap, StatusCode};
+//! use std::time::Duration;
+//! use tower_openrouter::classify::{Classify, OpenRouterClassifier, Outcome};
+//! use tower_openrouter::{Action, ErrorKind};
+//!
+//! let classifier = OpenRouterClassifier::new();
+//! let mut headers = HeaderMap::new();
+//! headers.insert("retry-after", "3".parse().unwrap());
+//! let body = br#"{"error":{"code":503,"message":"No endpoints available",
+//!     "metadata":{"error_type":"provider_overloaded","provider_code":"529"},
+//!     "availability":{"code":"temporarily_unavailable","retryable":true,"retry_after":3}}}"#;
+//! let verdict = classifier
+//!     .classify(Outcome::Response { status: StatusCode::SERVICE_UNAVAILABLE, headers: &headers, body })
+//!     .unwrap();
+//! assert_eq!(verdict.kind, ErrorKind::ProviderOverloaded);
+//! assert_eq!(verdict.action, Action::Fallback);
+//! assert_eq!(verdict.retry_after, Some(Duration::from_secs(3)));
+//! assert!(verdict.counts_for_health);
+//!
+//! // A success is `None`.
+//! let ok = br#"{"model":"openai/gpt-4o","choices":[{"finish_reason":"stop"}]}"#;
+//! assert!(classifier
+//!     .classify(Outcome::Response { status: StatusCode::OK, headers: &HeaderMap::new(), body: ok })
+//!     .is_none());
+//! ```
 //!
 //! [`Error`]: crate::Error
 //! [`Action`]: crate::Action
 
 mod body;
+mod future;
+mod layer;
+mod response_body;
+mod retry_after;
+mod rules;
 
 pub use body::{Availability, ErrorBody, ErrorCode, ErrorMetadata};
+pub use future::ResponseFuture;
+pub use layer::{ClassifyLayer, ClassifyService};
+pub use response_body::ResponseBody;
+pub use retry_after::{parse_rate_limit_reset, parse_retry_after, retry_after_from_headers};
+pub use rules::OpenRouterClassifier;
 
 use std::time::Duration;
 
@@ -39,6 +79,24 @@ pub enum Outcome<'a> {
     },
     /// The HTTP client failed before an answer came.
     Transport(&'a (dyn std::error::Error + Send + Sync + 'static)),
+    /// A streamed (`text/event-stream`) 200 failed without an error event of its own.
+    Stream {
+        /// How it failed.
+        failure: StreamFailure,
+        /// Whether content had already been delivered to the caller (then nothing can be
+        /// retried: the layer turns the verdict into an error frame in the body).
+        after_content: bool,
+    },
+}
+
+/// How a stream failed when it carried no error event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamFailure {
+    /// The stream ended without its `data: [DONE]` terminator.
+    Ended,
+    /// No chunk came within the time-to-first-token or idle limit.
+    Stalled,
 }
 
 /// The classifier's verdict on a failed outcome.
@@ -52,7 +110,8 @@ pub struct Classification {
     pub retry_after: Option<Duration>,
     /// Whether the failure counts against the model's health.
     pub counts_for_health: bool,
-    /// The HTTP status, when there was an answer.
+    /// The HTTP status, when there was an answer (for a 200 whose body carries an error,
+    /// the error's `code` when it is an HTTP error status).
     pub status: Option<StatusCode>,
     /// The parsed error body, when there was one.
     pub body: Option<ErrorBody>,
@@ -102,10 +161,4 @@ impl<C: Classify + ?Sized> Classify for std::sync::Arc<C> {
     fn classify(&self, outcome: Outcome<'_>) -> Option<Classification> {
         (**self).classify(outcome)
     }
-}
-
-/// The default OpenRouter rules. (Skeleton: filled in by the classification work.)
-#[derive(Debug, Clone, Default)]
-pub struct OpenRouterClassifier {
-    _priv: (),
 }

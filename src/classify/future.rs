@@ -1,0 +1,342 @@
+//! The response future of [`ClassifyService`](super::ClassifyService).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Request, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use serde::Deserialize;
+
+use super::layer::Limits;
+use super::{Classify, Outcome, ResponseBody};
+use crate::error::{BoxError, Error};
+use crate::extensions::{Attempt, UpstreamInfo};
+
+/// What the future keeps from the request.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequestInfo {
+    pub(crate) model: Option<Arc<str>>,
+}
+
+impl RequestInfo {
+    pub(crate) fn from_request<B>(req: &Request<B>) -> Self {
+        let ext = req.extensions();
+        RequestInfo {
+            model: ext.get::<Attempt>().map(|a| a.model.clone()),
+        }
+    }
+}
+
+/// Turns a client error into our error: our own errors pass through unchanged, anything
+/// else goes to the classifier as a transport outcome.
+pub(crate) fn client_error<C: Classify + ?Sized>(
+    classifier: &C,
+    err: BoxError,
+    model: Option<&Arc<str>>,
+) -> Error {
+    let err = match err.downcast::<Error>() {
+        Ok(ours) => return *ours,
+        Err(err) => err,
+    };
+    let e = match classifier.classify(Outcome::Transport(&*err)) {
+        Some(c) => c.into_error().with_source(err),
+        // A classifier that calls a client error a success still cannot make a response.
+        None => Error::from_box(err).with_detail("the classifier accepted a client error"),
+    };
+    match model {
+        Some(m) => e.or_model(m),
+        None => e,
+    }
+}
+
+/// Bytes read from a body so far: one chunk is kept as is (no copy), more are joined.
+#[derive(Debug, Default)]
+pub(crate) struct Collected {
+    first: Bytes,
+    more: Option<BytesMut>,
+}
+
+impl Collected {
+    pub(crate) fn len(&self) -> usize {
+        self.more.as_ref().map_or(self.first.len(), BytesMut::len)
+    }
+
+    pub(crate) fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        match &mut self.more {
+            Some(m) => m.extend_from_slice(&data),
+            None if self.first.is_empty() => self.first = data,
+            None => {
+                let mut m = BytesMut::with_capacity((self.first.len() + data.len()) * 2);
+                m.extend_from_slice(&self.first);
+                m.extend_from_slice(&data);
+                self.first = Bytes::new();
+                self.more = Some(m);
+            }
+        }
+    }
+
+    pub(crate) fn freeze(self) -> Bytes {
+        match self.more {
+            Some(m) => m.freeze(),
+            None => self.first,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`ClassifyService`](super::ClassifyService).
+    pub struct ResponseFuture<F, B, C> {
+        #[pin]
+        state: State<F, B>,
+        classifier: Arc<C>,
+        limits: Limits,
+        info: RequestInfo,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Calling { #[pin] fut: F },
+        Reading {
+            parts: Option<http::response::Parts>,
+            body: Option<B>,
+            buf: Collected,
+            trailers: Option<HeaderMap>,
+            // true: a 2xx read for the 200-with-error check (over the limit it passes
+            // through unchecked); false: an error body read for the classifier (cut at
+            // the limit).
+            success: bool,
+        },
+        Done,
+    }
+}
+
+impl<F, B, C> ResponseFuture<F, B, C> {
+    pub(crate) fn new(fut: F, classifier: Arc<C>, limits: Limits, info: RequestInfo) -> Self {
+        ResponseFuture {
+            state: State::Calling { fut },
+            classifier,
+            limits,
+            info,
+        }
+    }
+}
+
+impl<F, B, C> std::fmt::Debug for ResponseFuture<F, B, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .get(..17)
+                .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The `model` and `provider` of a success body, from a borrowed probe (no `Value`).
+pub(crate) fn upstream_info(body: &[u8]) -> Option<UpstreamInfo> {
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow, default)]
+        model: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        provider: Option<std::borrow::Cow<'a, str>>,
+    }
+    let p: Probe<'_> = serde_json::from_slice(body).ok()?;
+    if p.model.is_none() && p.provider.is_none() {
+        return None;
+    }
+    Some(UpstreamInfo {
+        model: p.model.map(|m| Arc::from(&*m)),
+        provider: p.provider.map(|m| Arc::from(&*m)),
+    })
+}
+
+impl<F, B, C, E> Future for ResponseFuture<F, B, C>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    C: Classify,
+{
+    type Output = Result<Response<ResponseBody<B>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { fut } => {
+                    let resp = match ready!(fut.poll(cx)) {
+                        Ok(resp) => resp,
+                        Err(e) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(client_error(
+                                &**this.classifier,
+                                e.into(),
+                                this.info.model.as_ref(),
+                            )));
+                        }
+                    };
+                    let (parts, body) = resp.into_parts();
+                    let success = parts.status.is_success();
+                    if success && is_event_stream(&parts.headers) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(Response::from_parts(
+                            parts,
+                            ResponseBody::new(Bytes::new(), None, Some(body)),
+                        )));
+                    }
+                    if success
+                        && content_length(&parts.headers)
+                            .is_some_and(|n| n > this.limits.success as u64)
+                    {
+                        // Too large to check: pass through unchecked.
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(Response::from_parts(
+                            parts,
+                            ResponseBody::new(Bytes::new(), None, Some(body)),
+                        )));
+                    }
+                    this.state.set(State::Reading {
+                        parts: Some(parts),
+                        body: Some(body),
+                        buf: Collected::default(),
+                        trailers: None,
+                        success,
+                    });
+                }
+                StateProj::Reading {
+                    parts,
+                    body,
+                    buf,
+                    trailers,
+                    success,
+                } => {
+                    let limit = if *success {
+                        this.limits.success
+                    } else {
+                        this.limits.error
+                    };
+                    // Read until the end, a read error or the limit.
+                    let mut ended = false;
+                    let mut read_error = None;
+                    if let Some(b) = body.as_mut() {
+                        loop {
+                            if buf.len() > limit || (!*success && buf.len() >= limit) {
+                                break;
+                            }
+                            match ready!(Pin::new(&mut *b).poll_frame(cx)) {
+                                None => {
+                                    ended = true;
+                                    break;
+                                }
+                                Some(Ok(frame)) => match frame.into_data() {
+                                    Ok(data) => buf.push(data),
+                                    Err(frame) => {
+                                        if let Ok(t) = frame.into_trailers() {
+                                            *trailers = Some(t);
+                                        }
+                                    }
+                                },
+                                Some(Err(e)) => {
+                                    read_error = Some(e.into());
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let parts = parts.take().expect("polled after completion");
+                    let body = body.take();
+                    let trailers = trailers.take();
+                    let success = *success;
+                    let limit = if success {
+                        this.limits.success
+                    } else {
+                        this.limits.error
+                    };
+                    let bytes = std::mem::take(buf).freeze();
+                    this.state.set(State::Done);
+                    if success {
+                        if let Some(e) = read_error {
+                            return Poll::Ready(Err(client_error(
+                                &**this.classifier,
+                                e,
+                                this.info.model.as_ref(),
+                            )));
+                        }
+                        if !ended {
+                            // Over the limit: prefix + rest, unchecked.
+                            return Poll::Ready(Ok(Response::from_parts(
+                                parts,
+                                ResponseBody::new(bytes, None, body),
+                            )));
+                        }
+                    }
+                    // An error body is cut at the limit for the classifier (the bytes
+                    // are kept whole in case it calls the outcome a success).
+                    let seen = if success {
+                        &bytes[..]
+                    } else {
+                        &bytes[..bytes.len().min(limit)]
+                    };
+                    let verdict = this.classifier.classify(Outcome::Response {
+                        status: parts.status,
+                        headers: &parts.headers,
+                        body: seen,
+                    });
+                    if let Some(c) = verdict {
+                        let mut e = c.into_error();
+                        if let Some(m) = &this.info.model {
+                            e = e.or_model(m);
+                        }
+                        return Poll::Ready(Err(e));
+                    }
+                    if let Some(e) = read_error {
+                        return Poll::Ready(Err(client_error(
+                            &**this.classifier,
+                            e,
+                            this.info.model.as_ref(),
+                        )));
+                    }
+                    let mut parts = parts;
+                    if success {
+                        if let Some(info) = upstream_info(&bytes) {
+                            parts.extensions.insert(info);
+                        }
+                    }
+                    let rest = if ended { None } else { body };
+                    return Poll::Ready(Ok(Response::from_parts(
+                        parts,
+                        ResponseBody::new(bytes, trailers, rest),
+                    )));
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! [`ClassifyLayer`] and [`ClassifyService`].
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use super::future::{RequestInfo, ResponseFuture};
+use super::{Classify, OpenRouterClassifier, ResponseBody};
+use crate::error::{BoxError, Error};
+
+/// Default cap on a non-streaming 200 body read for the 200-with-error check: 16 MiB.
+pub const DEFAULT_SUCCESS_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// Default cap on an error body read for classification: 64 KiB.
+pub const DEFAULT_ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) success: usize,
+    pub(crate) error: usize,
+}
+
+/// Applies a [`Classify`] to every outcome of an HTTP client service: success passes
+/// through, every failure becomes a typed [`Error`](crate::Error).
+///
+/// * A non-streaming 2xx body is read (up to [`success_body_limit`], 16 MiB by default;
+///   a larger body passes through unchecked) and checked for a 200 that carries an error;
+///   on success [`UpstreamInfo`](crate::UpstreamInfo) is inserted into the response
+///   extensions and the body is returned byte for byte.
+/// * An error status's body is read up to [`error_body_limit`] (64 KiB) for the
+///   classifier; the rest is dropped.
+/// * A client error becomes `Transport` (or `AttemptTimeout`); an inner error that is
+///   already a [`crate::Error`] passes through unchanged.
+/// * The error's model is the request's [`Attempt`](crate::Attempt) model.
+///
+/// The inner service's response body must be `Unpin` (hyper's `Incoming`, `Full`,
+/// `BoxBody` are): it is moved into the returned [`ResponseBody`] after being read.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+/// use tower_openrouter::classify::ClassifyLayer;
+/// use tower_openrouter::{ErrorKind, UpstreamInfo};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let client = service_fn(|_req: http::Request<Full<Bytes>>| async {
+///     Ok::<_, std::io::Error>(http::Response::builder()
+///         .status(402)
+///         .body(Full::new(Bytes::from_static(br#"{"error":{"code":402,"message":"Insufficient credits"}}"#)))
+///         .unwrap())
+/// });
+/// let svc = ServiceBuilder::new().layer(ClassifyLayer::new()).service(client);
+/// let err = svc.oneshot(http::Request::new(Full::default())).await.unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InsufficientCredits);
+///
+/// let client = service_fn(|_req: http::Request<Full<Bytes>>| async {
+///     Ok::<_, std::io::Error>(http::Response::new(Full::new(Bytes::from_static(
+///         br#"{"model":"openai/gpt-4o","provider":"OpenAI","choices":[]}"#))))
+/// });
+/// let resp = ClassifyLayer::new().layer(client).oneshot(http::Request::new(Full::default())).await.unwrap();
+/// let info = resp.extensions().get::<UpstreamInfo>().unwrap();
+/// assert_eq!(info.provider.as_deref(), Some("OpenAI"));
+/// let body = resp.into_body().collect().await.unwrap().to_bytes();
+/// assert!(body.starts_with(b"{\"model\""));
+/// # }
+/// # use tower::Layer;
+/// ```
+///
+/// [`success_body_limit`]: ClassifyLayer::success_body_limit
+/// [`error_body_limit`]: ClassifyLayer::error_body_limit
+#[derive(Debug)]
+pub struct ClassifyLayer<C = OpenRouterClassifier> {
+    classifier: Arc<C>,
+    limits: Limits,
+}
+
+impl<C> Clone for ClassifyLayer<C> {
+    fn clone(&self) -> Self {
+        ClassifyLayer {
+            classifier: self.classifier.clone(),
+            limits: self.limits,
+        }
+    }
+}
+
+impl ClassifyLayer<OpenRouterClassifier> {
+    /// A layer with the default [`OpenRouterClassifier`] and default caps.
+    pub fn new() -> Self {
+        Self::with_classifier(OpenRouterClassifier::new())
+    }
+}
+
+impl Default for ClassifyLayer<OpenRouterClassifier> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: Classify> ClassifyLayer<C> {
+    /// A layer with your classifier.
+    pub fn with_classifier(classifier: C) -> Self {
+        Self::with_shared_classifier(Arc::new(classifier))
+    }
+
+    /// A layer with a classifier shared with other code.
+    pub fn with_shared_classifier(classifier: Arc<C>) -> Self {
+        ClassifyLayer {
+            classifier,
+            limits: Limits {
+                success: DEFAULT_SUCCESS_BODY_LIMIT,
+                error: DEFAULT_ERROR_BODY_LIMIT,
+            },
+        }
+    }
+}
+
+impl<C> ClassifyLayer<C> {
+    /// Largest non-streaming 2xx body read and checked for an embedded error (default
+    /// 16 MiB). A larger body is passed through unchecked, without [`UpstreamInfo`].
+    ///
+    /// [`UpstreamInfo`]: crate::UpstreamInfo
+    pub fn success_body_limit(mut self, bytes: usize) -> Self {
+        self.limits.success = bytes;
+        self
+    }
+
+    /// Largest part of an error body read for the classifier (default 64 KiB).
+    pub fn error_body_limit(mut self, bytes: usize) -> Self {
+        self.limits.error = bytes;
+        self
+    }
+}
+
+impl<S, C> Layer<S> for ClassifyLayer<C> {
+    type Service = ClassifyService<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClassifyService {
+            inner,
+            classifier: self.classifier.clone(),
+            limits: self.limits,
+        }
+    }
+}
+
+/// The service of [`ClassifyLayer`].
+#[derive(Debug)]
+pub struct ClassifyService<S, C = OpenRouterClassifier> {
+    inner: S,
+    classifier: Arc<C>,
+    limits: Limits,
+}
+
+impl<S: Clone, C> Clone for ClassifyService<S, C> {
+    fn clone(&self) -> Self {
+        ClassifyService {
+            inner: self.inner.clone(),
+            classifier: self.classifier.clone(),
+            limits: self.limits,
+        }
+    }
+}
+
+impl<S, C> ClassifyService<S, C> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, ReqB, B> Service<Request<ReqB>> for ClassifyService<S, C>
+where
+    S: Service<Request<ReqB>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    C: Classify,
+{
+    type Response = Response<ResponseBody<B>>;
+    type Error = Error;
+    type Future = ResponseFuture<S::Future, B, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| super::future::client_error(&*self.classifier, e.into(), None))
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let info = RequestInfo::from_request(&req);
+        ResponseFuture::new(
+            self.inner.call(req),
+            self.classifier.clone(),
+            self.limits,
+            info,
+        )
+    }
+}
