@@ -488,3 +488,42 @@ fn settings_that_cannot_hold_are_config_errors() {
     let l = RetryLayer::new(RetryPolicy::new().shared_budget(shared.clone())).unwrap();
     assert!(Arc::ptr_eq(l.budget().unwrap(), &shared));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// Full jitter stays within `0..=min(cap, base * 2^n)` for any settings and draw.
+    #[test]
+    fn backoff_stays_within_its_ceiling(
+        base_ms in 1u64..5_000,
+        extra_ms in 0u64..60_000,
+        n in 0u32..64,
+        draw in proptest::num::u64::ANY,
+    ) {
+        let base = ms(base_ms);
+        let cap = base + ms(extra_ms);
+        let p = RetryPolicy::new().backoff_base(base).backoff_cap(cap).rng(Fixed(draw));
+        let ceiling = base.checked_mul(1u32.checked_shl(n).unwrap_or(u32::MAX)).unwrap_or(cap).min(cap);
+        proptest::prop_assert!(p.backoff(n) <= ceiling);
+        // The hint's wait is within [hint, hint + min(hint / 10, 500 ms)].
+        let hint = ms(extra_ms);
+        let wait = p.retry_after_delay(hint);
+        proptest::prop_assert!(wait >= hint && wait <= hint + (hint / 10).min(ms(500)));
+    }
+}
+
+#[test]
+fn the_services_and_futures_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let (svc, _) = hanging();
+    let svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(secs(10)).unwrap())
+        .layer(layer(RetryPolicy::new()))
+        .layer(AttemptTimeoutLayer::new(secs(4)).unwrap())
+        .service(svc);
+    send(&svc);
+    send(&svc.oneshot(req("a/b")));
+    send_sync(&layer(RetryPolicy::new()));
+    send_sync(&RetryPolicy::new());
+}
