@@ -6,11 +6,14 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::{hanging, ok, req, upstream, Req, Resp};
+use http_body_util::Full;
 use tokio::time::Instant;
 use tower::util::rng::{HasherRng, Rng};
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_openrouter::body::full_bytes;
+use tower_openrouter::classify::ClassifyLayer;
 use tower_openrouter::retry::{RetryLayer, RetryPolicy};
 use tower_openrouter::timeout::{AttemptTimeoutLayer, DeadlineLayer};
 use tower_openrouter::{Action, Attempt, AttemptLog, Deadline, Error, ErrorKind};
@@ -526,4 +529,119 @@ fn the_services_and_futures_are_send_and_sync() {
     send(&svc.oneshot(req("a/b")));
     send_sync(&layer(RetryPolicy::new()));
     send_sync(&RetryPolicy::new());
+}
+
+/// An HTTP upstream behind the real classifier: answers call `n` with `answers[n]`
+/// (status, `Retry-After`, body), then 200.
+fn http_upstream(
+    answers: &'static [(u16, Option<&'static str>, &'static str)],
+) -> (
+    impl tower::Service<
+            Req,
+            Response = http::Response<tower_openrouter::classify::ResponseBody<Full<Bytes>>>,
+            Error = Error,
+        > + Clone
+        + Send,
+    common::Seen,
+) {
+    let (svc, seen) = upstream(move |n, _| async move {
+        let Some((status, retry_after, body)) = answers.get(n) else {
+            return Ok(ok());
+        };
+        let mut resp = http::Response::builder()
+            .status(*status)
+            .header("content-type", "application/json");
+        if let Some(ra) = retry_after {
+            resp = resp.header("retry-after", *ra);
+        }
+        Ok(resp
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap())
+    });
+    (ClassifyLayer::new().layer(svc), seen)
+}
+
+const RATE_LIMITED: &str = r#"{"error":{"code":429,"message":"Rate limit exceeded"}}"#;
+
+#[tokio::test(start_paused = true)]
+async fn classified_429_with_retry_after_2_retries_between_2_and_3_seconds() {
+    let (svc, seen) = http_upstream(&[(429, Some("2"), RATE_LIMITED)]);
+    let policy = RetryPolicy::new().retry_actions([Action::Retry, Action::Fallback]);
+    let t0 = Instant::now();
+    let resp = layer(policy).layer(svc).oneshot(req("a/b")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let s = seen.starts(t0);
+    assert_eq!(s.len(), 2);
+    assert!(s[1] >= 2.0 && s[1] < 3.0, "{s:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn classified_429_with_retry_after_3600_comes_back_at_once() {
+    let (svc, seen) = http_upstream(&[(429, Some("3600"), RATE_LIMITED)]);
+    let policy = RetryPolicy::new().retry_actions([Action::Retry, Action::Fallback]);
+    let t0 = Instant::now();
+    let e = layer(policy)
+        .layer(svc)
+        .oneshot(req("a/b"))
+        .await
+        .unwrap_err();
+    assert_eq!((t0.elapsed(), seen.count()), (Duration::ZERO, 1));
+    assert_eq!(e.kind(), ErrorKind::RateLimited);
+    assert_eq!(e.retry_after(), Some(secs(3600)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn classified_400_401_402_make_exactly_one_call() {
+    const ANSWERS: [(u16, &str); 3] = [
+        (
+            400,
+            r#"{"error":{"code":400,"message":"messages is required"}}"#,
+        ),
+        (
+            401,
+            r#"{"error":{"code":401,"message":"No auth credentials found"}}"#,
+        ),
+        (
+            402,
+            r#"{"error":{"code":402,"message":"Insufficient credits"}}"#,
+        ),
+    ];
+    for (i, (status, body)) in ANSWERS.iter().enumerate() {
+        let answers: &'static [_] = Box::leak(Box::new([(*status, None, *body)]));
+        let (svc, seen) = http_upstream(answers);
+        let policy = RetryPolicy::new().retry_actions([Action::Retry, Action::Fallback]);
+        let e = layer(policy)
+            .layer(svc)
+            .oneshot(req("a/b"))
+            .await
+            .unwrap_err();
+        let want = [
+            ErrorKind::InvalidRequest,
+            ErrorKind::Unauthorized,
+            ErrorKind::InsufficientCredits,
+        ][i];
+        assert_eq!(
+            (e.kind(), e.action(), seen.count()),
+            (want, Action::Fatal, 1)
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn classified_500_twice_then_200_makes_three_calls() {
+    const E500: (u16, Option<&str>, &str) = (
+        500,
+        None,
+        r#"{"error":{"code":500,"message":"Internal Server Error"}}"#,
+    );
+    let (svc, seen) = http_upstream(&[E500, E500]);
+    let policy = RetryPolicy::new()
+        .backoff_base(ms(100))
+        .backoff_cap(ms(150));
+    let t0 = Instant::now();
+    let resp = layer(policy).layer(svc).oneshot(req("a/b")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let s = seen.starts(t0);
+    assert_eq!(s.len(), 3);
+    assert!(s[1] <= 0.100 && s[2] - s[1] <= 0.150, "{s:?}");
 }
