@@ -1,13 +1,16 @@
 //! The request buffering layer: limits, validation, pass-through, no upstream call on
 //! bad input.
 
+mod counting_upstream;
+
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use counting_upstream::Upstream;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
@@ -17,43 +20,6 @@ use tower_openrouter::{Error, ErrorKind};
 
 const AUTH: &str = "Bearer sk-or-v1-SENTINEL-KEY-0123456789";
 const SECRET: &str = "SENTINEL-BODY-CONTENT";
-
-/// An upstream that counts its calls and records the last request it saw.
-#[derive(Clone, Default)]
-struct Upstream {
-    calls: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Option<Request<Full<Bytes>>>>>,
-}
-
-impl Upstream {
-    fn service(
-        &self,
-    ) -> impl Service<Request<Full<Bytes>>, Response = Response<Bytes>, Error = Error, Future: Send>
-           + Clone {
-        let this = self.clone();
-        service_fn(move |req: Request<Full<Bytes>>| {
-            let this = this.clone();
-            async move {
-                this.calls.fetch_add(1, Ordering::SeqCst);
-                let body = full_bytes(req.body());
-                *this.seen.lock().unwrap() = Some(req);
-                Ok::<_, Error>(Response::new(body))
-            }
-        })
-    }
-
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    fn seen(&self) -> Request<Full<Bytes>> {
-        self.seen
-            .lock()
-            .unwrap()
-            .take()
-            .expect("the upstream was called")
-    }
-}
 
 /// A body that yields the given chunks (or an error) and counts how often it was polled.
 struct Chunks {

@@ -114,6 +114,13 @@ pub(crate) fn is_model_endpoint(method: &Method, path: &str) -> bool {
     method == Method::POST && (path.ends_with("/completions") || path.ends_with("/messages"))
 }
 
+/// Whether a path is the Anthropic-shaped `/messages` endpoint.
+pub(crate) fn is_messages_endpoint(path: &str) -> bool {
+    path.strip_suffix('/')
+        .unwrap_or(path)
+        .ends_with("/messages")
+}
+
 fn too_large(limit: usize) -> Error {
     Error::new(ErrorKind::BodyTooLarge).with_detail(format!(
         "the request body is larger than the limit of {limit} bytes"

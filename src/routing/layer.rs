@@ -1,0 +1,262 @@
+//! The native routing layer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use serde_json::value::RawValue;
+use tower::{Layer, Service};
+
+use super::config::{invalid_routing, Prepared, MAX_SERVER_MODELS};
+use super::{RoutingConfig, RoutingOverride};
+use crate::body::{is_messages_endpoint, is_model_endpoint, replace_body, Edit, JsonBody};
+use crate::{BoxError, Error};
+
+/// Injects OpenRouter's server-side routing parameters into chat-completion and
+/// messages bodies, and checks OpenRouter's documented limits before any upstream call.
+///
+/// For a `POST` to a path ending in `/chat/completions`, `/completions` or `/messages`:
+///
+/// * `models`, `provider` and `route` from the [`RoutingConfig`] (or the request's
+///   [`RoutingOverride`]) are set; `fallbacks` only on `/messages`;
+/// * a field the caller already set is kept, unless the config says to replace it;
+/// * the final body (the caller's fields plus the injected ones) must have at most 3
+///   `models`; on `/messages`, at most 3 `fallbacks`, each `{"model": "<id>"}` and
+///   nothing else, and not together with `models`. Anything else is
+///   [`ErrorKind::InvalidRouting`](crate::ErrorKind::InvalidRouting) and the inner
+///   service is not called;
+/// * only the injected members change: every other byte of the body is kept
+///   ([`JsonBody::edit`]), `Content-Length` is updated, and the new [`JsonBody`] index is
+///   stored in the request extensions for the layers inside.
+///
+/// Other requests pass through untouched.
+#[derive(Clone, Debug, Default)]
+pub struct NativeRoutingLayer {
+    config: RoutingConfig,
+}
+
+impl NativeRoutingLayer {
+    /// A layer that injects `config`.
+    pub fn new(config: RoutingConfig) -> Self {
+        NativeRoutingLayer { config }
+    }
+}
+
+impl<S> Layer<S> for NativeRoutingLayer {
+    type Service = NativeRouting<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        NativeRouting {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service of [`NativeRoutingLayer`].
+#[derive(Clone, Debug)]
+pub struct NativeRouting<S> {
+    inner: S,
+    config: RoutingConfig,
+}
+
+impl<S> NativeRouting<S> {
+    /// Wraps `inner`, injecting `config`.
+    pub fn new(inner: S, config: RoutingConfig) -> Self {
+        NativeRouting { inner, config }
+    }
+
+    /// The config.
+    pub fn config(&self) -> &RoutingConfig {
+        &self.config
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> Service<Request<Full<Bytes>>> for NativeRouting<S>
+where
+    S: Service<Request<Full<Bytes>>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::from_box(e.into()))
+    }
+
+    fn call(&mut self, mut req: Request<Full<Bytes>>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if is_model_endpoint(req.method(), req.uri().path()) {
+            if let Err(error) = route_request(&self.config, &mut req) {
+                return ResponseFuture::failed(error);
+            }
+        }
+        ResponseFuture {
+            state: State::Inner {
+                future: inner.call(req),
+            },
+        }
+    }
+}
+
+/// Applies the routing config (and the request's override) to a model-endpoint request.
+fn route_request(config: &RoutingConfig, req: &mut Request<Full<Bytes>>) -> Result<(), Error> {
+    let json = JsonBody::from_request(req)?;
+    let messages = is_messages_endpoint(req.uri().path());
+    let prepared = config.prepared_for(req.extensions().get::<RoutingOverride>());
+    if let Some(edited) = route_body(&json, messages, &prepared)? {
+        replace_body(req, edited.bytes().clone());
+        req.extensions_mut().insert(edited);
+    }
+    Ok(())
+}
+
+/// The body with the routing values in, checked against OpenRouter's limits; `None` when
+/// nothing changes.
+pub(crate) fn route_body<'a>(
+    json: &'a JsonBody,
+    messages: bool,
+    p: &'a Prepared,
+) -> Result<Option<JsonBody>, Error> {
+    let mut edits: Vec<Edit<'a>> = Vec::with_capacity(4);
+    // The value each field will have in the final body.
+    let mut field = |key: &'static str, value: Option<&'a RawValue>| -> Option<&'a str> {
+        match value {
+            Some(v) if p.replace || !json.contains_key(key) => {
+                edits.push(Edit::Set(key, v));
+                Some(v.get())
+            }
+            _ => json.get_raw(key),
+        }
+    };
+    let models = field("models", p.models.as_deref());
+    field("provider", p.provider.as_deref());
+    field("route", p.route.as_deref());
+    let fallbacks = if messages {
+        field("fallbacks", p.fallbacks.as_deref())
+    } else {
+        None
+    };
+    check(models, fallbacks)?;
+    if edits.is_empty() {
+        return Ok(None);
+    }
+    json.edited(&edits).map(Some)
+}
+
+/// OpenRouter's documented limits on the final `models` and `/messages` `fallbacks`.
+fn check(models: Option<&str>, fallbacks: Option<&str>) -> Result<(), Error> {
+    if let Some(models) = models {
+        let list: Vec<&RawValue> = serde_json::from_str(models)
+            .map_err(|_| invalid_routing("`models` must be an array of model ids"))?;
+        if list.len() > MAX_SERVER_MODELS {
+            return Err(invalid_routing(format!(
+                "`models` has {} entries; OpenRouter accepts at most {MAX_SERVER_MODELS}",
+                list.len()
+            )));
+        }
+        if !list.iter().all(|m| m.get().starts_with('"')) {
+            return Err(invalid_routing(
+                "`models` must be an array of model id strings",
+            ));
+        }
+    }
+    if let Some(fallbacks) = fallbacks {
+        let list: Vec<&RawValue> = serde_json::from_str(fallbacks).map_err(|_| {
+            invalid_routing("`fallbacks` must be an array of {\"model\": \"<id>\"} objects")
+        })?;
+        if list.len() > MAX_SERVER_MODELS {
+            return Err(invalid_routing(format!(
+                "`fallbacks` has {} entries; OpenRouter accepts at most {MAX_SERVER_MODELS}",
+                list.len()
+            )));
+        }
+        for (i, entry) in list.iter().enumerate() {
+            let only_model =
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(entry.get())
+                    .is_ok_and(|e| e.len() == 1 && e.get("model").is_some_and(|m| m.is_string()));
+            if !only_model {
+                return Err(invalid_routing(format!(
+                    "`fallbacks` entry {i} must be {{\"model\": \"<id>\"}} with no other field"
+                )));
+            }
+        }
+        if models.is_some() {
+            return Err(invalid_routing(
+                "`fallbacks` cannot be used together with `models`",
+            ));
+        }
+    }
+    Ok(())
+}
+
+pin_project! {
+    /// The response future of [`NativeRouting`].
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    #[derive(Debug)]
+    enum State<F> {
+        Inner {
+            #[pin]
+            future: F,
+        },
+        Failed {
+            error: Option<Error>,
+        },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn failed(error: Error) -> Self {
+        ResponseFuture {
+            state: State::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { future } => future.poll(cx).map_err(|e| Error::from_box(e.into())),
+            StateProj::Failed { error } => {
+                Poll::Ready(Err(error.take().expect("polled after completion")))
+            }
+        }
+    }
+}
