@@ -1,1 +1,96 @@
-//! health (skeleton).
+//! Model health: per-model outcome tracking, circuit breaking, and fast rejection of a
+//! model that is cooling down.
+//!
+//! * [`HealthTracker`] (cheap to clone, shared by every request and task) keeps, per model,
+//!   a rolling window of outcomes and a circuit breaker.
+//! * [`HealthLayer`] records each attempt's outcome against its model (the request's
+//!   [`Attempt`](crate::Attempt) extension) and rejects an attempt of a model that is
+//!   cooling down at once with [`ErrorKind::ModelCoolingDown`](crate::ErrorKind), action
+//!   [`Fallback`](crate::Action::Fallback), without an upstream call.
+//!
+//! # The rules (defaults in [`HealthConfig`])
+//!
+//! * Only errors that [count for health](crate::Error::counts_for_health) count: the
+//!   caller's own mistakes (400 invalid request, 401, 402, moderation, context length)
+//!   and our own decisions never trip a breaker.
+//! * A model **trips** on 5 counted failures in a row, or when at least 50% of at least 20
+//!   calls over the last 30 s failed, or (when set) when its success rate over the window
+//!   falls below [`skip_below_success_rate`](HealthConfig::skip_below_success_rate).
+//! * A tripped model **cools down** for 15 s times the number of trips in a row, capped
+//!   at 300 s, shortened by up to 10% of jitter. Trips in a row start again at 1 when a
+//!   model trips after having been back in service for a whole window.
+//! * A counted failure with a `Retry-After` hint (a 429) cools the model for at least
+//!   that long, tripped or not; a later, shorter hint never shortens a cooldown.
+//! * After the cooldown, exactly **one** request **probes** the model (half-open); the
+//!   others are rejected while it is in flight. Its success closes the breaker and starts
+//!   a fresh window; a counted failure opens it again, for longer; an error that does not
+//!   count, or a cancelled probe, gives the slot back to the next request.
+//!
+//! # The layer
+//!
+//! * A request without an [`Attempt`](crate::Attempt) passes through untouched: nothing is
+//!   checked or recorded.
+//! * With [`ForceAttempt`] in the request extensions a cooling model is tried anyway (the
+//!   fallback layer does this when every model of the chain is cooling down).
+//! * A response (`Ok`) records a success. For a stream that is the first token; the layer
+//!   inserts a [`StreamErrorHook`](crate::StreamErrorHook) into the request extensions,
+//!   which the classify layer's response body calls when the stream dies later. Such a
+//!   failure takes the success back: it becomes one counted failure (see
+//!   [`HealthTracker::record_stream_error`]).
+//! * An attempt whose future is dropped (cancelled, timed out by an outer layer) records
+//!   nothing, and gives back the probe slot if it held it.
+//!
+//! # Performance
+//!
+//! Checking a model and recording an outcome take no lock: the model map is an
+//! `arc_swap` snapshot (copied only when a new model is seen), the window is a ring of
+//! atomic counters keyed by time slot, and the breaker's state and cooldown end share one
+//! atomic word (nanoseconds since the tracker's `tokio::time` epoch, so paused-time tests
+//! are exact).
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use tower::{service_fn, Layer, ServiceExt};
+//! use tower_openrouter::health::{HealthConfig, HealthLayer, HealthTracker};
+//! use tower_openrouter::{Action, Attempt, Error, ErrorKind};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let tracker = HealthTracker::new(HealthConfig::default().consecutive_failures(2));
+//! let upstream = service_fn(|_req: http::Request<Full<Bytes>>| async {
+//!     Err::<http::Response<()>, _>(Error::new(ErrorKind::ProviderError))
+//! });
+//! let svc = HealthLayer::new(tracker.clone()).layer(upstream);
+//!
+//! let request = || {
+//!     let mut req = http::Request::new(Full::new(Bytes::from_static(b"{}")));
+//!     req.extensions_mut().insert(Attempt::new("openai/gpt-4o"));
+//!     req
+//! };
+//! for _ in 0..2 {
+//!     let err = svc.clone().oneshot(request()).await.unwrap_err();
+//!     assert_eq!(err.kind(), ErrorKind::ProviderError);
+//! }
+//! // Tripped: the next attempt is rejected without an upstream call.
+//! let err = svc.clone().oneshot(request()).await.unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::ModelCoolingDown);
+//! assert_eq!(err.action(), Action::Fallback);
+//! assert!(err.retry_after().unwrap() <= Duration::from_secs(15));
+//! assert!(!tracker.is_available("openai/gpt-4o"));
+//! # }
+//! ```
+
+mod breaker;
+mod config;
+mod layer;
+mod tracker;
+mod window;
+
+pub use breaker::BreakerState;
+pub use config::HealthConfig;
+pub use layer::{ForceAttempt, Health, HealthLayer, ResponseFuture};
+pub use tracker::{Admission, HealthTracker, ModelHealth};

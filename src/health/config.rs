@@ -1,0 +1,377 @@
+//! [`HealthConfig`]: when a model trips, how long it cools down.
+
+use std::time::Duration;
+
+use crate::config::ConfigError;
+
+/// Settings of a [`HealthTracker`](super::HealthTracker).
+///
+/// Builder-style: start from [`HealthConfig::default`] (or [`HealthConfig::new`]) and
+/// chain setters; [`HealthTracker::new`](super::HealthTracker::new) does not validate, call
+/// [`validate`](HealthConfig::validate) on settings you did not write yourself.
+///
+/// | setting | default | meaning |
+/// |---|---|---|
+/// | [`consecutive_failures`](Self::consecutive_failures) | 5 | trip after this many counted failures in a row |
+/// | [`failure_ratio`](Self::failure_ratio) | 0.5 | trip when failures / calls over the window reach this ... |
+/// | [`min_calls`](Self::min_calls) | 20 | ... with at least this many calls in the window (also for the skip threshold) |
+/// | [`window`](Self::window) | 30 s | length of the rolling window |
+/// | [`window_buckets`](Self::window_buckets) | 10 | time slots the window is cut into |
+/// | [`skip_below_success_rate`](Self::skip_below_success_rate) | off | trip when the success rate over the window falls below this |
+/// | [`cooldown`](Self::cooldown) | 15 s | cooldown per trip: `cooldown x trips` ... |
+/// | [`max_cooldown`](Self::max_cooldown) | 300 s | ... capped at this |
+/// | [`jitter`](Self::jitter) | 0.1 | a cooldown is shortened by a random fraction up to this |
+/// | [`respect_retry_after`](Self::respect_retry_after) | on | a failure's `Retry-After` hint cools the model at least that long ... |
+/// | [`max_retry_after`](Self::max_retry_after) | 3600 s | ... hints longer than this are cut to it |
+/// | [`max_models`](Self::max_models) | 1024 | models tracked at most; further ones are never skipped |
+///
+/// The settings users write in their fallback config files map as follows:
+/// `skip_threshold: 0.3` is [`skip_below_success_rate(0.3)`](Self::skip_below_success_rate),
+/// `health_window_minutes: 10` is [`window(10 min)`](Self::window) and
+/// `disable_duration_seconds: 300` is [`disable_duration(300 s)`](Self::disable_duration)
+/// (a fixed cooldown).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_openrouter::health::HealthConfig;
+///
+/// let config = HealthConfig::default()
+///     .skip_below_success_rate(0.3)
+///     .window(Duration::from_secs(600))
+///     .disable_duration(Duration::from_secs(300));
+/// assert!(config.validate().is_ok());
+/// assert_eq!(config.get_max_cooldown(), Duration::from_secs(300));
+///
+/// let err = HealthConfig::default().failure_ratio(1.5).validate().unwrap_err();
+/// assert_eq!(err.field(), "health.failure_ratio");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub(crate) consecutive_failures: u32,
+    pub(crate) failure_ratio: Option<f64>,
+    pub(crate) min_calls: u32,
+    pub(crate) window: Duration,
+    pub(crate) window_buckets: u32,
+    pub(crate) skip_below_success_rate: Option<f64>,
+    pub(crate) cooldown: Duration,
+    pub(crate) max_cooldown: Duration,
+    pub(crate) jitter: f64,
+    pub(crate) respect_retry_after: bool,
+    pub(crate) max_retry_after: Duration,
+    pub(crate) max_models: usize,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            consecutive_failures: 5,
+            failure_ratio: Some(0.5),
+            min_calls: 20,
+            window: Duration::from_secs(30),
+            window_buckets: 10,
+            skip_below_success_rate: None,
+            cooldown: Duration::from_secs(15),
+            max_cooldown: Duration::from_secs(300),
+            jitter: 0.1,
+            respect_retry_after: true,
+            max_retry_after: Duration::from_secs(3600),
+            max_models: 1024,
+        }
+    }
+}
+
+/// Most buckets a window may have (each check of the failure ratio reads all of them).
+const MAX_BUCKETS: u32 = 1000;
+
+impl HealthConfig {
+    /// The defaults (see the table above).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trips the breaker after `n` counted failures in a row (at least 1). Default 5.
+    pub fn consecutive_failures(mut self, n: u32) -> Self {
+        self.consecutive_failures = n;
+        self
+    }
+
+    /// Trips the breaker when failures make up at least `ratio` (in `(0, 1]`) of the calls
+    /// in the window, once there are [`min_calls`](Self::min_calls). Default 0.5.
+    pub fn failure_ratio(mut self, ratio: f64) -> Self {
+        self.failure_ratio = Some(ratio);
+        self
+    }
+
+    /// Turns the failure-ratio rule off (consecutive failures and the skip threshold still
+    /// apply).
+    pub fn without_failure_ratio(mut self) -> Self {
+        self.failure_ratio = None;
+        self
+    }
+
+    /// Calls the window must hold before the failure ratio or the skip threshold can trip
+    /// the breaker (at least 1). Default 20.
+    pub fn min_calls(mut self, n: u32) -> Self {
+        self.min_calls = n;
+        self
+    }
+
+    /// Length of the rolling window of outcomes. Default 30 s.
+    ///
+    /// The window is cut into [`window_buckets`](Self::window_buckets) time slots; an
+    /// outcome leaves it between `window - window / buckets` and `window` after it was
+    /// recorded.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Number of time slots of the window (1 to 1000). Default 10.
+    pub fn window_buckets(mut self, buckets: u32) -> Self {
+        self.window_buckets = buckets;
+        self
+    }
+
+    /// Trips the breaker when the success rate over the window falls below `rate` (in
+    /// `(0, 1]`), once there are [`min_calls`](Self::min_calls). Off by default (the
+    /// failure ratio covers it with the default settings). This is the `skip_threshold`
+    /// of the usual fallback config files.
+    pub fn skip_below_success_rate(mut self, rate: f64) -> Self {
+        self.skip_below_success_rate = Some(rate);
+        self
+    }
+
+    /// Cooldown per trip: after the `n`th trip in a row a model cools down for
+    /// `cooldown x n`, capped at [`max_cooldown`](Self::max_cooldown). Default 15 s.
+    pub fn cooldown(mut self, cooldown: Duration) -> Self {
+        self.cooldown = cooldown;
+        self
+    }
+
+    /// Longest cooldown a trip causes (a `Retry-After` hint may be longer). Default 300 s.
+    pub fn max_cooldown(mut self, max: Duration) -> Self {
+        self.max_cooldown = max;
+        self
+    }
+
+    /// A fixed cooldown: sets both [`cooldown`](Self::cooldown) and
+    /// [`max_cooldown`](Self::max_cooldown) to `duration`, so every trip cools the model
+    /// for `duration`. This is the `disable_duration` of the usual fallback config files.
+    pub fn disable_duration(mut self, duration: Duration) -> Self {
+        self.cooldown = duration;
+        self.max_cooldown = duration;
+        self
+    }
+
+    /// A cooldown is shortened by a random fraction up to `fraction` (in `[0, 1)`), so
+    /// models that tripped together do not all come back at once. 0 makes cooldowns exact
+    /// (useful in tests). Default 0.1.
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = fraction;
+        self
+    }
+
+    /// Whether a counted failure's [`retry_after`](crate::Error::retry_after) hint (a 429's
+    /// `Retry-After`) cools the model for at least that long. Default on.
+    pub fn respect_retry_after(mut self, respect: bool) -> Self {
+        self.respect_retry_after = respect;
+        self
+    }
+
+    /// Longest `Retry-After` hint taken as given; longer ones are cut to this. Default
+    /// 3600 s.
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.max_retry_after = max;
+        self
+    }
+
+    /// Most models the tracker keeps state for (at least 1); outcomes of further models
+    /// are not recorded and such models are always available. Default 1024.
+    pub fn max_models(mut self, n: usize) -> Self {
+        self.max_models = n;
+        self
+    }
+
+    /// See [`consecutive_failures`](Self::consecutive_failures).
+    pub fn get_consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+
+    /// See [`failure_ratio`](Self::failure_ratio); `None` when off.
+    pub fn get_failure_ratio(&self) -> Option<f64> {
+        self.failure_ratio
+    }
+
+    /// See [`min_calls`](Self::min_calls).
+    pub fn get_min_calls(&self) -> u32 {
+        self.min_calls
+    }
+
+    /// See [`window`](Self::window).
+    pub fn get_window(&self) -> Duration {
+        self.window
+    }
+
+    /// See [`window_buckets`](Self::window_buckets).
+    pub fn get_window_buckets(&self) -> u32 {
+        self.window_buckets
+    }
+
+    /// See [`skip_below_success_rate`](Self::skip_below_success_rate); `None` when off.
+    pub fn get_skip_below_success_rate(&self) -> Option<f64> {
+        self.skip_below_success_rate
+    }
+
+    /// See [`cooldown`](Self::cooldown).
+    pub fn get_cooldown(&self) -> Duration {
+        self.cooldown
+    }
+
+    /// See [`max_cooldown`](Self::max_cooldown).
+    pub fn get_max_cooldown(&self) -> Duration {
+        self.max_cooldown
+    }
+
+    /// See [`jitter`](Self::jitter).
+    pub fn get_jitter(&self) -> f64 {
+        self.jitter
+    }
+
+    /// See [`respect_retry_after`](Self::respect_retry_after).
+    pub fn get_respect_retry_after(&self) -> bool {
+        self.respect_retry_after
+    }
+
+    /// See [`max_retry_after`](Self::max_retry_after).
+    pub fn get_max_retry_after(&self) -> Duration {
+        self.max_retry_after
+    }
+
+    /// See [`max_models`](Self::max_models).
+    pub fn get_max_models(&self) -> usize {
+        self.max_models
+    }
+
+    /// Checks every setting; the error names the first bad one (`"health.window"`, ...).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn unit_ratio(field: &str, v: Option<f64>) -> Result<(), ConfigError> {
+            match v {
+                Some(v) if !(v > 0.0 && v <= 1.0) => Err(ConfigError::new(
+                    field,
+                    format!("must be in (0, 1], got {v}"),
+                )),
+                _ => Ok(()),
+            }
+        }
+        if self.consecutive_failures == 0 {
+            return Err(ConfigError::new(
+                "health.consecutive_failures",
+                "must be at least 1",
+            ));
+        }
+        unit_ratio("health.failure_ratio", self.failure_ratio)?;
+        unit_ratio(
+            "health.skip_below_success_rate",
+            self.skip_below_success_rate,
+        )?;
+        if self.min_calls == 0 {
+            return Err(ConfigError::new("health.min_calls", "must be at least 1"));
+        }
+        if !(1..=MAX_BUCKETS).contains(&self.window_buckets) {
+            return Err(ConfigError::new(
+                "health.window_buckets",
+                format!("must be 1 to {MAX_BUCKETS}, got {}", self.window_buckets),
+            ));
+        }
+        if self.window.as_nanos() < u128::from(self.window_buckets) {
+            return Err(ConfigError::new(
+                "health.window",
+                "must be longer than zero (at least 1 ns per bucket)",
+            ));
+        }
+        if self.window > Duration::from_secs(7 * 24 * 3600) {
+            return Err(ConfigError::new("health.window", "must be at most 7 days"));
+        }
+        if self.cooldown.is_zero() {
+            return Err(ConfigError::new(
+                "health.cooldown",
+                "must be longer than zero",
+            ));
+        }
+        if self.max_cooldown < self.cooldown {
+            return Err(ConfigError::new(
+                "health.max_cooldown",
+                format!(
+                    "must be at least the cooldown ({:?}), got {:?}",
+                    self.cooldown, self.max_cooldown
+                ),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.jitter) {
+            return Err(ConfigError::new(
+                "health.jitter",
+                format!("must be in [0, 1), got {}", self.jitter),
+            ));
+        }
+        if self.max_models == 0 {
+            return Err(ConfigError::new("health.max_models", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented() {
+        let c = HealthConfig::default();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.get_consecutive_failures(), 5);
+        assert_eq!(c.get_failure_ratio(), Some(0.5));
+        assert_eq!(c.get_min_calls(), 20);
+        assert_eq!(c.get_window(), Duration::from_secs(30));
+        assert_eq!(c.get_cooldown(), Duration::from_secs(15));
+        assert_eq!(c.get_max_cooldown(), Duration::from_secs(300));
+        assert_eq!(c.get_skip_below_success_rate(), None);
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        let d = HealthConfig::default;
+        let cases: Vec<(HealthConfig, &str)> = vec![
+            (d().consecutive_failures(0), "health.consecutive_failures"),
+            (d().failure_ratio(0.0), "health.failure_ratio"),
+            (d().failure_ratio(f64::NAN), "health.failure_ratio"),
+            (
+                d().skip_below_success_rate(1.2),
+                "health.skip_below_success_rate",
+            ),
+            (d().min_calls(0), "health.min_calls"),
+            (d().window_buckets(0), "health.window_buckets"),
+            (d().window_buckets(1001), "health.window_buckets"),
+            (d().window(Duration::ZERO), "health.window"),
+            (d().window(Duration::from_secs(8 * 86400)), "health.window"),
+            (d().cooldown(Duration::ZERO), "health.cooldown"),
+            (
+                d().max_cooldown(Duration::from_secs(1)),
+                "health.max_cooldown",
+            ),
+            (d().jitter(1.0), "health.jitter"),
+            (d().jitter(-0.1), "health.jitter"),
+            (d().max_models(0), "health.max_models"),
+        ];
+        for (c, field) in cases {
+            assert_eq!(c.validate().unwrap_err().field(), field, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn disable_duration_is_a_fixed_cooldown() {
+        let c = HealthConfig::default().disable_duration(Duration::from_secs(300));
+        assert_eq!(c.get_cooldown(), Duration::from_secs(300));
+        assert_eq!(c.get_max_cooldown(), Duration::from_secs(300));
+        assert!(c.validate().is_ok());
+    }
+}

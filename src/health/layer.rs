@@ -1,0 +1,255 @@
+//! [`HealthLayer`] / [`Health`]: record each attempt's outcome, reject a cooling model.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::Request;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use super::tracker::{Admission, HealthTracker, ModelState};
+use crate::{Attempt, BoxError, Error, ErrorKind};
+
+/// Request extension: admit this attempt even if its model is cooling down.
+///
+/// The fallback layer inserts it when every model of the chain is cooling down, so a
+/// request never fails without a single upstream attempt. A forced attempt does not claim
+/// the probe slot; its outcome is recorded like any other (a success does not close an
+/// open breaker, a failure counts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForceAttempt;
+
+/// Records every attempt's outcome in a [`HealthTracker`] and rejects attempts of a model
+/// that is cooling down with [`ErrorKind::ModelCoolingDown`] (action
+/// [`Fallback`](crate::Action::Fallback), no upstream call).
+///
+/// The model of an attempt is the request's [`Attempt`] extension; a request without one
+/// passes through untouched and nothing is recorded. See the [module docs](super).
+#[derive(Clone, Debug)]
+pub struct HealthLayer {
+    tracker: HealthTracker,
+}
+
+impl HealthLayer {
+    /// A layer recording into `tracker` (share the tracker with whoever else needs it,
+    /// e.g. the fallback layer).
+    pub fn new(tracker: HealthTracker) -> Self {
+        HealthLayer { tracker }
+    }
+
+    /// The tracker.
+    pub fn tracker(&self) -> &HealthTracker {
+        &self.tracker
+    }
+}
+
+impl<S> Layer<S> for HealthLayer {
+    type Service = Health<S>;
+
+    fn layer(&self, inner: S) -> Health<S> {
+        Health {
+            inner,
+            tracker: self.tracker.clone(),
+        }
+    }
+}
+
+/// The service of [`HealthLayer`].
+#[derive(Clone, Debug)]
+pub struct Health<S> {
+    inner: S,
+    tracker: HealthTracker,
+}
+
+impl<S> Health<S> {
+    /// Wraps `inner`, recording into `tracker`.
+    pub fn new(inner: S, tracker: HealthTracker) -> Self {
+        Health { inner, tracker }
+    }
+
+    /// The tracker.
+    pub fn tracker(&self) -> &HealthTracker {
+        &self.tracker
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for Health<S>
+where
+    S: Service<Request<B>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::from_box(e.into()))
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+
+        let Some(attempt) = req.extensions().get::<Attempt>() else {
+            return ResponseFuture::passthrough(inner.call(req));
+        };
+        let Some(state) = self.tracker.state(&attempt.model) else {
+            // More models than `max_models`: not tracked.
+            return ResponseFuture::passthrough(inner.call(req));
+        };
+        let probe = match self.tracker.inner.check(&state) {
+            Admission::Allowed => false,
+            Admission::Probe => true,
+            Admission::CoolingDown { .. } if req.extensions().get::<ForceAttempt>().is_some() => {
+                false
+            }
+            Admission::CoolingDown { until } => {
+                return ResponseFuture::rejected(cooling_down(&state.name, until));
+            }
+        };
+        req.extensions_mut().insert(state.hook.clone());
+        let recorder = Recorder {
+            tracker: self.tracker.clone(),
+            state,
+            probe,
+            done: false,
+        };
+        ResponseFuture {
+            kind: Kind::Tracked {
+                future: inner.call(req),
+                recorder,
+            },
+        }
+    }
+}
+
+fn cooling_down(model: &Arc<str>, until: Instant) -> Error {
+    let left = until.saturating_duration_since(Instant::now());
+    let err = Error::new(ErrorKind::ModelCoolingDown).with_model(model.clone());
+    if left.is_zero() {
+        err.with_detail("another request is probing it")
+    } else {
+        err.with_retry_after(left)
+    }
+}
+
+/// Records the outcome of a tracked attempt; gives the probe slot back if dropped first.
+struct Recorder {
+    tracker: HealthTracker,
+    state: Arc<ModelState>,
+    probe: bool,
+    done: bool,
+}
+
+impl Recorder {
+    fn record(&mut self, outcome: Result<(), &Error>) {
+        self.done = true;
+        match outcome {
+            Err(e) if !e.counts_for_health() => {
+                if self.probe {
+                    self.tracker.inner.release_probe(&self.state);
+                }
+            }
+            outcome => self.tracker.inner.record(&self.state, outcome, false),
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        // A cancelled attempt records nothing, but must not keep the probe slot.
+        if !self.done && self.probe {
+            self.tracker.inner.release_probe(&self.state);
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`Health`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Passthrough { #[pin] future: F },
+        Tracked { #[pin] future: F, recorder: Recorder },
+        Rejected { error: Option<Error> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn passthrough(future: F) -> Self {
+        ResponseFuture {
+            kind: Kind::Passthrough { future },
+        }
+    }
+
+    fn rejected(error: Error) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected { error: Some(error) },
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("health::ResponseFuture")
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Passthrough { future } => {
+                future.poll(cx).map_err(|e| Error::from_box(e.into()))
+            }
+            KindProj::Tracked { future, recorder } => {
+                let result = ready!(future.poll(cx));
+                Poll::Ready(match result {
+                    Ok(response) => {
+                        recorder.record(Ok(()));
+                        Ok(response)
+                    }
+                    Err(e) => {
+                        let e = Error::from_box(e.into()).or_model(&recorder.state.name);
+                        recorder.record(Err(&e));
+                        Err(e)
+                    }
+                })
+            }
+            KindProj::Rejected { error } => Poll::Ready(Err(error
+                .take()
+                .expect("health::ResponseFuture polled after completion"))),
+        }
+    }
+}

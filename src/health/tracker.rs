@@ -1,0 +1,526 @@
+//! [`HealthTracker`]: per-model rolling windows and breakers, shared by every request.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::time::Instant;
+
+use super::breaker::{self, Breaker, BreakerState, Jitter, Word};
+use super::config::HealthConfig;
+use super::window::{Totals, Update, Window};
+use crate::{Error, StreamErrorHook};
+
+/// Whether one attempt of a model may go upstream, as [`HealthTracker::check`] decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The breaker is closed: go ahead.
+    Allowed,
+    /// The cooldown is over and this attempt is the one probe: go ahead, and record its
+    /// outcome (or drop it: see [`HealthTracker::release_probe`]); it closes or reopens
+    /// the breaker.
+    Probe,
+    /// The model is cooling down: skip it.
+    CoolingDown {
+        /// When the model may be tried again. While another request probes the model
+        /// this is the present instant: the probe's outcome decides, soon.
+        until: Instant,
+    },
+}
+
+/// The health of one model, as [`HealthTracker::snapshot`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ModelHealth {
+    /// The model id.
+    pub model: Arc<str>,
+    /// The breaker's state.
+    pub state: BreakerState,
+    /// Successes / calls over the window; `None` with no calls.
+    pub success_rate: Option<f64>,
+    /// Counted calls (successes and counted failures) over the window.
+    pub calls: u64,
+    /// Counted failures over the window.
+    pub failures: u64,
+    /// Counted failures in a row, up to now.
+    pub consecutive_failures: u32,
+    /// Trips in a row: the number the cooldown is multiplied by. It starts again at 1 when
+    /// a model trips after having been back in service for at least one window.
+    pub trips: u32,
+    /// When the cooldown ends, while the model is not available (see
+    /// [`HealthTracker::cooldown_until`]).
+    pub cooldown_until: Option<Instant>,
+}
+
+/// Per-model outcome tracking and circuit breaking, shared by every request and task.
+///
+/// Cheap to clone (one `Arc`). See the [module docs](super) for the rules. The hot path,
+/// [`check`](Self::check) and [`record`](Self::record) of a known model, takes no lock:
+/// the model map is read through an `arc_swap` snapshot, the window and breaker are
+/// atomics. Only the first outcome of a new model takes a lock, to copy the map.
+///
+/// Times are `tokio::time` instants, so `#[tokio::test(start_paused = true)]` tests are
+/// exact.
+#[derive(Clone)]
+pub struct HealthTracker {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    config: HealthConfig,
+    epoch: Instant,
+    window_nanos: u64,
+    models: ArcSwap<HashMap<Arc<str>, Arc<ModelState>>>,
+    insert: Mutex<()>,
+    jitter: Jitter,
+}
+
+pub(crate) struct ModelState {
+    pub(crate) name: Arc<str>,
+    window: Window,
+    breaker: Breaker,
+    consecutive: AtomicU32,
+    /// The consecutive failures the latest success reset (0 when it reset none), so a
+    /// stream failure can take that success back.
+    reset_by_success: AtomicU32,
+    trips: AtomicU32,
+    /// Reports a mid-stream failure of this model (holds weak references only).
+    pub(crate) hook: StreamErrorHook,
+}
+
+impl Default for HealthTracker {
+    fn default() -> Self {
+        Self::new(HealthConfig::default())
+    }
+}
+
+impl fmt::Debug for HealthTracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthTracker")
+            .field("config", &self.inner.config)
+            .field("models", &self.inner.models.load().len())
+            .finish()
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl HealthTracker {
+    /// A tracker with these settings (not validated here: see
+    /// [`HealthConfig::validate`]; out-of-range values are clamped to something workable).
+    pub fn new(config: HealthConfig) -> Self {
+        let window_nanos = nanos(config.window).max(1);
+        HealthTracker {
+            inner: Arc::new(Inner {
+                window_nanos,
+                config,
+                epoch: Instant::now(),
+                models: ArcSwap::from_pointee(HashMap::new()),
+                insert: Mutex::new(()),
+                jitter: Jitter::new(),
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &HealthConfig {
+        &self.inner.config
+    }
+
+    /// Admission for one attempt of `model`.
+    ///
+    /// [`Admission::Allowed`] while the breaker is closed (and for a model never seen).
+    /// When the cooldown is over, the first caller gets [`Admission::Probe`] and holds the
+    /// probe slot until it records the attempt's outcome (or calls
+    /// [`release_probe`](Self::release_probe)); everybody else gets
+    /// [`Admission::CoolingDown`] meanwhile.
+    pub fn check(&self, model: &str) -> Admission {
+        match self.inner.models.load().get(model) {
+            Some(state) => self.inner.check(state),
+            None => Admission::Allowed,
+        }
+    }
+
+    /// Whether `model` would be admitted now, without claiming anything: its breaker is
+    /// closed, or its cooldown is over and nobody is probing it yet.
+    pub fn is_available(&self, model: &str) -> bool {
+        match self.inner.models.load().get(model) {
+            Some(state) => self.inner.cooling_until(state).is_none(),
+            None => true,
+        }
+    }
+
+    /// When `model` may be tried again; `None` when it is available now (see
+    /// [`is_available`](Self::is_available)). While a probe is in flight this is the
+    /// present instant.
+    pub fn cooldown_until(&self, model: &str) -> Option<Instant> {
+        let models = self.inner.models.load();
+        let until = self.inner.cooling_until(models.get(model)?)?;
+        Some(self.inner.instant(until))
+    }
+
+    /// Successes / calls of `model` over the window; `None` with no counted calls.
+    pub fn success_rate(&self, model: &str) -> Option<f64> {
+        let models = self.inner.models.load();
+        let state = models.get(model)?;
+        state.window.totals(self.inner.now()).success_rate()
+    }
+
+    /// Records the outcome of one attempt of `model`.
+    ///
+    /// * `Ok(())`: a success. It resets the consecutive failures; if the model was being
+    ///   probed it closes the breaker and starts a fresh window.
+    /// * `Err(e)` with [`e.counts_for_health()`](Error::counts_for_health): a failure. It
+    ///   may trip the breaker (consecutive failures, failure ratio, skip threshold); if the
+    ///   model was being probed it opens the breaker again, for longer; a
+    ///   [`retry_after`](Error::retry_after) hint cools the model for at least that long
+    ///   (never shortening a cooldown).
+    /// * `Err(e)` that does not count: nothing is counted; if the model was being probed,
+    ///   the probe slot is released (the breaker stays open, the next request probes).
+    ///
+    /// While a model is probed, the first outcome recorded for it decides, whichever
+    /// request it comes from.
+    pub fn record(&self, model: &str, outcome: Result<(), &Error>) {
+        match outcome {
+            Err(e) if !e.counts_for_health() => {
+                if let Some(state) = self.inner.models.load().get(model) {
+                    self.inner.release_probe(state);
+                }
+            }
+            _ => {
+                // Fast path: a known model, no lock, no refcount traffic.
+                if let Some(state) = self.inner.models.load().get(model) {
+                    self.inner.record(state, outcome, false);
+                    return;
+                }
+                if let Some(state) = self.state(model) {
+                    self.inner.record(&state, outcome, false);
+                }
+            }
+        }
+    }
+
+    /// Records a counted failure of a streamed response of `model` after its first token
+    /// (what the [`StreamErrorHook`] the health layer inserts does).
+    ///
+    /// The attempt's success, recorded when its response arrived, is taken back and
+    /// becomes this failure: the window's success count of the current time slot goes
+    /// down by one (when the slot has one; otherwise the window keeps the success and adds
+    /// the failure) and its failure count up by one. When no other outcome of the model
+    /// came in between, the consecutive failures continue from the count that success
+    /// reset (so five streams in a row that die after their first token trip the model
+    /// like five failed requests); otherwise they go up by one. An error that does not
+    /// count for health is ignored.
+    pub fn record_stream_error(&self, model: &str, error: &Error) {
+        if !error.counts_for_health() {
+            return;
+        }
+        if let Some(state) = self.inner.models.load().get(model) {
+            self.inner.record(state, Err(error), true);
+        }
+    }
+
+    /// Gives back the probe slot [`check`](Self::check) handed out with
+    /// [`Admission::Probe`], without an outcome (the attempt was cancelled): the breaker
+    /// stays open with its cooldown over, so the next request probes. Does nothing when
+    /// the model is not being probed.
+    pub fn release_probe(&self, model: &str) {
+        if let Some(state) = self.inner.models.load().get(model) {
+            self.inner.release_probe(state);
+        }
+    }
+
+    /// The health of every model seen so far, sorted by model id.
+    pub fn snapshot(&self) -> Vec<ModelHealth> {
+        let now = self.inner.now();
+        let models = self.inner.models.load();
+        let mut out: Vec<ModelHealth> = models
+            .values()
+            .map(|s| {
+                let w = s.breaker.load();
+                let totals = s.window.totals(now);
+                ModelHealth {
+                    model: s.name.clone(),
+                    state: w.state,
+                    success_rate: totals.success_rate(),
+                    calls: totals.calls(),
+                    failures: totals.failures,
+                    consecutive_failures: s.consecutive.load(Ordering::Relaxed),
+                    trips: s.trips.load(Ordering::Relaxed),
+                    cooldown_until: Inner::cooling_until_at(w, now).map(|u| self.inner.instant(u)),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.model.cmp(&b.model));
+        out
+    }
+
+    /// The state of `model`, created on first use; `None` when `max_models` models are
+    /// tracked already.
+    pub(crate) fn state(&self, model: &str) -> Option<Arc<ModelState>> {
+        if let Some(state) = self.inner.models.load().get(model) {
+            return Some(state.clone());
+        }
+        // Slow path, once per model: copy the map with the new model in.
+        let _guard = self.inner.insert.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.inner.models.load_full();
+        if let Some(state) = current.get(model) {
+            return Some(state.clone());
+        }
+        if current.len() >= self.inner.config.max_models {
+            return None;
+        }
+        let name: Arc<str> = Arc::from(model);
+        let weak_inner = Arc::downgrade(&self.inner);
+        let buckets = self.inner.config.window_buckets;
+        let window_nanos = self.inner.window_nanos;
+        let state = Arc::new_cyclic(|weak_state: &Weak<ModelState>| {
+            let weak_state = weak_state.clone();
+            ModelState {
+                name: name.clone(),
+                window: Window::new(buckets, window_nanos),
+                breaker: Breaker::new(),
+                consecutive: AtomicU32::new(0),
+                reset_by_success: AtomicU32::new(0),
+                trips: AtomicU32::new(0),
+                hook: StreamErrorHook::new(move |e: &Error| {
+                    if !e.counts_for_health() {
+                        return;
+                    }
+                    if let (Some(inner), Some(state)) = (weak_inner.upgrade(), weak_state.upgrade())
+                    {
+                        inner.record(&state, Err(e), true);
+                    }
+                }),
+            }
+        });
+        let mut map = HashMap::clone(&current);
+        map.insert(name, state.clone());
+        self.inner.models.store(Arc::new(map));
+        Some(state)
+    }
+}
+
+impl Inner {
+    /// Nanoseconds since the epoch, kept below 2^62 (the breaker word's range).
+    fn now(&self) -> u64 {
+        nanos(Instant::now().saturating_duration_since(self.epoch)).min(u64::MAX >> 2)
+    }
+
+    fn instant(&self, nanos: u64) -> Instant {
+        self.epoch + Duration::from_nanos(nanos)
+    }
+
+    pub(crate) fn check(&self, state: &ModelState) -> Admission {
+        let mut w = state.breaker.load();
+        loop {
+            match w.state {
+                BreakerState::Closed => return Admission::Allowed,
+                BreakerState::Open => {
+                    let now = self.now();
+                    if now < w.until {
+                        return Admission::CoolingDown {
+                            until: self.instant(w.until),
+                        };
+                    }
+                    match state
+                        .breaker
+                        .transition(w, Word::new(BreakerState::HalfOpen, w.until))
+                    {
+                        Ok(()) => return Admission::Probe,
+                        Err(found) => w = found,
+                    }
+                }
+                BreakerState::HalfOpen => {
+                    return Admission::CoolingDown {
+                        until: self.instant(w.until.max(self.now())),
+                    }
+                }
+            }
+        }
+    }
+
+    /// `Some(until)` while the model is not available (nanos since the epoch).
+    fn cooling_until(&self, state: &ModelState) -> Option<u64> {
+        let w = state.breaker.load();
+        if w.state == BreakerState::Closed {
+            return None;
+        }
+        Self::cooling_until_at(w, self.now())
+    }
+
+    fn cooling_until_at(w: Word, now: u64) -> Option<u64> {
+        match w.state {
+            BreakerState::Closed => None,
+            BreakerState::Open => (now < w.until).then_some(w.until),
+            BreakerState::HalfOpen => Some(w.until.max(now)),
+        }
+    }
+
+    pub(crate) fn release_probe(&self, state: &ModelState) {
+        let w = state.breaker.load();
+        if w.state == BreakerState::HalfOpen {
+            // If this fails, another outcome decided in the meantime.
+            let _ = state
+                .breaker
+                .transition(w, Word::new(BreakerState::Open, w.until));
+        }
+    }
+
+    /// Records a success or a failure. `Err` must count for health (callers check).
+    /// `stream` marks a mid-stream failure that takes back the attempt's success.
+    pub(crate) fn record(&self, state: &ModelState, outcome: Result<(), &Error>, stream: bool) {
+        let now = self.now();
+        match outcome {
+            Ok(()) => self.record_success(state, now),
+            Err(e) => {
+                let update = if stream {
+                    Update::SuccessBecameFailure
+                } else {
+                    Update::Failure
+                };
+                self.record_failure(state, now, update, e.retry_after());
+            }
+        }
+    }
+
+    fn record_success(&self, state: &ModelState, now: u64) {
+        // Loads first: on the common path (no failure before) nothing is written.
+        let mut reset = state.consecutive.load(Ordering::Relaxed);
+        if reset != 0 {
+            reset = state.consecutive.swap(0, Ordering::Relaxed);
+        }
+        if state.reset_by_success.load(Ordering::Relaxed) != reset {
+            state.reset_by_success.store(reset, Ordering::Relaxed);
+        }
+        let w = state.breaker.load();
+        if w.state == BreakerState::HalfOpen
+            && state
+                .breaker
+                .transition(w, Word::new(BreakerState::Closed, w.until))
+                .is_ok()
+        {
+            // The model is back: outcomes from before the trip no longer speak for it.
+            state.window.clear();
+        }
+        state.window.record(now, Update::Success);
+    }
+
+    fn record_failure(&self, state: &ModelState, now: u64, update: Update, hint: Option<Duration>) {
+        state.window.record(now, update);
+        let consecutive = match update {
+            // Taking back the latest success: continue the count it reset.
+            Update::SuccessBecameFailure => {
+                let restored = state
+                    .reset_by_success
+                    .swap(0, Ordering::Relaxed)
+                    .saturating_add(1);
+                match state.consecutive.compare_exchange(
+                    0,
+                    restored,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => restored,
+                    Err(_) => state
+                        .consecutive
+                        .fetch_add(1, Ordering::Relaxed)
+                        .saturating_add(1),
+                }
+            }
+            _ => state
+                .consecutive
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1),
+        };
+        let hint_until = hint
+            .filter(|_| self.config.respect_retry_after)
+            .map(|h| now.saturating_add(nanos(h.min(self.config.max_retry_after))));
+        let mut w = state.breaker.load();
+        loop {
+            // The new word, and the trip count to store when it is a trip.
+            let next: Option<(Word, Option<u32>)> = match w.state {
+                BreakerState::Closed if self.should_trip(state, consecutive, now) => {
+                    Some(self.trip(state, w, now, hint_until))
+                }
+                BreakerState::Closed => {
+                    hint_until.map(|h| (Word::new(BreakerState::Open, h.max(w.until)), None))
+                }
+                // The probe failed: open again, for longer.
+                BreakerState::HalfOpen => Some(self.trip(state, w, now, hint_until)),
+                // Already open: only a longer hint changes anything.
+                BreakerState::Open => hint_until
+                    .filter(|&h| h > w.until)
+                    .map(|h| (Word::new(BreakerState::Open, h), None)),
+            };
+            let Some((next, trips)) = next else { return };
+            match state.breaker.transition(w, next) {
+                Ok(()) => {
+                    if let Some(t) = trips {
+                        state.trips.store(t, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                Err(found) => w = found,
+            }
+        }
+    }
+
+    fn should_trip(&self, state: &ModelState, consecutive: u32, now: u64) -> bool {
+        let c = &self.config;
+        if consecutive >= c.consecutive_failures {
+            return true;
+        }
+        if c.failure_ratio.is_none() && c.skip_below_success_rate.is_none() {
+            return false;
+        }
+        let Totals {
+            successes,
+            failures,
+        } = state.window.totals(now);
+        let calls = successes + failures;
+        if calls == 0 || calls < u64::from(c.min_calls) {
+            return false;
+        }
+        let calls = calls as f64;
+        c.failure_ratio
+            .is_some_and(|r| failures as f64 / calls >= r)
+            || c.skip_below_success_rate
+                .is_some_and(|r| (successes as f64 / calls) < r)
+    }
+
+    /// The open word of a trip from `w` at `now`, and the new trip count.
+    fn trip(
+        &self,
+        state: &ModelState,
+        w: Word,
+        now: u64,
+        hint_until: Option<u64>,
+    ) -> (Word, Option<u32>) {
+        let c = &self.config;
+        // A model back in service for a whole window starts a new streak of trips.
+        let fresh =
+            w.state == BreakerState::Closed && w.until.saturating_add(self.window_nanos) <= now;
+        let trips = if fresh {
+            1
+        } else {
+            state.trips.load(Ordering::Relaxed).saturating_add(1)
+        };
+        let unit = if c.jitter > 0.0 {
+            self.jitter.unit()
+        } else {
+            0.0
+        };
+        let d = breaker::cooldown(c.cooldown, c.max_cooldown, trips, c.jitter, unit);
+        let mut until = now.saturating_add(nanos(d)).max(w.until);
+        if let Some(h) = hint_until {
+            until = until.max(h);
+        }
+        (Word::new(BreakerState::Open, until), Some(trips))
+    }
+}
