@@ -43,7 +43,8 @@ use crate::config::ConfigError;
 /// assert_eq!(config.get_max_cooldown(), Duration::from_secs(300));
 ///
 /// let err = HealthConfig::default().failure_ratio(1.5).validate().unwrap_err();
-/// assert_eq!(err.field(), "health.failure_ratio");
+/// assert_eq!(err.field(), "failure_ratio");
+/// assert_eq!(err.to_string(), "health failure_ratio must be in (0, 1], got 1.5");
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthConfig {
@@ -82,6 +83,8 @@ impl Default for HealthConfig {
 
 /// Most buckets a window may have (each check of the failure ratio reads all of them).
 const MAX_BUCKETS: u32 = 1000;
+/// Longest window (the window's slot tags wrap after 2^22 slots).
+const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl HealthConfig {
     /// The defaults (see the table above).
@@ -252,69 +255,71 @@ impl HealthConfig {
         self.max_models
     }
 
-    /// Checks every setting; the error names the first bad one (`"health.window"`, ...).
+    /// Checks every setting; the error's [`field`](ConfigError::field) is the setter's name
+    /// (`"window"`, `"failure_ratio"`, ...) and its message names it too.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn unit_ratio(field: &str, v: Option<f64>) -> Result<(), ConfigError> {
+        fn unit_ratio(field: &'static str, v: Option<f64>) -> Result<(), ConfigError> {
             match v {
                 Some(v) if !(v > 0.0 && v <= 1.0) => Err(ConfigError::new(
                     field,
-                    format!("must be in (0, 1], got {v}"),
+                    format!("health {field} must be in (0, 1], got {v}"),
                 )),
                 _ => Ok(()),
             }
         }
         if self.consecutive_failures == 0 {
-            return Err(ConfigError::new(
-                "health.consecutive_failures",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::zero("consecutive_failures"));
         }
-        unit_ratio("health.failure_ratio", self.failure_ratio)?;
-        unit_ratio(
-            "health.skip_below_success_rate",
-            self.skip_below_success_rate,
-        )?;
+        unit_ratio("failure_ratio", self.failure_ratio)?;
+        unit_ratio("skip_below_success_rate", self.skip_below_success_rate)?;
         if self.min_calls == 0 {
-            return Err(ConfigError::new("health.min_calls", "must be at least 1"));
+            return Err(ConfigError::zero("min_calls"));
         }
         if !(1..=MAX_BUCKETS).contains(&self.window_buckets) {
             return Err(ConfigError::new(
-                "health.window_buckets",
-                format!("must be 1 to {MAX_BUCKETS}, got {}", self.window_buckets),
+                "window_buckets",
+                format!(
+                    "health window_buckets must be 1 to {MAX_BUCKETS}, got {}",
+                    self.window_buckets
+                ),
             ));
         }
         if self.window.as_nanos() < u128::from(self.window_buckets) {
             return Err(ConfigError::new(
-                "health.window",
-                "must be longer than zero (at least 1 ns per bucket)",
+                "window",
+                format!(
+                    "health window ({:?}) must be at least 1 ns per bucket",
+                    self.window
+                ),
             ));
         }
-        if self.window > Duration::from_secs(7 * 24 * 3600) {
-            return Err(ConfigError::new("health.window", "must be at most 7 days"));
+        if self.window > MAX_WINDOW {
+            return Err(ConfigError::longer_than(
+                "window",
+                self.window,
+                "7 days",
+                MAX_WINDOW,
+            ));
         }
         if self.cooldown.is_zero() {
-            return Err(ConfigError::new(
-                "health.cooldown",
-                "must be longer than zero",
-            ));
+            return Err(ConfigError::zero("cooldown"));
         }
-        if self.max_cooldown < self.cooldown {
-            return Err(ConfigError::new(
-                "health.max_cooldown",
-                format!(
-                    "must be at least the cooldown ({:?}), got {:?}",
-                    self.cooldown, self.max_cooldown
-                ),
+        if self.cooldown > self.max_cooldown {
+            return Err(ConfigError::longer_than(
+                "cooldown",
+                self.cooldown,
+                "max_cooldown",
+                self.max_cooldown,
             ));
         }
         if !(0.0..1.0).contains(&self.jitter) {
             return Err(ConfigError::new(
-                "health.jitter",
-                format!("must be in [0, 1), got {}", self.jitter),
+                "jitter",
+                format!("health jitter must be in [0, 1), got {}", self.jitter),
             ));
         }
         if self.max_models == 0 {
-            return Err(ConfigError::new("health.max_models", "must be at least 1"));
+            return Err(ConfigError::zero("max_models"));
         }
         Ok(())
     }
@@ -341,26 +346,20 @@ mod tests {
     fn each_bad_setting_is_named() {
         let d = HealthConfig::default;
         let cases: Vec<(HealthConfig, &str)> = vec![
-            (d().consecutive_failures(0), "health.consecutive_failures"),
-            (d().failure_ratio(0.0), "health.failure_ratio"),
-            (d().failure_ratio(f64::NAN), "health.failure_ratio"),
-            (
-                d().skip_below_success_rate(1.2),
-                "health.skip_below_success_rate",
-            ),
-            (d().min_calls(0), "health.min_calls"),
-            (d().window_buckets(0), "health.window_buckets"),
-            (d().window_buckets(1001), "health.window_buckets"),
-            (d().window(Duration::ZERO), "health.window"),
-            (d().window(Duration::from_secs(8 * 86400)), "health.window"),
-            (d().cooldown(Duration::ZERO), "health.cooldown"),
-            (
-                d().max_cooldown(Duration::from_secs(1)),
-                "health.max_cooldown",
-            ),
-            (d().jitter(1.0), "health.jitter"),
-            (d().jitter(-0.1), "health.jitter"),
-            (d().max_models(0), "health.max_models"),
+            (d().consecutive_failures(0), "consecutive_failures"),
+            (d().failure_ratio(0.0), "failure_ratio"),
+            (d().failure_ratio(f64::NAN), "failure_ratio"),
+            (d().skip_below_success_rate(1.2), "skip_below_success_rate"),
+            (d().min_calls(0), "min_calls"),
+            (d().window_buckets(0), "window_buckets"),
+            (d().window_buckets(1001), "window_buckets"),
+            (d().window(Duration::ZERO), "window"),
+            (d().window(Duration::from_secs(8 * 86400)), "window"),
+            (d().cooldown(Duration::ZERO), "cooldown"),
+            (d().max_cooldown(Duration::from_secs(1)), "cooldown"),
+            (d().jitter(1.0), "jitter"),
+            (d().jitter(-0.1), "jitter"),
+            (d().max_models(0), "max_models"),
         ];
         for (c, field) in cases {
             assert_eq!(c.validate().unwrap_err().field(), field, "{c:?}");
