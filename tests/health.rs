@@ -115,6 +115,24 @@ where
     }
 }
 
+/// A tracker with `MODEL` tripped through the layer, `after` ago.
+async fn tripped(
+    after: Duration,
+) -> (
+    HealthTracker,
+    Upstream,
+    impl Service<Req, Response = Resp, Error = Error, Future: Send> + Clone + Send + 'static,
+) {
+    let tracker = HealthTracker::new(config());
+    let up = Upstream::new();
+    let svc = up.layered(&tracker);
+    trip(&svc, &up).await;
+    if !after.is_zero() {
+        advance(after).await;
+    }
+    (tracker, up, svc)
+}
+
 #[tokio::test(start_paused = true)]
 async fn five_failures_trip_then_reject_then_one_probe_closes() {
     let tracker = HealthTracker::new(config());
@@ -188,10 +206,7 @@ async fn five_failures_trip_then_reject_then_one_probe_closes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_probe_reopens_for_longer_up_to_the_cap() {
-    let tracker = HealthTracker::new(config());
-    let up = Upstream::new();
-    let svc = up.layered(&tracker);
-    trip(&svc, &up).await;
+    let (tracker, up, svc) = tripped(Duration::ZERO).await;
     assert_eq!(state(&tracker, MODEL).trips, 1);
 
     // Cooldowns: 15 s x trips, capped at 300 s.
@@ -227,11 +242,7 @@ async fn a_failed_probe_reopens_for_longer_up_to_the_cap() {
 
 #[tokio::test(start_paused = true)]
 async fn second_trip_right_after_recovery_cools_for_30s_but_a_healthy_window_resets() {
-    let tracker = HealthTracker::new(config());
-    let up = Upstream::new();
-    let svc = up.layered(&tracker);
-    trip(&svc, &up).await;
-    advance(secs(15)).await;
+    let (tracker, up, svc) = tripped(secs(15)).await;
     up.fail_with(None);
     svc.clone().oneshot(req(MODEL)).await.unwrap(); // probe succeeds
     assert_eq!(state(&tracker, MODEL).state, BreakerState::Closed);
@@ -421,11 +432,7 @@ async fn errors_that_do_not_count_never_trip() {
 
 #[tokio::test(start_paused = true)]
 async fn a_probe_ending_in_an_error_that_does_not_count_frees_the_slot() {
-    let tracker = HealthTracker::new(config());
-    let up = Upstream::new();
-    let svc = up.layered(&tracker);
-    trip(&svc, &up).await;
-    advance(secs(15)).await;
+    let (tracker, up, svc) = tripped(secs(15)).await;
 
     up.fail_with(Some(Error::new(ErrorKind::ContextLengthExceeded)));
     svc.clone().oneshot(req(MODEL)).await.unwrap_err();
@@ -492,11 +499,7 @@ async fn skip_threshold_makes_a_model_unavailable_below_the_rate() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_probe_gives_the_slot_back_and_records_nothing() {
-    let tracker = HealthTracker::new(config());
-    let up = Upstream::new();
-    let svc = up.layered(&tracker);
-    trip(&svc, &up).await;
-    advance(secs(15)).await;
+    let (tracker, up, svc) = tripped(secs(15)).await;
 
     up.fail_with(None);
     up.delay(secs(3600));
@@ -605,10 +608,7 @@ async fn a_request_without_attempt_passes_through_untouched() {
 
 #[tokio::test(start_paused = true)]
 async fn force_attempt_tries_a_cooling_model() {
-    let tracker = HealthTracker::new(config());
-    let up = Upstream::new();
-    let svc = up.layered(&tracker);
-    trip(&svc, &up).await;
+    let (tracker, up, svc) = tripped(Duration::ZERO).await;
     let mut forced = req(MODEL);
     forced.extensions_mut().insert(ForceAttempt);
     let err = svc.clone().oneshot(forced).await.unwrap_err();
