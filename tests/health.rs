@@ -711,3 +711,26 @@ fn concurrent_failures_trip_exactly_once() {
     assert_eq!((s.calls, s.failures), (16_000, 16_000));
     assert_eq!(s.consecutive_failures, 16_000);
 }
+
+#[test]
+fn concurrent_checks_after_the_cooldown_hand_out_one_probe() {
+    // A 1 ns cooldown is over by the time the threads start (real time, no sleeping).
+    let tracker = HealthTracker::new(config().disable_duration(Duration::from_nanos(1)));
+    for _ in 0..5 {
+        tracker.record(MODEL, Err(&provider_error()));
+    }
+    let probes = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..5_000 {
+                    if tracker.check(MODEL) == Admission::Probe {
+                        probes.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(probes.load(Ordering::SeqCst), 1);
+    assert_eq!(state(&tracker, MODEL).state, BreakerState::HalfOpen);
+}

@@ -210,4 +210,41 @@ mod tests {
         w.clear();
         assert_eq!(w.totals(3 * SEC).calls(), 0);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// The window counts exactly the outcomes of the last `buckets` slots.
+        #[test]
+        fn totals_match_a_naive_count(
+            buckets in 1u32..12,
+            slot in 1u64..5_000,
+            steps in proptest::collection::vec((0u64..4_000, 0u8..3), 1..200),
+        ) {
+            let w = Window::new(buckets, slot * u64::from(buckets));
+            let mut now = 0u64;
+            // (slot, success?) of every outcome, with stream take-backs applied naively.
+            let mut log: Vec<(u64, bool)> = Vec::new();
+            for (gap, kind) in steps {
+                now += gap;
+                let s = now / slot;
+                match kind {
+                    0 => { w.record(now, Update::Success); log.push((s, true)); }
+                    1 => { w.record(now, Update::Failure); log.push((s, false)); }
+                    _ => {
+                        w.record(now, Update::SuccessBecameFailure);
+                        if let Some(i) = log.iter().rposition(|&(ls, ok)| ls == s && ok) {
+                            log[i].1 = false;
+                        } else {
+                            log.push((s, false));
+                        }
+                    }
+                }
+                let cur = now / slot;
+                let live = log.iter().filter(|&&(ls, _)| ls + u64::from(buckets) > cur);
+                let (ok, bad) = live.fold((0, 0), |(o, b), &(_, x)| if x { (o + 1, b) } else { (o, b + 1) });
+                proptest::prop_assert_eq!(w.totals(now), Totals { successes: ok, failures: bad });
+            }
+        }
+    }
 }
