@@ -111,8 +111,9 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl HealthTracker {
-    /// A tracker with these settings (not validated here: see
-    /// [`HealthConfig::validate`]; out-of-range values are clamped to something workable).
+    /// A tracker with these settings. They are not validated here (see
+    /// [`HealthConfig::validate`]); out-of-range values never panic but act at their
+    /// edge, e.g. `consecutive_failures(0)` trips on every counted failure.
     pub fn new(config: HealthConfig) -> Self {
         let window_nanos = nanos(config.window).max(1);
         HealthTracker {
