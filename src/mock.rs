@@ -1,1 +1,0 @@
-//! Scriptable OpenRouter stand-in (skeleton).

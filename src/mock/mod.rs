@@ -1,0 +1,537 @@
+//! A scriptable OpenRouter stand-in for tests, examples and demos (feature `mock`).
+//!
+//! [`MockOpenRouter`] is an in-process `Service<http::Request<Full<Bytes>>>` that answers
+//! `POST /api/v1/chat/completions` and `POST /api/v1/messages` the way OpenRouter does,
+//! scripted per model: successes that echo the model with `usage` and `cost`, any error
+//! status with OpenRouter's error body and `Retry-After`, a `200` with an error inside,
+//! delays, hangs, dropped connections, SSE streams with keep-alive comments, mid-stream
+//! error chunks, missing `[DONE]`, stalls and aborts; sequences ("429 twice, then
+//! succeed") and seeded random failure rates. It counts requests per model and keeps every
+//! request it received. [`MockOpenRouter::serve`] puts it on a loopback port behind hyper,
+//! so black-box tests and examples can use it over real HTTP.
+//!
+//! All waits use `tokio::time`, so under `#[tokio::test(start_paused = true)]` they are
+//! exact and instant.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use tower::ServiceExt;
+//! use tower_openrouter::mock::{MockOpenRouter, Reply};
+//!
+//! let mock = MockOpenRouter::new();
+//! // 429 twice, then succeed (the last step answers every later call).
+//! mock.model("openai/gpt-4o")
+//!     .respond(Reply::status(429).retry_after(2))
+//!     .times(2)
+//!     .then(Reply::ok_text("hi"));
+//!
+//! let request = || {
+//!     http::Request::post("https://openrouter.ai/api/v1/chat/completions")
+//!         .header("content-type", "application/json")
+//!         .body(Full::new(Bytes::from_static(br#"{"model":"openai/gpt-4o","messages":[]}"#)))
+//!         .unwrap()
+//! };
+//! for _ in 0..2 {
+//!     let resp = mock.clone().oneshot(request()).await.unwrap();
+//!     assert_eq!(resp.status(), 429);
+//!     assert_eq!(resp.headers()["retry-after"], "2");
+//! }
+//! let resp = mock.clone().oneshot(request()).await.unwrap();
+//! assert_eq!(resp.status(), 200);
+//! let body = resp.into_body().collect().await.unwrap().to_bytes();
+//! assert!(body.starts_with(br#"{"id":"gen-mock-3","object":"chat.completion","created":1700000000,"model":"openai/gpt-4o","provider":"Mock""#));
+//!
+//! assert_eq!(mock.calls("openai/gpt-4o"), 3);
+//! assert_eq!(mock.bodies("openai/gpt-4o").len(), 3);
+//! # }
+//! ```
+//!
+//! # Scripts
+//!
+//! [`MockOpenRouter::model`] gives a model's [`ModelScript`]: `respond(r)` starts a new
+//! script with the step `r`, `then(r)` adds a step, `times(n)` / `once()` say how many
+//! calls the last added step answers. A step without `times` answers one call, except the
+//! last step, which answers every remaining call. When a script runs out (its last step
+//! has `times`), the model gets the default reply: [`Reply::ok()`] unless changed with
+//! [`MockOpenRouter::default_reply`], which also answers every model without a script.
+//!
+//! # What goes over the wire
+//!
+//! Bodies are byte-exact and deterministic: `id` is `gen-mock-{n}` (`msg_mock_{n}` on
+//! `/messages`) where `n` counts every request the mock received (from 1, since the last
+//! [`reset`](MockOpenRouter::reset)); `created` is `1700000000`; `provider` is `"Mock"`
+//! unless set with [`Reply::provider`]. A chat success is
+//!
+//! ```text
+//! {"id":"gen-mock-1","object":"chat.completion","created":1700000000,"model":"a/b","provider":"Mock","choices":[{"index":0,"logprobs":null,"finish_reason":"stop","native_finish_reason":"stop","message":{"role":"assistant","content":"Hello from a/b","refusal":null}}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,"cost":0.00042}}
+//! ```
+//!
+//! and, for a request with `"stream": true`, one SSE event per frame of the body:
+//!
+//! ```text
+//! : OPENROUTER PROCESSING                          (one per keep_alives)
+//!
+//! data: {"id":"gen-mock-1","object":"chat.completion.chunk","created":1700000000,"model":"a/b","provider":"Mock","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"},"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}
+//!
+//! data: {..same head..,"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":"stop","native_finish_reason":"stop","logprobs":null}],"usage":{..}}
+//!
+//! data: [DONE]
+//! ```
+//!
+//! A mid-stream error ([`Reply::error_after`]) is
+//! `data: {..same head..,"error":{"code":502,"message":"Provider returned error"},"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error","native_finish_reason":"error"}]}`
+//! and ends the stream. Error statuses carry `{"error":{"code":..,"message":..}}` (with
+//! `metadata.provider_name` for provider-side statuses). On `/api/v1/messages` successes
+//! are Anthropic-shaped messages, streams are `message_start` .. `message_stop` events,
+//! and every error is the envelope `{"type":"error","error":{"type":..,"message":..}}`
+//! (`event: error` in streams).
+//!
+//! Requests the script never sees: a path other than the two endpoints gets `404`, a
+//! method other than `POST` `405`, and a body that is not JSON with a string `model` gets
+//! OpenRouter's `400`. They count in [`total_calls`](MockOpenRouter::total_calls) and
+//! [`requests`](MockOpenRouter::requests), not per model.
+//!
+//! The mock never logs request bodies or headers.
+
+mod body;
+mod render;
+mod reply;
+mod server;
+
+pub use body::MockBody;
+pub use reply::Reply;
+pub use server::MockServer;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body_util::Full;
+use tokio::time::Sleep;
+
+use render::{Api, Ctx, Outcome};
+use reply::Node;
+
+/// The scriptable OpenRouter stand-in. See the [module docs](self).
+///
+/// Cloning is cheap: clones share the scripts, counters and received requests.
+#[derive(Clone, Default)]
+pub struct MockOpenRouter {
+    shared: Arc<Mutex<State>>,
+}
+
+struct State {
+    scripts: HashMap<Arc<str>, Script>,
+    default: Node,
+    calls: BTreeMap<Arc<str>, u64>,
+    total: u64,
+    requests: Vec<ReceivedRequest>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            scripts: HashMap::new(),
+            default: Reply::ok().node,
+            calls: BTreeMap::new(),
+            total: 0,
+            requests: Vec::new(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    steps: Vec<(Node, Option<u32>)>,
+    pos: usize,
+    used: u32,
+}
+
+impl Script {
+    /// The step answering the next call, if the script has not run out.
+    fn next(&mut self) -> Option<&mut Node> {
+        loop {
+            let last = self.pos + 1 == self.steps.len();
+            let limit = match self.steps.get(self.pos)? {
+                (_, None) if last => return Some(&mut self.steps[self.pos].0),
+                (_, None) => 1,
+                (_, Some(n)) => *n,
+            };
+            if self.used < limit {
+                self.used += 1;
+                return Some(&mut self.steps[self.pos].0);
+            }
+            self.pos += 1;
+            self.used = 0;
+        }
+    }
+}
+
+impl std::fmt::Debug for MockOpenRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("MockOpenRouter")
+            .field("scripted_models", &state.scripts.len())
+            .field("calls", &state.calls)
+            .field("total_calls", &state.total)
+            .finish()
+    }
+}
+
+/// One request the mock received (headers and body included, for assertions).
+///
+/// Its `Debug` output shows neither the `Authorization` value nor the body.
+#[derive(Clone)]
+pub struct ReceivedRequest {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    model: Option<Arc<str>>,
+    stream: bool,
+}
+
+impl ReceivedRequest {
+    /// The method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The URI as received (a path only, over loopback).
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The body bytes, as sent.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The body's `model`, when it had one.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    /// Whether the body asked for a stream (`"stream": true`).
+    pub fn is_stream(&self) -> bool {
+        self.stream
+    }
+}
+
+impl std::fmt::Debug for ReceivedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let shown = if name == http::header::AUTHORIZATION {
+                    "<redacted>"
+                } else {
+                    value.to_str().unwrap_or("<binary>")
+                };
+                (name.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("ReceivedRequest")
+            .field("method", &self.method)
+            .field("uri", &self.uri)
+            .field("headers", &headers)
+            .field("body_len", &self.body.len())
+            .field("model", &self.model)
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+/// A model's script, from [`MockOpenRouter::model`]. See the [module docs](self#scripts).
+///
+/// ```
+/// use tower_openrouter::mock::{MockOpenRouter, Reply};
+///
+/// let mock = MockOpenRouter::new();
+/// mock.model("a/b").respond(Reply::status(503)); // always 503
+/// mock.model("c/d")
+///     .respond(Reply::status(429))
+///     .times(2)
+///     .then(Reply::status(500))
+///     .then(Reply::ok()); // 429, 429, 500, then success forever
+/// mock.model("e/f").respond(Reply::hang()).once(); // hangs once, then the default
+/// ```
+#[derive(Clone)]
+pub struct ModelScript {
+    mock: MockOpenRouter,
+    model: Arc<str>,
+}
+
+impl std::fmt::Debug for ModelScript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelScript")
+            .field("model", &self.model)
+            .finish()
+    }
+}
+
+impl ModelScript {
+    fn with(&self, f: impl FnOnce(&mut Script)) {
+        let mut state = self.mock.lock();
+        f(state.scripts.entry(self.model.clone()).or_default())
+    }
+
+    /// Starts the model's script anew with this step.
+    pub fn respond(self, reply: Reply) -> Self {
+        self.with(|s| {
+            *s = Script {
+                steps: vec![(reply.node, None)],
+                pos: 0,
+                used: 0,
+            }
+        });
+        self
+    }
+
+    /// Adds a step after the current last one.
+    pub fn then(self, reply: Reply) -> Self {
+        self.with(|s| s.steps.push((reply.node, None)));
+        self
+    }
+
+    /// The last added step answers `n` calls (then the next step, or the default reply).
+    ///
+    /// # Panics
+    ///
+    /// If the script has no step yet.
+    pub fn times(self, n: u32) -> Self {
+        self.with(|s| match s.steps.last_mut() {
+            Some(step) => step.1 = Some(n),
+            None => panic!("mock: times() must follow respond() or then()"),
+        });
+        self
+    }
+
+    /// Same as `times(1)`.
+    pub fn once(self) -> Self {
+        self.times(1)
+    }
+}
+
+impl MockOpenRouter {
+    /// A mock that answers every model with [`Reply::ok()`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The script of `model` (the exact string of the request's `model`).
+    pub fn model(&self, model: &str) -> ModelScript {
+        ModelScript {
+            mock: self.clone(),
+            model: model.into(),
+        }
+    }
+
+    /// The reply for models without a script and after a script runs out (initially
+    /// [`Reply::ok()`]).
+    pub fn default_reply(&self, reply: Reply) -> &Self {
+        self.lock().default = reply.node;
+        self
+    }
+
+    /// How many requests named `model`.
+    pub fn calls(&self, model: &str) -> u64 {
+        self.lock().calls.get(model).copied().unwrap_or(0)
+    }
+
+    /// How many requests the mock received (including ones without a usable model).
+    pub fn total_calls(&self) -> u64 {
+        self.lock().total
+    }
+
+    /// Requests per model, in model order.
+    pub fn calls_by_model(&self) -> BTreeMap<String, u64> {
+        self.lock()
+            .calls
+            .iter()
+            .map(|(m, n)| (m.to_string(), *n))
+            .collect()
+    }
+
+    /// Every request received, in order.
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// The bodies of the requests that named `model`, in order.
+    pub fn bodies(&self, model: &str) -> Vec<Bytes> {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.model.as_deref() == Some(model))
+            .map(|r| r.body.clone())
+            .collect()
+    }
+
+    /// Forgets counts and received requests (the `gen-mock-{n}` numbering restarts).
+    /// Scripts, their progress and the default reply stay as they are.
+    pub fn reset(&self) {
+        let mut state = self.lock();
+        state.calls.clear();
+        state.total = 0;
+        state.requests.clear();
+    }
+
+    fn handle(&self, req: Request<Full<Bytes>>) -> ResponseFuture {
+        let (parts, body) = req.into_parts();
+        let bytes = crate::body::full_bytes(&body);
+        let api = match parts.uri.path() {
+            "/api/v1/chat/completions" => Some(Api::Chat),
+            "/api/v1/messages" => Some(Api::Messages),
+            _ => None,
+        };
+        #[derive(serde::Deserialize)]
+        struct Peek<'a> {
+            #[serde(borrow)]
+            model: Option<Cow<'a, str>>,
+            #[serde(default)]
+            stream: Option<bool>,
+        }
+        let peek = serde_json::from_slice::<Peek<'_>>(&bytes).ok();
+        let model: Option<Arc<str>> = peek
+            .as_ref()
+            .and_then(|p| p.model.as_deref())
+            .filter(|m| !m.is_empty())
+            .map(Into::into);
+        let stream = peek.as_ref().and_then(|p| p.stream).unwrap_or(false);
+
+        let mut state = self.lock();
+        state.total += 1;
+        let call = state.total;
+        state.requests.push(ReceivedRequest {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers,
+            body: bytes.clone(),
+            model: model.clone(),
+            stream,
+        });
+        let outcome = match (api, model) {
+            (None, _) => Outcome::Respond(render::plain_error(
+                Api::Chat,
+                StatusCode::NOT_FOUND,
+                "Not Found",
+            )),
+            (Some(api), _) if parts.method != Method::POST => Outcome::Respond(
+                render::plain_error(api, StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed"),
+            ),
+            (Some(api), None) => {
+                let message = if peek.is_some() {
+                    "Missing required parameter: 'model'"
+                } else {
+                    "Invalid JSON body"
+                };
+                Outcome::Respond(render::plain_error(api, StatusCode::BAD_REQUEST, message))
+            }
+            (Some(api), Some(model)) => {
+                *state.calls.entry(model.clone()).or_insert(0) += 1;
+                let State {
+                    scripts, default, ..
+                } = &mut *state;
+                let node = scripts
+                    .get_mut(&model)
+                    .and_then(Script::next)
+                    .unwrap_or(default);
+                let (delay, leaf) = node.resolve();
+                let ctx = Ctx {
+                    api,
+                    model: &model,
+                    stream,
+                    call,
+                };
+                let outcome = leaf.render(&ctx);
+                drop(state);
+                return ResponseFuture::new(delay, outcome);
+            }
+        };
+        drop(state);
+        ResponseFuture::new(std::time::Duration::ZERO, outcome)
+    }
+}
+
+impl tower::Service<Request<Full<Bytes>>> for MockOpenRouter {
+    type Response = Response<MockBody>;
+    type Error = io::Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Full<Bytes>>) -> ResponseFuture {
+        self.handle(req)
+    }
+}
+
+/// The response future of [`MockOpenRouter`]: waits the scripted delay (tokio time), then
+/// answers, fails like a dropped connection, or (for [`Reply::hang`]) never resolves.
+pub struct ResponseFuture {
+    sleep: Option<Pin<Box<Sleep>>>,
+    outcome: Option<Outcome>,
+}
+
+impl ResponseFuture {
+    fn new(delay: std::time::Duration, outcome: Outcome) -> Self {
+        ResponseFuture {
+            sleep: (!delay.is_zero()).then(|| Box::pin(tokio::time::sleep(delay))),
+            outcome: Some(outcome),
+        }
+    }
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("waiting", &self.sleep.is_some())
+            .finish()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<MockBody>, io::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(sleep) = this.sleep.as_mut() {
+            std::task::ready!(sleep.as_mut().poll(cx));
+            this.sleep = None;
+        }
+        match this.outcome.take() {
+            Some(Outcome::Respond(resp)) => Poll::Ready(Ok(resp)),
+            Some(Outcome::Disconnect) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "mock: connection dropped by the script",
+            ))),
+            Some(Outcome::Hang) => {
+                // Never woken: the request is never answered.
+                this.outcome = Some(Outcome::Hang);
+                Poll::Pending
+            }
+            None => panic!("mock::ResponseFuture polled after completion"),
+        }
+    }
+}
