@@ -50,7 +50,7 @@ use serde_json::value::RawValue;
 use crate::{Error, ErrorKind};
 
 /// One top-level member: byte offsets into the body.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
     /// The key's opening quote.
     key_start: usize,
@@ -64,7 +64,7 @@ struct Entry {
     escaped: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct Index {
     /// Offset of the opening `{`.
     open: usize,
@@ -270,7 +270,10 @@ impl JsonBody {
         } else {
             Some(Val::List(&list))
         };
-        Ok(self.apply(&[("model", Some(Val::Str(model))), ("models", models_val)]))
+        Ok(self.apply(
+            &[("model", Some(Val::Str(model))), ("models", models_val)],
+            None,
+        ))
     }
 
     /// The body with `edits` applied, touching only the edited members:
@@ -282,20 +285,35 @@ impl JsonBody {
     ///
     /// One allocation of the final size.
     pub fn edit(&self, edits: &[Edit<'_>]) -> Bytes {
-        // The last edit of a key wins.
-        let mut ops: Vec<(&str, Option<Val<'_>>)> = Vec::with_capacity(edits.len());
-        for (i, edit) in edits.iter().enumerate() {
-            if edits[i + 1..].iter().all(|later| later.key() != edit.key()) {
-                ops.push((edit.key(), edit.value()));
-            }
-        }
-        self.apply(&ops)
+        self.apply(&ops(edits), None)
     }
 
-    /// [`JsonBody::edit`], then indexes the result (for storing back in the request
-    /// extensions).
-    pub fn edited(&self, edits: &[Edit<'_>]) -> Result<JsonBody, Error> {
-        JsonBody::parse(self.edit(edits))
+    /// [`JsonBody::edit`], with the index of the result (for storing back in the request
+    /// extensions): computed while writing, not by parsing the new body.
+    pub fn edited(&self, edits: &[Edit<'_>]) -> JsonBody {
+        let mut entries = Vec::with_capacity(self.index.entries.len() + edits.len());
+        let bytes = self.apply(&ops(edits), Some(&mut entries));
+        let mut json = JsonBody {
+            bytes,
+            index: Arc::new(Index {
+                open: self.index.open,
+                close: 0,
+                entries: Vec::new(),
+                model: None,
+            }),
+        };
+        let close = entries
+            .last()
+            .map_or(self.index.open + 1, |e: &Entry| e.value_end);
+        let close = skip_ws(&json.bytes, close);
+        let model = entries.iter().rposition(|e| json.key_eq(e, "model"));
+        json.index = Arc::new(Index {
+            open: self.index.open,
+            close,
+            entries,
+            model,
+        });
+        json
     }
 
     fn model_entry(&self) -> Result<Entry, Error> {
@@ -319,15 +337,21 @@ impl JsonBody {
     }
 
     /// Applies deduplicated operations: (key, Some(value)) sets, (key, None) removes.
-    fn apply(&self, ops: &[(&str, Option<Val<'_>>)]) -> Bytes {
+    /// Applies deduplicated operations, recording the new members' spans in `rec`.
+    fn apply(&self, ops: &[(&str, Option<Val<'_>>)], rec: Option<&mut Vec<Entry>>) -> Bytes {
         let mut len = Out::Count(0);
-        self.write_edited(&mut len, ops);
+        self.write_edited(&mut len, ops, None);
         let mut out = Out::with_capacity(len.len());
-        self.write_edited(&mut out, ops);
+        self.write_edited(&mut out, ops, rec);
         out.into_bytes()
     }
 
-    fn write_edited(&self, out: &mut Out, ops: &[(&str, Option<Val<'_>>)]) {
+    fn write_edited(
+        &self,
+        out: &mut Out,
+        ops: &[(&str, Option<Val<'_>>)],
+        mut rec: Option<&mut Vec<Entry>>,
+    ) {
         let b = &self.bytes[..];
         let Index {
             open,
@@ -357,12 +381,23 @@ impl JsonBody {
                 out.put(&b[entries[i - 1].value_end..e.key_start]);
             }
             emitted = true;
+            let key_start = out.len();
+            let value_start = key_start + (e.value_start - e.key_start);
             match replacement {
                 None => out.put(&b[e.key_start..e.value_end]),
                 Some(v) => {
                     out.put(&b[e.key_start..e.value_start]);
                     v.write(out);
                 }
+            }
+            if let Some(rec) = rec.as_deref_mut() {
+                rec.push(Entry {
+                    key_start,
+                    key_end: key_start + (e.key_end - e.key_start),
+                    value_start,
+                    value_end: out.len(),
+                    escaped: e.escaped,
+                });
             }
         }
         // New members, styled like the body's own: its last separator and colon.
@@ -384,12 +419,36 @@ impl JsonBody {
                 out.put(sep.1);
             }
             emitted = true;
+            let key_start = out.len();
             put_json_str(out, k);
+            let key_end = out.len();
             out.put(colon);
+            let value_start = out.len();
             v.write(out);
+            if let Some(rec) = rec.as_deref_mut() {
+                rec.push(Entry {
+                    key_start,
+                    key_end,
+                    value_start,
+                    value_end: out.len(),
+                    escaped: key_end - key_start != k.len() + 2,
+                });
+            }
         }
         out.put(&b[entries.last().map_or(close, |e| e.value_end)..]);
     }
+}
+
+/// The operations of `edits`: (key, Some(value)) sets, (key, None) removes; the last
+/// edit of a key wins.
+fn ops<'e>(edits: &'e [Edit<'e>]) -> Vec<(&'e str, Option<Val<'e>>)> {
+    let mut ops = Vec::with_capacity(edits.len());
+    for (i, edit) in edits.iter().enumerate() {
+        if edits[i + 1..].iter().all(|later| later.key() != edit.key()) {
+            ops.push((edit.key(), edit.value()));
+        }
+    }
+    ops
 }
 
 /// A value to write.
@@ -921,5 +980,61 @@ mod tests {
             json.with_model_and_models("x", ["x"]).unwrap_err().kind(),
             ErrorKind::InvalidBody
         );
+    }
+
+    #[test]
+    fn deeply_nested_values_are_indexed_without_recursion() {
+        let depth = 100_000;
+        let body = format!(
+            "{{\"x\":{}{},\"model\":\"a\"}}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let json = JsonBody::parse_with_model(Bytes::from(body)).unwrap();
+        assert_eq!(json.get_raw("x").unwrap().len(), 2 * depth);
+        assert!(json.with_model("b").unwrap().ends_with(b"\"model\":\"b\"}"));
+    }
+
+    fn ws(n: u8) -> &'static str {
+        ["", " ", "\n  ", "\t\r\n"][n as usize % 4]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// The index `edited` computes while writing is the one a fresh parse finds.
+        #[test]
+        fn edited_index_equals_a_fresh_parse(
+            members in proptest::collection::vec(
+                (0..6usize, proptest::sample::select(vec!["1", "\"s\"", "{\"model\":[]}", "[ ]", "null"]), 0..4u8),
+                0..6),
+            edits in proptest::collection::vec((0..6usize, proptest::option::of(proptest::sample::select(vec!["2", "\"t\"", "{}"]))), 0..5),
+            outer in 0..4u8,
+        ) {
+            const KEYS: [&str; 6] = ["model", "models", "mod\\u0065l", "a", "q\\\"", "provider"];
+            const NAMES: [&str; 6] = ["model", "models", "model", "a", "q\"", "route"];
+            let mut body = format!("{}{{", ws(outer));
+            for (i, (k, v, w)) in members.iter().enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(&format!("{}\"{}\"{}:{}{}", ws(*w), KEYS[*k], ws(w + 1), ws(w + 2), v));
+            }
+            body.push_str(&format!("{}}}{}", ws(outer + 1), ws(outer)));
+            let json = JsonBody::parse(Bytes::from(body)).unwrap();
+            let raws: Vec<Option<Box<RawValue>>> = edits.iter().map(|(_, v)| v.map(raw)).collect();
+            let list: Vec<Edit<'_>> = edits
+                .iter()
+                .zip(&raws)
+                .map(|((k, _), v)| match v {
+                    Some(v) => Edit::Set(NAMES[*k], v),
+                    None => Edit::Remove(NAMES[*k]),
+                })
+                .collect();
+            let edited = json.edited(&list);
+            let fresh = JsonBody::parse(edited.bytes().clone()).unwrap();
+            proptest::prop_assert_eq!(&*edited.index, &*fresh.index);
+            proptest::prop_assert_eq!(edited.bytes(), &json.edit(&list));
+        }
     }
 }

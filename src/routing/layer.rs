@@ -164,7 +164,7 @@ pub(crate) fn route_body<'a>(
     if edits.is_empty() {
         return Ok(None);
     }
-    json.edited(&edits).map(Some)
+    Ok(Some(json.edited(&edits)))
 }
 
 /// OpenRouter's documented limits on the final `models` and `/messages` `fallbacks`.
