@@ -100,8 +100,8 @@ pub enum ErrorKind {
     Transport,
     /// The request body is larger than the configured limit (no upstream call was made).
     BodyTooLarge,
-    /// The request body is not a JSON object with a string `model` (no upstream call was
-    /// made).
+    /// The request body is not a JSON object with a string `model`, or could not be read
+    /// (no upstream call was made).
     InvalidBody,
     /// A stream failed after its first token: an error chunk arrived.
     StreamInterrupted,

@@ -23,8 +23,10 @@ pub mod stack;
 pub mod stream;
 pub mod timeout;
 
+pub use body::BufferRequestLayer;
 pub use config::ConfigError;
 pub use error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
 pub use extensions::{Attempt, AttemptLog, Deadline, StreamErrorHook, StreamLimits, UpstreamInfo};
 pub use retry::{RetryLayer, RetryPolicy};
+pub use routing::{NativeRoutingLayer, RoutingConfig};
 pub use timeout::{AttemptTimeoutLayer, DeadlineLayer};
