@@ -4,30 +4,51 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use serde::Deserialize;
+use tokio::time::{Instant, Sleep};
 
 use super::layer::Limits;
 use super::{Classify, Outcome, ResponseBody};
 use crate::error::{BoxError, Error};
-use crate::extensions::{Attempt, UpstreamInfo};
+use crate::extensions::{Attempt, Deadline, StreamErrorHook, StreamLimits, UpstreamInfo};
+use crate::stream::watch::{Failure, Watcher};
 
 /// What the future keeps from the request.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RequestInfo {
     pub(crate) model: Option<Arc<str>>,
+    hook: Option<StreamErrorHook>,
+    /// When the first content of a stream must have come.
+    first_token_by: Option<Instant>,
+    /// Longest gap between stream chunks after content.
+    idle: Option<Duration>,
+    /// An `/api/v1/messages` request (its streams end without `[DONE]`).
+    messages: bool,
 }
 
 impl RequestInfo {
     pub(crate) fn from_request<B>(req: &Request<B>) -> Self {
         let ext = req.extensions();
-        RequestInfo {
+        let mut info = RequestInfo {
             model: ext.get::<Attempt>().map(|a| a.model.clone()),
+            hook: ext.get::<StreamErrorHook>().cloned(),
+            first_token_by: None,
+            idle: None,
+            messages: req.uri().path().ends_with("/messages"),
+        };
+        if let Some(limits) = ext.get::<StreamLimits>() {
+            let deadline = ext.get::<Deadline>();
+            let clamp = |d: Duration| deadline.map_or(d, |dl| dl.clamp(d));
+            info.first_token_by = limits.first_token.map(|d| Instant::now() + clamp(d));
+            info.idle = limits.idle.map(clamp);
         }
+        info
     }
 }
 
@@ -114,6 +135,16 @@ pin_project! {
             // through unchecked); false: an error body read for the classifier (cut at
             // the limit).
             success: bool,
+        },
+        // A 2xx event stream, held until its first content event.
+        Peeking {
+            parts: Option<http::response::Parts>,
+            body: Option<B>,
+            held: Collected,
+            trailers: Option<HeaderMap>,
+            watch: Option<Box<Watcher>>,
+            #[pin]
+            first_token: Option<Sleep>,
         },
         Done,
     }
@@ -205,11 +236,22 @@ where
                     let (parts, body) = resp.into_parts();
                     let success = parts.status.is_success();
                     if success && is_event_stream(&parts.headers) {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(Response::from_parts(
-                            parts,
-                            ResponseBody::new(Bytes::new(), None, Some(body)),
-                        )));
+                        let classifier: Arc<dyn Classify> = this.classifier.clone();
+                        let watch = Watcher::new(
+                            classifier,
+                            this.info.messages,
+                            this.info.model.clone(),
+                            this.info.hook.clone(),
+                        );
+                        this.state.set(State::Peeking {
+                            parts: Some(parts),
+                            body: Some(body),
+                            held: Collected::default(),
+                            trailers: None,
+                            watch: Some(Box::new(watch)),
+                            first_token: this.info.first_token_by.map(tokio::time::sleep_until),
+                        });
+                        continue;
                     }
                     if success
                         && content_length(&parts.headers)
@@ -335,8 +377,117 @@ where
                         ResponseBody::new(bytes, trailers, rest),
                     )));
                 }
+                StateProj::Peeking {
+                    parts,
+                    body,
+                    held,
+                    trailers,
+                    watch,
+                    mut first_token,
+                } => {
+                    let w = watch.as_mut().expect("polled after completion");
+                    // What ends the wait: `None` = keep reading; `Some(failure)` with or
+                    // without a failure to deliver.
+                    let (ended, failure) = loop {
+                        let Some(b) = body.as_mut() else {
+                            break (true, w.finish());
+                        };
+                        match Pin::new(b).poll_frame(cx) {
+                            Poll::Pending => {
+                                let stalled = first_token
+                                    .as_mut()
+                                    .as_pin_mut()
+                                    .is_some_and(|t| t.poll(cx).is_ready());
+                                if !stalled {
+                                    return Poll::Pending;
+                                }
+                                first_token.set(None);
+                                match w.stalled() {
+                                    Some(f) => break (false, Some(f)),
+                                    // The classifier lets a stall pass: wait on.
+                                    None => return Poll::Pending,
+                                }
+                            }
+                            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                                Ok(data) => {
+                                    let failure = w.feed(&data);
+                                    held.push(data);
+                                    if failure.is_some()
+                                        || w.content_seen()
+                                        || held.len() > this.limits.success
+                                    {
+                                        break (false, failure);
+                                    }
+                                }
+                                Err(frame) => {
+                                    if let Ok(t) = frame.into_trailers() {
+                                        *trailers = Some(t);
+                                    }
+                                }
+                            },
+                            Poll::Ready(Some(Err(e))) => {
+                                let err = client_error(
+                                    &**this.classifier,
+                                    e.into(),
+                                    this.info.model.as_ref(),
+                                );
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(err));
+                            }
+                            Poll::Ready(None) => break (true, w.finish()),
+                        }
+                    };
+                    let mut parts = parts.take().expect("polled after completion");
+                    let mut w = watch.take().expect("polled after completion");
+                    let rest = if ended { None } else { body.take() };
+                    let trailers = trailers.take();
+                    let held = std::mem::take(held).freeze();
+                    this.state.set(State::Done);
+                    if let Some(info) = w.take_info() {
+                        parts.extensions.insert(info);
+                    }
+                    return Poll::Ready(release(
+                        parts,
+                        held,
+                        trailers,
+                        rest,
+                        w,
+                        failure,
+                        this.info.idle,
+                    ));
+                }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
         }
     }
+}
+
+/// Ends the hold of a stream: an error before content, or the response whose body
+/// replays the held bytes (cut before a failing event) and watches the rest.
+fn release<B>(
+    parts: http::response::Parts,
+    held: Bytes,
+    trailers: Option<HeaderMap>,
+    rest: Option<B>,
+    w: Box<Watcher>,
+    failure: Option<Failure>,
+    idle: Option<Duration>,
+) -> Result<Response<ResponseBody<B>>, Error> {
+    let body = match failure {
+        Some(f) if !f.after_content => return Err(w.error(f)),
+        Some(f) => {
+            let cut = usize::try_from(f.at).unwrap_or(usize::MAX).min(held.len());
+            ResponseBody::failed(held.slice(..cut), w.error(f))
+        }
+        None if rest.is_none() => ResponseBody::new(held, trailers, None),
+        None => {
+            // Events not complete yet are delivered with the rest of their bytes.
+            let cut = usize::try_from(w.complete_up_to())
+                .unwrap_or(usize::MAX)
+                .min(held.len());
+            let carry = held.slice(cut..);
+            ResponseBody::watched(held.slice(..cut), carry, trailers, rest, w, idle)
+        }
+    };
+    Ok(Response::from_parts(parts, body))
 }

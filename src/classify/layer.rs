@@ -29,6 +29,8 @@ pub(crate) struct Limits {
 ///   a larger body passes through unchecked) and checked for a 200 that carries an error;
 ///   on success [`UpstreamInfo`](crate::UpstreamInfo) is inserted into the response
 ///   extensions and the body is returned byte for byte.
+/// * A 2xx `text/event-stream` is held until its first content event, then returned with
+///   the held bytes replayed and the rest watched (see [`crate::stream`]).
 /// * An error status's body is read up to [`error_body_limit`] (64 KiB) for the
 ///   classifier; the rest is dropped.
 /// * A client error becomes `Transport` (or `AttemptTimeout`); an inner error that is

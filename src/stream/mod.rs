@@ -1,1 +1,62 @@
-//! stream (skeleton).
+//! Streaming (`"stream": true`): the SSE parser and the watch the classify layer keeps on
+//! a streamed response.
+//!
+//! [`ClassifyLayer`](crate::classify::ClassifyLayer) treats a 2xx `text/event-stream`
+//! response in two phases:
+//!
+//! 1. **Before the first content event** the response is held: keep-alive comments
+//!    (`: OPENROUTER PROCESSING`), the role-only first chunk and `/messages`
+//!    `message_start`/`ping` events are read and kept. An error event there, a stream
+//!    that ends, or no content within [`StreamLimits::first_token`] is an ordinary
+//!    classified error, so retry and fallback work for streams as for plain calls. When
+//!    content arrives, the response is returned and the held bytes are replayed as the
+//!    body's prefix, then the rest: the caller receives one clean stream.
+//! 2. **After content** the body passes through untouched but watched: an error chunk
+//!    (`error` field, `finish_reason: "error"`, a `/messages` `event: error`), an end
+//!    without `data: [DONE]` (chat completions), a read error, or a gap between chunks
+//!    longer than [`StreamLimits::idle`] becomes one typed error frame
+//!    (`StreamInterrupted`, `StreamTruncated`, `StreamTimeout`; action `Fatal`) where it
+//!    happened: the bytes before it are delivered first, the failing event is not. The
+//!    request's [`StreamErrorHook`] is called once with that error, so health counts it.
+//!
+//! Both limits come from the request's [`StreamLimits`] and are clamped to its
+//! [`Deadline`]. The attempt timeout wraps only the first phase: a long, healthy stream
+//! is never cut by it.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{service_fn, Layer, ServiceExt};
+//! use tower_openrouter::classify::ClassifyLayer;
+//! use tower_openrouter::ErrorKind;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! const SSE: &str = ": OPENROUTER PROCESSING\n\n\
+//!     data: {\"model\":\"a/b\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n\
+//!     data: {\"model\":\"a/b\",\"error\":{\"code\":502,\"message\":\"died\"},\"choices\":[{\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}\n\n";
+//! let upstream = service_fn(|_req: http::Request<Full<Bytes>>| async {
+//!     Ok::<_, std::io::Error>(http::Response::builder()
+//!         .header("content-type", "text/event-stream")
+//!         .body(Full::new(Bytes::from_static(SSE.as_bytes())))
+//!         .unwrap())
+//! });
+//! let resp = ClassifyLayer::new().layer(upstream).oneshot(http::Request::new(Full::default())).await.unwrap();
+//! let mut body = resp.into_body();
+//! let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+//! assert!(first.ends_with(b"\"Hi\"}}]}\n\n")); // everything before the error event
+//! let err = body.frame().await.unwrap().unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::StreamInterrupted);
+//! assert!(body.frame().await.is_none());
+//! # }
+//! ```
+//!
+//! [`StreamLimits`]: crate::StreamLimits
+//! [`StreamLimits::first_token`]: crate::StreamLimits::first_token
+//! [`StreamLimits::idle`]: crate::StreamLimits::idle
+//! [`StreamErrorHook`]: crate::StreamErrorHook
+//! [`Deadline`]: crate::Deadline
+
+mod sse;
+pub(crate) mod watch;
+
+pub use sse::{Event, SseParser};
