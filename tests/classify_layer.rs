@@ -1,54 +1,21 @@
 //! The classify layer against hand-written upstreams.
 
-use std::collections::VecDeque;
-use std::pin::Pin;
+mod chunks;
+
+use chunks::Chunks;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body::{Body, Frame};
+use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_openrouter::classify::{
     Classification, Classify, ClassifyLayer, OpenRouterClassifier, Outcome,
 };
 use tower_openrouter::{Action, Attempt, Error, ErrorKind, UpstreamInfo};
-
-/// A body that yields the given frames one by one (and an error where asked).
-struct Chunks {
-    frames: VecDeque<Result<Frame<Bytes>, std::io::Error>>,
-}
-
-impl Chunks {
-    fn new(chunks: &[&[u8]]) -> Self {
-        Chunks {
-            frames: chunks
-                .iter()
-                .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
-                .collect(),
-        }
-    }
-
-    fn then_error(mut self) -> Self {
-        self.frames.push_back(Err(std::io::Error::from(
-            std::io::ErrorKind::ConnectionReset,
-        )));
-        self
-    }
-}
-
-impl Body for Chunks {
-    type Data = Bytes;
-    type Error = std::io::Error;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        Poll::Ready(self.frames.pop_front())
-    }
-}
 
 fn request(model: Option<&str>) -> Request<Full<Bytes>> {
     let mut req = Request::post("http://127.0.0.1/api/v1/chat/completions")

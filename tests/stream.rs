@@ -285,10 +285,7 @@ async fn an_error_after_three_content_chunks_is_a_typed_error_frame() {
 
 #[tokio::test(start_paused = true)]
 async fn an_error_event_in_the_same_chunk_as_content_is_cut_out() {
-    const MIXED: &str = const_str_concat();
-    const fn const_str_concat() -> &'static str {
-        "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {\"error\":{\"code\":500,\"message\":\"x\"}}\n\ndata: [DONE]\n\n"
-    }
+    const MIXED: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {\"error\":{\"code\":500,\"message\":\"x\"}}\n\ndata: [DONE]\n\n";
     let (resp, hook) = run(
         vec![Send(PREAMBLE), Send(MIXED)],
         CHAT,

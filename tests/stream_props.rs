@@ -1,13 +1,12 @@
 //! Any split of an SSE byte stream into chunks yields the same events, and the bytes the
 //! consumer receives are exactly the upstream's.
 
-use std::collections::VecDeque;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+mod chunks;
+
+use chunks::Chunks;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use proptest::prelude::*;
 use tower::{service_fn, Layer, ServiceExt};
@@ -85,24 +84,10 @@ proptest! {
     }
 }
 
-/// A body that yields the given chunks.
-struct Chunks(VecDeque<Bytes>);
-
-impl Body for Chunks {
-    type Data = Bytes;
-    type Error = std::io::Error;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
-    }
-}
-
 /// Runs `stream`, split at `points`, through the layer: the delivered bytes and the error
 /// (the response's or the body's).
 fn deliver(stream: &'static [u8], points: &[usize]) -> (Vec<u8>, Option<ErrorKind>) {
-    let chunks: VecDeque<Bytes> = split(stream, points)
+    let chunks: Vec<Bytes> = split(stream, points)
         .into_iter()
         .map(Bytes::from_static)
         .collect();
@@ -113,7 +98,7 @@ fn deliver(stream: &'static [u8], points: &[usize]) -> (Vec<u8>, Option<ErrorKin
         .unwrap();
     rt.block_on(async move {
         let upstream = service_fn(move |_req: Request<Full<Bytes>>| {
-            let body = Chunks(chunks.clone());
+            let body = Chunks::from_bytes(chunks.clone());
             async move {
                 Ok::<_, std::io::Error>(
                     Response::builder()
