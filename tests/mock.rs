@@ -1068,6 +1068,30 @@ mod loopback {
     }
 
     #[tokio::test]
+    async fn oversized_bodies_get_413() {
+        let mock = MockOpenRouter::new();
+        let server = mock.serve().await.unwrap();
+        let big = format!(
+            r#"{{"model":"a/b","pad":"{}"}}"#,
+            "x".repeat(16 * 1024 * 1024)
+        );
+        let resp = client().request(req(&server.url(), &big)).await.unwrap();
+        assert_eq!(resp.status(), 413);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            body,
+            r#"{"error":{"code":413,"message":"Payload too large"}}"#
+        );
+        assert_eq!(mock.total_calls(), 0, "never reached the script");
+        // A large body under the limit is fine.
+        let fits = format!(r#"{{"model":"a/b","pad":"{}"}}"#, "x".repeat(1024 * 1024));
+        let resp = client().request(req(&server.url(), &fits)).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(mock.bodies("a/b")[0].len(), fits.len());
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn shutdown_stops_accepting_and_drop_too() {
         let mock = MockOpenRouter::new();
         let client = client();
