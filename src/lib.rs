@@ -24,6 +24,7 @@ pub mod stream;
 pub mod timeout;
 
 pub use body::BufferRequestLayer;
+pub use classify::{Classify, ClassifyLayer, OpenRouterClassifier};
 pub use config::ConfigError;
 pub use error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
 pub use extensions::{Attempt, AttemptLog, Deadline, StreamErrorHook, StreamLimits, UpstreamInfo};

@@ -72,7 +72,7 @@ pub enum Outcome<'a> {
     Response {
         /// The HTTP status.
         status: StatusCode,
-        /// The response headers.
+        /// The response headers (empty for an SSE event: the stream's head was a 200).
         headers: &'a HeaderMap,
         /// The body bytes (see above).
         body: &'a [u8],
