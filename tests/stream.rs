@@ -428,3 +428,31 @@ async fn http_errors_on_streams_are_classified_as_usual() {
     assert_eq!(err.kind(), ErrorKind::ModelUnavailable);
     assert_eq!(err.retry_after(), Some(Duration::from_secs(4)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hold_over_the_cap_is_released_and_later_errors_are_mid_stream() {
+    // Keep-alives only, more than the (tiny) cap, then an error event: the bytes already
+    // went out, so the error is a frame, not a retryable error.
+    let script = vec![
+        Send(PREAMBLE),
+        Send(PREAMBLE),
+        Send(PREAMBLE),
+        Wait(Duration::from_secs(1)),
+        Send(ERROR_CHUNK),
+    ];
+    let (req, hook) = request(CHAT, StreamLimits::default());
+    let resp = ClassifyLayer::new()
+        .success_body_limit(40)
+        .layer(upstream(script))
+        .oneshot(req)
+        .await
+        .unwrap();
+    let (bytes, err) = drain(resp.into_body()).await;
+    assert_eq!(bytes, PREAMBLE.repeat(3).as_bytes());
+    let err = err.unwrap();
+    assert_eq!(
+        (err.kind(), err.action()),
+        (ErrorKind::StreamInterrupted, Action::Fatal)
+    );
+    assert_eq!(hook.calls.load(Ordering::SeqCst), 1);
+}

@@ -469,7 +469,7 @@ fn release<B>(
     held: Bytes,
     trailers: Option<HeaderMap>,
     rest: Option<B>,
-    w: Box<Watcher>,
+    mut w: Box<Watcher>,
     failure: Option<Failure>,
     idle: Option<Duration>,
 ) -> Result<Response<ResponseBody<B>>, Error> {
@@ -486,6 +486,7 @@ fn release<B>(
                 .unwrap_or(usize::MAX)
                 .min(held.len());
             let carry = held.slice(cut..);
+            w.mark_delivered();
             ResponseBody::watched(held.slice(..cut), carry, trailers, rest, w, idle)
         }
     };

@@ -215,6 +215,12 @@ impl Watcher {
         self.state.content_seen
     }
 
+    /// The held bytes go to the caller now (content came, or the hold hit its cap): every
+    /// later failure is a mid-stream one.
+    pub(crate) fn mark_delivered(&mut self) {
+        self.state.content_seen = true;
+    }
+
     /// The `model`/`provider` of the first chunk that named them.
     pub(crate) fn take_info(&mut self) -> Option<UpstreamInfo> {
         self.state.info.take()
