@@ -1,1 +1,104 @@
-//! fallback (skeleton).
+//! Model fallback: try a chain of models in order until one answers.
+//!
+//! [`FallbackLayer`] walks a [`Chain`] of models for each request. For each model it
+//! rewrites only the `model` value of the JSON body (every other byte stays as the caller
+//! wrote it), sets the [`Attempt`](crate::Attempt) extension (model, chain position,
+//! per-model timeout, retries and label) and calls the inner stack (retry, health,
+//! attempt timeout, classify, your client):
+//!
+//! * an error whose [`Action`](crate::Action) is `Fallback`, or `Retry` (the retry layer
+//!   below gave up), moves on to the next model; `Fatal` returns at once;
+//! * a model the health tracker reports cooling down is skipped without an upstream call
+//!   (a `ModelCoolingDown` attempt is recorded); when every model is cooling down, one
+//!   forced probe ([`ForceAttempt`](crate::health::ForceAttempt)) goes to the model whose
+//!   cooldown ends first, so a request never fails without an upstream attempt while time
+//!   is left;
+//! * once the [`Deadline`](crate::Deadline) has passed the call ends with
+//!   `DeadlineExceeded`;
+//! * when every model failed and one was rate limited with a `Retry-After` that ends
+//!   before the deadline, the layer waits for it and tries that model once more (see
+//!   [`FallbackLayer::wait_for_rate_limit`]); otherwise the call ends with `Exhausted`.
+//!
+//! `Exhausted` and `DeadlineExceeded` list every attempt, in order
+//! ([`Error::attempts`](crate::Error::attempts)); a successful response carries
+//! [`ServedBy`]. Every attempt shares the call's [`AttemptLog`](crate::AttemptLog) (one is
+//! inserted when the request has none).
+//!
+//! A request picks a named chain with the [`ChainName`] extension or a configurable
+//! header; an unknown name fails with `UnknownChain` before any upstream call.
+//!
+//! **Hybrid mode** ([`FallbackLayer::server_side_window`]): each attempt also sends the
+//! next models server-side, `model: a, models: [a, b, c]`; when it fails the next attempt
+//! sends `[d, e, f]` (on `/api/v1/messages`, which takes no `models`, the window's other
+//! models go into `fallbacks: [{"model": b}, {"model": c}]`). [`ServedBy::model`] is the
+//! model the response body names. Health is recorded against each window's first model
+//! (the attempt's model).
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_openrouter::fallback::{FallbackLayer, ServedBy};
+//! use tower_openrouter::{Attempt, Error, ErrorKind};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Error> {
+//! // An upstream where the primary is rate limited.
+//! let upstream = service_fn(|req: Request<Full<Bytes>>| async move {
+//!     let model = req.extensions().get::<Attempt>().unwrap().model.clone();
+//!     if &*model == "anthropic/claude-3.5-sonnet" {
+//!         return Err(Error::new(ErrorKind::RateLimited).with_status(StatusCode::TOO_MANY_REQUESTS));
+//!     }
+//!     Ok(Response::new(Full::new(Bytes::from_static(b"{}"))))
+//! });
+//! let svc = ServiceBuilder::new()
+//!     .layer(FallbackLayer::new(["anthropic/claude-3.5-sonnet", "openai/gpt-4o"]))
+//!     .service(upstream);
+//! let req = Request::post("http://localhost/api/v1/chat/completions")
+//!     .body(Full::new(Bytes::from_static(br#"{"model":"x","messages":[]}"#)))
+//!     .unwrap();
+//! let resp = svc.oneshot(req).await?;
+//! let served = resp.extensions().get::<ServedBy>().unwrap();
+//! assert_eq!(&*served.model, "openai/gpt-4o");
+//! assert!(served.fell_back);
+//! assert_eq!(served.attempts[0].kind(), ErrorKind::RateLimited);
+//! # Ok(()) }
+//! ```
+
+mod chain;
+mod future;
+mod layer;
+mod template;
+
+use std::sync::Arc;
+
+pub use chain::{Chain, ChainModel, ChainName, Chains, PROVIDER_PREFIX, TIER_PREFIX};
+pub use future::ResponseFuture;
+pub use layer::{Fallback, FallbackLayer, Order, MAX_SERVER_SIDE_WINDOW};
+
+use crate::AttemptRecord;
+
+/// Which model served a response, and how: inserted into the response extensions by
+/// [`FallbackLayer`].
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct ServedBy {
+    /// The model that answered: the response body's `model` when the classify layer
+    /// reported it ([`UpstreamInfo`](crate::UpstreamInfo)), else the model requested.
+    pub model: Arc<str>,
+    /// The model this attempt asked for (the chain entry).
+    pub requested: Arc<str>,
+    /// Position of the requested model in the chain (0 = primary).
+    pub index: usize,
+    /// The requested model's label, if it has one.
+    pub label: Option<Arc<str>>,
+    /// The name of the chain used, when the request named one (`None`: the default).
+    pub chain: Option<Arc<str>>,
+    /// Every failed or skipped attempt before the answer, in order (empty when the first
+    /// try answered).
+    pub attempts: Vec<AttemptRecord>,
+    /// Whether an earlier model was skipped or failed, or (hybrid mode) a later model of
+    /// the server-side window answered.
+    pub fell_back: bool,
+}

@@ -1,0 +1,468 @@
+//! The response future of [`Fallback`](super::Fallback): the walk over the chain.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower::Service;
+
+use super::chain::Chain;
+use super::layer::{Order, Shared};
+use super::template::BodyTemplate;
+use super::ServedBy;
+use crate::error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
+use crate::health::ForceAttempt;
+use crate::{Attempt, AttemptLog, Deadline, UpstreamInfo};
+
+pin_project! {
+    /// The future of [`Fallback`](super::Fallback).
+    pub struct ResponseFuture<S>
+    where
+        S: Service<Request<Full<Bytes>>>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        ctx: Option<CallCtx<S>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Failed { error: Option<Error> },
+        Ready { req: Option<Request<Full<Bytes>>> },
+        Calling { #[pin] fut: F },
+        Waiting { sleep: Pin<Box<Sleep>> },
+        Done,
+    }
+}
+
+/// What the walk does next (short-lived: moved once into the state).
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    Send(Request<Full<Bytes>>),
+    Wait(Instant),
+    Fail(Error),
+}
+
+/// The model (or server-side window) of the attempt in flight.
+#[derive(Default)]
+struct Current {
+    /// Chain positions of the window (the first is the attempt's model).
+    window: [usize; super::layer::MAX_SERVER_SIDE_WINDOW],
+    len: usize,
+    started: Option<Instant>,
+    log_len: usize,
+}
+
+/// Everything one call needs across attempts.
+pub(crate) struct CallCtx<S> {
+    svc: S,
+    shared: Arc<Shared>,
+    name: Option<Arc<str>>,
+    chain: Chain,
+    /// Chain positions in the order they are tried ([`Order::Health`] only).
+    order: Option<Box<[usize]>>,
+    next: usize,
+    base: Request<Full<Bytes>>,
+    template: BodyTemplate,
+    log: AttemptLog,
+    deadline: Option<Deadline>,
+    cur: Current,
+    /// Models skipped or failed before the one in flight.
+    models_before: usize,
+    /// Attempts that reached the upstream.
+    upstream: usize,
+    /// The cooling model whose cooldown ends first: (end, chain position).
+    earliest_cooling: Option<(Option<Instant>, usize)>,
+    forced: bool,
+    /// The rate-limited model that may be retried after its Retry-After: (ready at, pos).
+    rate_wait: Option<(Instant, usize)>,
+    waited: bool,
+}
+
+impl<S> CallCtx<S> {
+    pub(crate) fn new(
+        svc: S,
+        shared: Arc<Shared>,
+        name: Option<Arc<str>>,
+        chain: Chain,
+        base: Request<Full<Bytes>>,
+        log: AttemptLog,
+    ) -> Self {
+        let template = BodyTemplate::new();
+        let deadline = base.extensions().get::<Deadline>().copied();
+        let order = match (&shared.order, &shared.health) {
+            (Order::Health, Some(h)) => {
+                let mut order: Vec<(usize, f64)> = chain
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (i, h.success_rate(m.model()).unwrap_or(1.0)))
+                    .collect();
+                // Stable: equal rates keep the chain's order.
+                order.sort_by(|a, b| b.1.total_cmp(&a.1));
+                Some(order.into_iter().map(|(i, _)| i).collect())
+            }
+            _ => None,
+        };
+        CallCtx {
+            svc,
+            shared,
+            name,
+            chain,
+            order,
+            next: 0,
+            base,
+            template,
+            log,
+            deadline,
+            cur: Current::default(),
+            models_before: 0,
+            upstream: 0,
+            earliest_cooling: None,
+            forced: false,
+            rate_wait: None,
+            waited: false,
+        }
+    }
+
+    fn position(&self, i: usize) -> usize {
+        match &self.order {
+            Some(o) => o[i],
+            None => i,
+        }
+    }
+
+    fn note_cooling(&mut self, pos: usize) {
+        let until = self
+            .shared
+            .health
+            .as_ref()
+            .and_then(|h| h.cooldown_until(self.chain.models()[pos].model()));
+        let earlier = match self.earliest_cooling {
+            None => true,
+            // `None` (no known end) sorts first: it may be available now.
+            Some((cur, _)) => until < cur,
+        };
+        if earlier {
+            self.earliest_cooling = Some((until, pos));
+        }
+    }
+
+    /// Records a model skipped because it is cooling down (no upstream call).
+    fn skip_cooling(&mut self, pos: usize) {
+        let m = &self.chain.models()[pos];
+        tracing::debug!(
+            model = m.model(),
+            label = m.label_str(),
+            kind = ErrorKind::ModelCoolingDown.as_str(),
+            action = "skip",
+            "model is cooling down; skipped"
+        );
+        self.log.push(AttemptRecord {
+            model: m.model_arc().clone(),
+            index: pos,
+            retry: 0,
+            elapsed: std::time::Duration::ZERO,
+            error: Error::new(ErrorKind::ModelCoolingDown).with_model(m.model_arc().clone()),
+        });
+        self.models_before += 1;
+        self.note_cooling(pos);
+    }
+
+    fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| d.is_expired())
+    }
+
+    fn deadline_error(&self) -> Error {
+        Error::new(ErrorKind::DeadlineExceeded).with_attempts(self.log.snapshot())
+    }
+
+    /// Decides what to do next: the next model (or window), a wait, or the end.
+    fn next_step(&mut self) -> Step {
+        if self.expired() {
+            return Step::Fail(self.deadline_error());
+        }
+        let width = self
+            .shared
+            .window
+            .clamp(1, super::layer::MAX_SERVER_SIDE_WINDOW);
+        let mut window = [0usize; super::layer::MAX_SERVER_SIDE_WINDOW];
+        let mut len = 0;
+        while len < width && self.next < self.chain.len() {
+            let pos = self.position(self.next);
+            self.next += 1;
+            let available = match &self.shared.health {
+                Some(h) => h.is_available(self.chain.models()[pos].model()),
+                None => true,
+            };
+            if available {
+                window[len] = pos;
+                len += 1;
+            } else {
+                self.skip_cooling(pos);
+            }
+        }
+        if len > 0 {
+            return self.send(&window[..len], false);
+        }
+        // The chain is used up. Never end with zero upstream attempts while time is left:
+        // probe the model whose cooldown ends first.
+        if self.upstream == 0 && !self.forced {
+            if let Some((_, pos)) = self.earliest_cooling {
+                self.forced = true;
+                return self.send(&[pos], true);
+            }
+        }
+        if let (Some((at, pos)), false, Some(deadline)) =
+            (self.rate_wait, self.waited, self.deadline)
+        {
+            let model = self.chain.models()[pos].model();
+            let available = self
+                .shared
+                .health
+                .as_ref()
+                .is_none_or(|h| h.is_available(model));
+            if self.shared.wait_for_rate_limit && available && at < deadline.instant() {
+                self.waited = true;
+                self.cur.window[0] = pos;
+                self.cur.len = 1;
+                return Step::Wait(at);
+            }
+        }
+        let attempts = self.log.snapshot();
+        let detail = if attempts.is_empty() {
+            "the chain has no model"
+        } else {
+            "every model of the chain failed"
+        };
+        Step::Fail(
+            Error::new(ErrorKind::Exhausted)
+                .with_detail(detail)
+                .with_attempts(attempts),
+        )
+    }
+
+    /// Builds the request for `window` (chain positions; the first is the model).
+    fn send(&mut self, window: &[usize], force: bool) -> Step {
+        let models = self.chain.models();
+        let first = &models[window[0]];
+        let body = if self.shared.window > 1 {
+            let ids: Vec<Arc<str>> = window
+                .iter()
+                .map(|&p| models[p].model_arc().clone())
+                .collect();
+            self.template.render(&self.base, first.model(), Some(&ids))
+        } else {
+            self.template.render(&self.base, first.model(), None)
+        };
+        let body = match body {
+            Ok(b) => b,
+            Err(e) => return Step::Fail(e),
+        };
+        let mut req = crate::body::clone_request_with_body(&self.base, body);
+        req.extensions_mut().insert(Attempt {
+            model: first.model_arc().clone(),
+            index: window[0],
+            retry: 0,
+            timeout: first.timeout_value(),
+            max_retries: first.max_retries_value(),
+            label: first.label_arc().cloned(),
+        });
+        if force {
+            req.extensions_mut().insert(ForceAttempt);
+        }
+        self.cur.window[..window.len()].copy_from_slice(window);
+        self.cur.len = window.len();
+        self.cur.started = Some(Instant::now());
+        self.cur.log_len = self.log.len();
+        Step::Send(req)
+    }
+
+    /// Handles a failed attempt: `Some(error)` ends the call.
+    fn failed(&mut self, err: Error) -> Option<Error> {
+        let pos = self.cur.window[0];
+        let m = &self.chain.models()[pos];
+        let err = err.or_model(m.model_arc());
+        let elapsed = self.cur.started.map(|s| s.elapsed()).unwrap_or_default();
+        let retry = self.log.len().saturating_sub(self.cur.log_len) as u32;
+        let kind = err.kind();
+        let action = err.action();
+        tracing::warn!(
+            model = m.model(),
+            label = m.label_str(),
+            kind = kind.as_str(),
+            action = %action,
+            "attempt failed"
+        );
+        self.log.push(AttemptRecord {
+            model: m.model_arc().clone(),
+            index: pos,
+            retry,
+            elapsed,
+            error: err.clone(),
+        });
+        self.models_before += 1;
+        if kind == ErrorKind::DeadlineExceeded {
+            return Some(self.deadline_error());
+        }
+        if action == Action::Fatal {
+            return Some(if self.log.len() > 1 {
+                err.with_attempts(self.log.snapshot())
+            } else {
+                err
+            });
+        }
+        if kind == ErrorKind::ModelCoolingDown {
+            // Rejected by the health layer (another request holds the probe): no upstream call.
+            self.note_cooling(pos);
+        } else {
+            self.upstream += 1;
+        }
+        if kind == ErrorKind::RateLimited {
+            if let Some(ra) = err.retry_after() {
+                let at = Instant::now() + ra;
+                if self.rate_wait.is_none_or(|(cur, _)| at < cur) {
+                    self.rate_wait = Some((at, pos));
+                }
+            }
+        }
+        None
+    }
+
+    fn served<B>(&mut self, resp: &mut Response<B>) {
+        let models = self.chain.models();
+        let first = &models[self.cur.window[0]];
+        let answered = resp
+            .extensions()
+            .get::<UpstreamInfo>()
+            .and_then(|u| u.model.clone());
+        let window = &self.cur.window[1..self.cur.len];
+        let server_side_fallback = answered
+            .as_deref()
+            .is_some_and(|a| window.iter().any(|&p| models[p].model() == a));
+        let served = ServedBy {
+            model: answered.unwrap_or_else(|| first.model_arc().clone()),
+            requested: first.model_arc().clone(),
+            index: self.cur.window[0],
+            label: first.label_arc().cloned(),
+            chain: self.name.clone(),
+            attempts: if self.log.is_empty() {
+                Vec::new()
+            } else {
+                self.log.snapshot()
+            },
+            fell_back: self.models_before > 0 || server_side_fallback,
+        };
+        tracing::debug!(
+            model = &*served.model,
+            label = first.label_str(),
+            fell_back = served.fell_back,
+            "served"
+        );
+        resp.extensions_mut().insert(served);
+    }
+}
+
+impl<S> ResponseFuture<S>
+where
+    S: Service<Request<Full<Bytes>>>,
+{
+    pub(crate) fn failed(error: Error) -> Self {
+        ResponseFuture {
+            state: State::Failed { error: Some(error) },
+            ctx: None,
+        }
+    }
+
+    /// Starts the walk. The context's service was polled ready by the caller.
+    pub(crate) fn start(mut ctx: CallCtx<S>) -> Self {
+        let state = match ctx.next_step() {
+            Step::Send(req) => State::Calling {
+                fut: ctx.svc.call(req),
+            },
+            Step::Fail(e) => State::Failed { error: Some(e) },
+            Step::Wait(at) => State::Waiting {
+                sleep: Box::pin(tokio::time::sleep_until(at)),
+            },
+        };
+        ResponseFuture {
+            state,
+            ctx: Some(ctx),
+        }
+    }
+}
+
+impl<S, B> Future for ResponseFuture<S>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<B>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let step = match this.state.as_mut().project() {
+                StateProj::Failed { error } => {
+                    let e = error
+                        .take()
+                        .unwrap_or_else(|| Error::new(ErrorKind::Exhausted));
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(e));
+                }
+                StateProj::Ready { req } => {
+                    let ctx = this.ctx.as_mut().expect("polled after completion");
+                    if let Err(e) = ready!(ctx.svc.poll_ready(cx)) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(Error::from_box(e.into())));
+                    }
+                    let req = req.take().expect("request present");
+                    let fut = ctx.svc.call(req);
+                    this.state.set(State::Calling { fut });
+                    continue;
+                }
+                StateProj::Calling { fut } => {
+                    let res = ready!(fut.poll(cx));
+                    let ctx = this.ctx.as_mut().expect("polled after completion");
+                    match res {
+                        Ok(mut resp) => {
+                            ctx.served(&mut resp);
+                            this.state.set(State::Done);
+                            *this.ctx = None;
+                            return Poll::Ready(Ok(resp));
+                        }
+                        Err(e) => match ctx.failed(Error::from_box(e.into())) {
+                            Some(e) => Step::Fail(e),
+                            None => ctx.next_step(),
+                        },
+                    }
+                }
+                StateProj::Waiting { sleep } => {
+                    ready!(sleep.as_mut().poll(cx));
+                    let ctx = this.ctx.as_mut().expect("polled after completion");
+                    let pos = ctx.cur.window[0];
+                    ctx.send(&[pos], false)
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            };
+            match step {
+                Step::Send(req) => this.state.set(State::Ready { req: Some(req) }),
+                Step::Wait(at) => this.state.set(State::Waiting {
+                    sleep: Box::pin(tokio::time::sleep_until(at)),
+                }),
+                Step::Fail(e) => {
+                    *this.ctx = None;
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+    }
+}

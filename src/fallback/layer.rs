@@ -1,0 +1,294 @@
+//! [`FallbackLayer`] and its service [`Fallback`].
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::HeaderName;
+use http::{Request, Response};
+use http_body_util::Full;
+use tower::{Layer, Service};
+
+use super::chain::{Chain, ChainName, Chains};
+use super::future::{CallCtx, ResponseFuture};
+use crate::config::ConfigError;
+use crate::error::{BoxError, Error, ErrorKind};
+use crate::health::HealthTracker;
+use crate::AttemptLog;
+
+/// In what order a chain's models are tried.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    /// The chain's order (after [`priority`](super::ChainModel::priority) sorting),
+    /// skipping models that are cooling down.
+    #[default]
+    Priority,
+    /// By current success rate, best first (models with no data yet count as healthy;
+    /// ties keep the chain's order), skipping models that are cooling down. Needs a
+    /// health tracker ([`FallbackLayer::health`]); without one it is `Priority`.
+    Health,
+}
+
+/// Largest server-side window: OpenRouter rejects `models` lists longer than 3.
+pub const MAX_SERVER_SIDE_WINDOW: usize = 3;
+
+pub(crate) struct Shared {
+    pub(crate) chains: Chains,
+    pub(crate) health: Option<HealthTracker>,
+    pub(crate) order: Order,
+    pub(crate) window: usize,
+    pub(crate) header: Option<HeaderName>,
+    pub(crate) wait_for_rate_limit: bool,
+}
+
+/// Tries a chain of models in order until one answers. See the [module docs](super).
+///
+/// ```
+/// use tower_openrouter::fallback::{FallbackLayer, Order};
+///
+/// let layer = FallbackLayer::new(["anthropic/claude-3.5-sonnet", "openai/gpt-4o"])
+///     .order(Order::Priority)
+///     .chain_header(http::HeaderName::from_static("x-openrouter-chain"));
+/// assert_eq!(layer.chains().default_chain().unwrap().len(), 2);
+/// ```
+#[derive(Clone)]
+pub struct FallbackLayer {
+    shared: Arc<Shared>,
+}
+
+impl FallbackLayer {
+    /// A layer over `chains` (a [`Chains`] set, a [`Chain`], or an array of model ids for a
+    /// default chain alone). Validate with [`FallbackLayer::validate`] (the stack builder
+    /// does).
+    pub fn new(chains: impl Into<Chains>) -> Self {
+        FallbackLayer {
+            shared: Arc::new(Shared {
+                chains: chains.into(),
+                health: None,
+                order: Order::Priority,
+                window: 1,
+                header: None,
+                wait_for_rate_limit: true,
+            }),
+        }
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut Shared)) -> Self {
+        match Arc::get_mut(&mut self.shared) {
+            Some(s) => f(s),
+            None => {
+                let s = &*self.shared;
+                let mut copy = Shared {
+                    chains: s.chains.clone(),
+                    health: s.health.clone(),
+                    order: s.order,
+                    window: s.window,
+                    header: s.header.clone(),
+                    wait_for_rate_limit: s.wait_for_rate_limit,
+                };
+                f(&mut copy);
+                self.shared = Arc::new(copy);
+            }
+        }
+        self
+    }
+
+    /// The order models are tried in (default [`Order::Priority`]).
+    pub fn order(self, order: Order) -> Self {
+        self.edit(|s| s.order = order)
+    }
+
+    /// The health tracker to consult: models it reports unavailable are skipped without
+    /// an upstream call (a `ModelCoolingDown` attempt is recorded), and when every model
+    /// is cooling down one forced probe goes to the model whose cooldown ends first.
+    /// Use the same tracker as the [`HealthLayer`](crate::health::HealthLayer) below.
+    pub fn health(self, tracker: HealthTracker) -> Self {
+        self.edit(|s| s.health = Some(tracker))
+    }
+
+    /// A request header that names the chain (for proxies); the request extension
+    /// [`ChainName`] wins over it. The header is removed before the request goes upstream.
+    pub fn chain_header(self, header: HeaderName) -> Self {
+        self.edit(|s| s.header = Some(header))
+    }
+
+    /// Hybrid mode: each attempt sends a window of up to `window` models server-side
+    /// (`model: a, models: [a, b, c]`), the next attempt the next window. `1` (the
+    /// default) is plain client-side fallback; at most [`MAX_SERVER_SIDE_WINDOW`].
+    pub fn server_side_window(self, window: usize) -> Self {
+        self.edit(|s| s.window = window)
+    }
+
+    /// Whether, once every model failed and one of them was rate limited with a
+    /// `Retry-After` that ends before the [`Deadline`](crate::Deadline), the layer waits
+    /// for it and tries that model once more (default `true`; never without a deadline,
+    /// never for a model that is cooling down).
+    pub fn wait_for_rate_limit(self, wait: bool) -> Self {
+        self.edit(|s| s.wait_for_rate_limit = wait)
+    }
+
+    /// The chains.
+    pub fn chains(&self) -> &Chains {
+        &self.shared.chains
+    }
+
+    /// The health tracker, when one is set.
+    pub fn health_tracker(&self) -> Option<&HealthTracker> {
+        self.shared.health.as_ref()
+    }
+
+    /// Checks the settings: every chain (see [`Chains::validate`]) and the window.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.shared.chains.validate()?;
+        let w = self.shared.window;
+        if w == 0 || w > MAX_SERVER_SIDE_WINDOW {
+            return Err(ConfigError::new(
+                "server_side_window",
+                format!(
+                    "server_side_window must be between 1 and {MAX_SERVER_SIDE_WINDOW} (OpenRouter rejects longer `models` lists), got {w}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for FallbackLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.shared;
+        f.debug_struct("FallbackLayer")
+            .field("chains", &s.chains)
+            .field("order", &s.order)
+            .field("window", &s.window)
+            .field("header", &s.header)
+            .field("health", &s.health.is_some())
+            .finish()
+    }
+}
+
+impl<S> Layer<S> for FallbackLayer {
+    type Service = Fallback<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Fallback {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service of [`FallbackLayer`].
+#[derive(Clone)]
+pub struct Fallback<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Fallback<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, layer: &FallbackLayer) -> Self {
+        layer.layer(inner)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Fallback<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fallback")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<Request<Full<Bytes>>> for Fallback<S>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<B>;
+    type Error = Error;
+    type Future = ResponseFuture<S>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::from_box(e.into()))
+    }
+
+    fn call(&mut self, mut req: Request<Full<Bytes>>) -> Self::Future {
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let (name, chain) = match select_chain(&self.shared, &mut req) {
+            Ok(found) => found,
+            Err(e) => return ResponseFuture::failed(e),
+        };
+        let log = match req.extensions().get::<AttemptLog>() {
+            Some(log) => log.clone(),
+            None => {
+                let log = AttemptLog::new();
+                req.extensions_mut().insert(log.clone());
+                log
+            }
+        };
+        ResponseFuture::start(CallCtx::new(
+            inner,
+            self.shared.clone(),
+            name,
+            chain,
+            req,
+            log,
+        ))
+    }
+}
+
+/// Finds the request's chain: the [`ChainName`] extension, else the configured header,
+/// else the default chain. The header is removed from the request either way.
+fn select_chain<T>(
+    shared: &Shared,
+    req: &mut Request<T>,
+) -> Result<(Option<Arc<str>>, Chain), Error> {
+    let header = shared
+        .header
+        .as_ref()
+        .and_then(|h| req.headers_mut().remove(h));
+    if let Some(n) = req.extensions().get::<ChainName>() {
+        return lookup(&shared.chains, n.as_str());
+    }
+    if let Some(value) = header {
+        let name = value.to_str().map_err(|_| {
+            Error::new(ErrorKind::UnknownChain).with_detail("the chain header is not visible ASCII")
+        })?;
+        return lookup(&shared.chains, name);
+    }
+    match shared.chains.default_chain() {
+        Some(c) => Ok((None, c.clone())),
+        None => Err(Error::new(ErrorKind::UnknownChain)
+            .with_detail("the request names no chain and there is no default chain")),
+    }
+}
+
+fn lookup(chains: &Chains, name: &str) -> Result<(Option<Arc<str>>, Chain), Error> {
+    match chains.get_key_value(name) {
+        Some((k, c)) => Ok((Some(k.clone()), c.clone())),
+        None => Err(Error::new(ErrorKind::UnknownChain).with_detail(format!(
+            "no chain named {:?}; configured: {}",
+            crate::error::truncate(name, 64).0,
+            chains.names().join(", ")
+        ))),
+    }
+}
