@@ -100,3 +100,505 @@ pub(crate) fn not_longer(
         Ok(())
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The JSON settings file.
+// ---------------------------------------------------------------------------------------
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::fallback::{Chain, ChainModel, Chains, Order};
+
+/// Chains and settings loaded from JSON: what
+/// [`OpenRouterLayer::from_json`](crate::stack::OpenRouterLayer::from_json) reads.
+///
+/// Every field is optional except that at least one chain must be configured. Unknown
+/// fields are an error (a typo never goes unnoticed). The whole document may also be
+/// wrapped in `{"fallback": { ... }}`, the shape of the settings files people keep today.
+///
+/// | key | meaning |
+/// |---|---|
+/// | `default_chain` | the chain used when the request names none |
+/// | `chains`, `task_chains`, `capability_chains` | named chains (`coding`, `vision`, ...), all one namespace |
+/// | `cost_tiers` | `[{"name": "budget", "models": [..]}, ..]` cheapest first; selects as `tier:<max tier>` |
+/// | `providers` | `[{"name": "anthropic", "models": [..]}, ..]`; selects as `provider:<primary>` |
+/// | `settings` | the [`Settings`] |
+///
+/// A model is an id (`"openai/gpt-4o"`) or an object `{"id", "timeout_seconds",
+/// "max_retries", "label", "priority"}` ([`ModelConfig`]).
+///
+/// ```
+/// use tower_openrouter::config::Config;
+///
+/// let config = Config::from_json(r#"{
+///   "fallback": {
+///     "default_chain": ["anthropic/claude-3.5-sonnet", "openai/gpt-4-turbo"],
+///     "task_chains": {"coding": ["anthropic/claude-3.5-sonnet", "deepseek/deepseek-coder"]},
+///     "settings": {"max_retries_per_model": 2, "disable_duration_seconds": 300,
+///                  "health_window_minutes": 10, "skip_threshold": 0.3}
+///   }
+/// }"#).unwrap();
+/// let chains = config.chains().unwrap();
+/// assert_eq!(chains.get("coding").unwrap().len(), 2);
+///
+/// let err = Config::from_json(r#"{"default_chain": ["a/b"], "settings": {"skip_threshold": 1.5}}"#)
+///     .unwrap_err();
+/// assert_eq!(err.field(), "settings.skip_threshold");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// The chain used when the request names none.
+    #[serde(default)]
+    pub default_chain: Option<Vec<ModelConfig>>,
+    /// Named chains.
+    #[serde(default)]
+    pub chains: BTreeMap<String, Vec<ModelConfig>>,
+    /// Named chains by task (`coding`, `creative`, `fast`); same namespace as `chains`.
+    #[serde(default)]
+    pub task_chains: BTreeMap<String, Vec<ModelConfig>>,
+    /// Named chains by capability (`tool_calling`, `vision`, `long_context`, `budget`);
+    /// same namespace as `chains`.
+    #[serde(default)]
+    pub capability_chains: BTreeMap<String, Vec<ModelConfig>>,
+    /// Cost tiers, cheapest first.
+    #[serde(default)]
+    pub cost_tiers: Vec<NamedModels>,
+    /// Providers' model lists, for cross-provider chains.
+    #[serde(default)]
+    pub providers: Vec<NamedModels>,
+    /// Stack settings.
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+/// A named list of models (a cost tier or a provider's models).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedModels {
+    /// The tier's or provider's name.
+    pub name: String,
+    /// Its models, in order.
+    pub models: Vec<ModelConfig>,
+}
+
+/// One model of a chain in the JSON settings: an id (`"openai/gpt-4o"`), or an object
+/// `{"id", "timeout_seconds", "max_retries", "label", "priority"}`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ModelConfig {
+    /// The model id.
+    pub id: String,
+    /// This model's attempt timeout, in seconds.
+    pub timeout_seconds: Option<f64>,
+    /// This model's maximum retries.
+    pub max_retries: Option<u32>,
+    /// A label for logs.
+    pub label: Option<String>,
+    /// Sort key: lower is tried first.
+    pub priority: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelFields {
+    id: String,
+    #[serde(default, alias = "timeout")]
+    timeout_seconds: Option<f64>,
+    #[serde(default)]
+    max_retries: Option<u32>,
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    priority: Option<i64>,
+}
+
+/// Stack settings of the JSON file. Durations are in seconds (fractions allowed) unless
+/// the key says otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Settings {
+    /// Total time budget of a call.
+    #[serde(default)]
+    pub deadline_seconds: Option<f64>,
+    /// Default time limit of one attempt.
+    #[serde(default)]
+    pub attempt_timeout_seconds: Option<f64>,
+    /// Time limit to the first token of a stream.
+    #[serde(default)]
+    pub first_token_timeout_seconds: Option<f64>,
+    /// Longest gap between stream chunks.
+    #[serde(default)]
+    pub idle_timeout_seconds: Option<f64>,
+    /// Default number of same-model retries.
+    #[serde(default)]
+    pub max_retries_per_model: Option<u32>,
+    /// How long a failing model is skipped.
+    #[serde(default)]
+    pub disable_duration_seconds: Option<f64>,
+    /// Length of the window for the success rate, in minutes.
+    #[serde(default)]
+    pub health_window_minutes: Option<f64>,
+    /// Skip a model whose success rate over the window is below this (0 to 1).
+    #[serde(default)]
+    pub skip_threshold: Option<f64>,
+    /// Consecutive failures that cool a model down.
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    /// `"priority"` (default) or `"health"`.
+    #[serde(default)]
+    pub order: Option<OrderConfig>,
+    /// Request header that names the chain.
+    #[serde(default)]
+    pub chain_header: Option<String>,
+    /// Models sent server-side per attempt (hybrid mode), 1 to 3.
+    #[serde(default)]
+    pub server_side_window: Option<usize>,
+    /// Largest request body accepted, in bytes.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+}
+
+/// The `order` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderConfig {
+    /// [`Order::Priority`].
+    Priority,
+    /// [`Order::Health`].
+    Health,
+}
+
+impl From<OrderConfig> for Order {
+    fn from(o: OrderConfig) -> Self {
+        match o {
+            OrderConfig::Priority => Order::Priority,
+            OrderConfig::Health => Order::Health,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ModelConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a model id or an object with \"id\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ModelConfig::new(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let f = ModelFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ModelConfig {
+                    id: f.id,
+                    timeout_seconds: f.timeout_seconds,
+                    max_retries: f.max_retries,
+                    label: f.label,
+                    priority: f.priority,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl ModelConfig {
+    /// A model with no limits of its own.
+    pub fn new(id: impl Into<String>) -> Self {
+        ModelConfig {
+            id: id.into(),
+            timeout_seconds: None,
+            max_retries: None,
+            label: None,
+            priority: None,
+        }
+    }
+
+    fn to_chain_model(&self, field: &str) -> Result<ChainModel, ConfigError> {
+        let mut m = ChainModel::new(Arc::<str>::from(self.id.as_str()));
+        if let Some(t) = self.timeout_seconds {
+            m = m.timeout(seconds(&format!("{field}.timeout_seconds"), t)?);
+        }
+        if let Some(r) = self.max_retries {
+            m = m.max_retries(r);
+        }
+        if let Some(l) = &self.label {
+            m = m.label(l.as_str());
+        }
+        if let Some(p) = self.priority {
+            m = m.priority(p);
+        }
+        Ok(m)
+    }
+}
+
+/// A duration of `value` seconds: positive and finite, else an error naming `field`.
+pub(crate) fn seconds(field: &str, value: f64) -> Result<Duration, ConfigError> {
+    match Duration::try_from_secs_f64(value) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(ConfigError::new(
+            field.to_owned(),
+            format!("{field} must be a positive number of seconds, got {value}"),
+        )),
+    }
+}
+
+fn longer_than_deadline(field: &str, value: f64, deadline: f64) -> Result<(), ConfigError> {
+    if value > deadline {
+        return Err(ConfigError::new(
+            field.to_owned(),
+            format!("{field} ({value}s) is longer than settings.deadline_seconds ({deadline}s)"),
+        ));
+    }
+    Ok(())
+}
+
+fn chain(field: &str, models: &[ModelConfig]) -> Result<Chain, ConfigError> {
+    let models = models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| m.to_chain_model(&format!("{field}[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let chain = Chain::new(models);
+    chain.validate(field)?;
+    Ok(chain)
+}
+
+impl Config {
+    /// Parses and checks a JSON document (see the [type docs](Config)).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] whose [`field`](ConfigError::field) is the path of the bad key
+    /// (`settings.skip_threshold`, `chains.coding[1].timeout_seconds`) and whose message
+    /// says what is wrong with it.
+    pub fn from_json(json: &str) -> Result<Config, ConfigError> {
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| ConfigError::new("", format!("the config is not valid JSON: {e}")))?;
+        Config::from_value(value)
+    }
+
+    /// Like [`Config::from_json`], from an already parsed JSON value.
+    pub fn from_value(value: serde_json::Value) -> Result<Config, ConfigError> {
+        let (prefix, value) = match value {
+            serde_json::Value::Object(mut map)
+                if map.len() == 1 && map.contains_key("fallback") =>
+            {
+                ("fallback.", map.remove("fallback").unwrap_or_default())
+            }
+            other => ("", other),
+        };
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                prefix.trim_end_matches('.').to_owned()
+            } else {
+                format!("{prefix}{path}")
+            };
+            let inner = e.into_inner().to_string();
+            ConfigError::new(field.clone(), format!("{field}: {inner}"))
+        })?;
+        config.validate().map_err(|e| {
+            if prefix.is_empty() {
+                e
+            } else {
+                let field = format!("{prefix}{}", e.field());
+                ConfigError::new(field, format!("{prefix}{}", e.message()))
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// Reads and parses a JSON file.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::from_json`]; an unreadable file is an error with an empty field.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let json = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+        Config::from_json(&json)
+    }
+
+    /// Checks every setting; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.chains()?;
+        let s = &self.settings;
+        let durations = [
+            ("settings.deadline_seconds", s.deadline_seconds),
+            (
+                "settings.attempt_timeout_seconds",
+                s.attempt_timeout_seconds,
+            ),
+            (
+                "settings.first_token_timeout_seconds",
+                s.first_token_timeout_seconds,
+            ),
+            ("settings.idle_timeout_seconds", s.idle_timeout_seconds),
+            (
+                "settings.disable_duration_seconds",
+                s.disable_duration_seconds,
+            ),
+        ];
+        for (field, value) in durations {
+            if let Some(v) = value {
+                seconds(field, v)?;
+            }
+        }
+        if let Some(m) = s.health_window_minutes {
+            if !(m.is_finite() && m > 0.0) {
+                return Err(ConfigError::new(
+                    "settings.health_window_minutes",
+                    format!("settings.health_window_minutes must be a positive number of minutes, got {m}"),
+                ));
+            }
+        }
+        if let Some(t) = s.skip_threshold {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(ConfigError::new(
+                    "settings.skip_threshold",
+                    format!(
+                        "settings.skip_threshold must be between 0 and 1 (a success rate), got {t}"
+                    ),
+                ));
+            }
+        }
+        if s.consecutive_failures == Some(0) {
+            return Err(ConfigError::zero("settings.consecutive_failures"));
+        }
+        if let Some(w) = s.server_side_window {
+            if w == 0 || w > crate::fallback::MAX_SERVER_SIDE_WINDOW {
+                return Err(ConfigError::new(
+                    "settings.server_side_window",
+                    format!("settings.server_side_window must be between 1 and 3 (OpenRouter rejects longer `models` lists), got {w}"),
+                ));
+            }
+        }
+        if let Some(h) = &s.chain_header {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(ConfigError::new(
+                    "settings.chain_header",
+                    format!("settings.chain_header is not a valid header name: {h:?}"),
+                ));
+            }
+        }
+        if s.max_body_bytes == Some(0) {
+            return Err(ConfigError::zero("settings.max_body_bytes"));
+        }
+        let deadline = s
+            .deadline_seconds
+            .unwrap_or(crate::stack::DEFAULT_DEADLINE.as_secs_f64());
+        if let Some(a) = s.attempt_timeout_seconds {
+            longer_than_deadline("settings.attempt_timeout_seconds", a, deadline)?;
+        }
+        for (field, models) in self.model_lists() {
+            for (i, m) in models.iter().enumerate() {
+                if let Some(t) = m.timeout_seconds {
+                    longer_than_deadline(&format!("{field}[{i}].timeout_seconds"), t, deadline)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every model list with its path.
+    fn model_lists(&self) -> Vec<(String, &[ModelConfig])> {
+        let mut out: Vec<(String, &[ModelConfig])> = Vec::new();
+        if let Some(d) = &self.default_chain {
+            out.push(("default_chain".into(), d));
+        }
+        for (group, map) in [
+            ("chains", &self.chains),
+            ("task_chains", &self.task_chains),
+            ("capability_chains", &self.capability_chains),
+        ] {
+            for (name, models) in map {
+                out.push((format!("{group}.{name}"), models));
+            }
+        }
+        for (group, lists) in [
+            ("cost_tiers", &self.cost_tiers),
+            ("providers", &self.providers),
+        ] {
+            for (i, n) in lists.iter().enumerate() {
+                out.push((format!("{group}[{i}].models"), &n.models));
+            }
+        }
+        out
+    }
+
+    /// The chains this config describes (named chains from `chains`, `task_chains` and
+    /// `capability_chains`, `tier:<name>` from `cost_tiers`, `provider:<name>` from
+    /// `providers`).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the chain (an empty chain, a model twice, a name used by
+    /// two groups, no chain at all).
+    pub fn chains(&self) -> Result<Chains, ConfigError> {
+        let mut chains = Chains::empty();
+        if let Some(d) = &self.default_chain {
+            chains = chains.with_default(chain("default_chain", d)?);
+        }
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        for (group, map) in [
+            ("chains", &self.chains),
+            ("task_chains", &self.task_chains),
+            ("capability_chains", &self.capability_chains),
+        ] {
+            for (name, models) in map {
+                let field = format!("{group}.{name}");
+                if name.trim().is_empty() {
+                    return Err(ConfigError::new(
+                        group,
+                        format!("{group}: a chain has an empty name"),
+                    ));
+                }
+                if let Some(other) = seen.insert(name, group) {
+                    return Err(ConfigError::new(
+                        field.clone(),
+                        format!("{field}: the name {name:?} is also used in {other}"),
+                    ));
+                }
+                chains = chains.with_chain(name.as_str(), chain(&field, models)?);
+            }
+        }
+        chains = chains.with_cost_tiers(named("cost_tiers", &self.cost_tiers)?);
+        chains = chains.with_providers(named("providers", &self.providers)?);
+        chains.validate()?;
+        Ok(chains)
+    }
+}
+
+fn named(group: &str, lists: &[NamedModels]) -> Result<Vec<(Arc<str>, Chain)>, ConfigError> {
+    let mut out: Vec<(Arc<str>, Chain)> = Vec::with_capacity(lists.len());
+    for (i, n) in lists.iter().enumerate() {
+        let field = format!("{group}[{i}]");
+        if n.name.trim().is_empty() {
+            return Err(ConfigError::new(
+                format!("{field}.name"),
+                format!("{field}.name is empty"),
+            ));
+        }
+        if out.iter().any(|(o, _)| **o == *n.name) {
+            return Err(ConfigError::new(
+                format!("{field}.name"),
+                format!("{field}.name: {:?} appears twice", n.name),
+            ));
+        }
+        out.push((
+            n.name.as_str().into(),
+            chain(&format!("{field}.models"), &n.models)?,
+        ));
+    }
+    Ok(out)
+}

@@ -1,1 +1,547 @@
-//! stack (skeleton).
+//! [`OpenRouterLayer`]: the whole resilience stack, assembled in the right order with
+//! validated settings.
+//!
+//! Outer to inner: body buffering ([`BufferRequestLayer`]) -> deadline
+//! ([`DeadlineLayer`]) -> fallback ([`FallbackLayer`]) -> retry ([`RetryLayer`]) -> health
+//! ([`HealthLayer`]) -> attempt timeout ([`AttemptTimeoutLayer`]) -> classify
+//! ([`ClassifyLayer`]) -> your client. The service accepts any `Request<B: Body>`, returns
+//! `Response<classify::ResponseBody<_>>` with a [`ServedBy`](crate::fallback::ServedBy)
+//! extension, and fails with [`crate::Error`].
+//!
+//! # Settings of [`OpenRouterLayerBuilder`]
+//!
+//! | setting | default | meaning |
+//! |---|---|---|
+//! | [`chain`](OpenRouterLayerBuilder::chain) | required (or named chains) | the default model chain |
+//! | [`named_chain`](OpenRouterLayerBuilder::named_chain) | none | a chain a request can pick by name (task, capability) |
+//! | [`cost_tiers`](OpenRouterLayerBuilder::cost_tiers) | none | tiers cheapest first; `ChainName::tier("standard")` |
+//! | [`providers`](OpenRouterLayerBuilder::providers) | none | providers' models; `ChainName::primary_provider("openai")` |
+//! | [`chain_header`](OpenRouterLayerBuilder::chain_header) | none | request header naming the chain (for proxies) |
+//! | [`order`](OpenRouterLayerBuilder::order) | `Priority` | chain order, or by success rate |
+//! | [`server_side_window`](OpenRouterLayerBuilder::server_side_window) | 1 | hybrid mode: models sent server-side per attempt (1 to 3) |
+//! | [`deadline`](OpenRouterLayerBuilder::deadline) | 300 s | total budget of a call |
+//! | [`attempt_timeout`](OpenRouterLayerBuilder::attempt_timeout) | 120 s | limit of one attempt (per model: [`ChainModel::timeout`](crate::fallback::ChainModel::timeout)) |
+//! | [`first_token_timeout`](OpenRouterLayerBuilder::first_token_timeout), [`idle_timeout`](OpenRouterLayerBuilder::idle_timeout) | off | stream limits |
+//! | [`max_retries`](OpenRouterLayerBuilder::max_retries) | 2 | same-model retries (per model: [`ChainModel::max_retries`](crate::fallback::ChainModel::max_retries)) |
+//! | [`retry_policy`](OpenRouterLayerBuilder::retry_policy) | [`RetryPolicy::default`] | backoff, Retry-After, budget |
+//! | [`health_config`](OpenRouterLayerBuilder::health_config) / [`health_tracker`](OpenRouterLayerBuilder::health_tracker) | [`HealthConfig::default`] | cooldowns and skipping; share a tracker between stacks |
+//! | [`classifier`](OpenRouterLayerBuilder::classifier) | [`OpenRouterClassifier`] | error rules |
+//! | [`max_body_bytes`](OpenRouterLayerBuilder::max_body_bytes) | 16 MiB | request body limit |
+//! | [`wait_for_rate_limit`](OpenRouterLayerBuilder::wait_for_rate_limit) | on | wait out a Retry-After when every model failed and time allows |
+//!
+//! [`build`](OpenRouterLayerBuilder::build) checks everything (attempt timeout and backoff
+//! cap within the deadline, chains well formed, ...) and returns a
+//! [`ConfigError`] naming the setting. [`OpenRouterLayer::from_json`] builds the same from
+//! a JSON [`Config`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_openrouter::fallback::ServedBy;
+//! use tower_openrouter::stack::OpenRouterLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Your HTTP client; here one that answers every request from the model it was asked.
+//! let client = service_fn(|req: http::Request<Full<Bytes>>| async move {
+//!     let body = tower_openrouter::body::full_bytes(req.body());
+//!     let asked: serde_json::Value = serde_json::from_slice(&body)?;
+//!     let answer = format!(r#"{{"model":{},"choices":[]}}"#, asked["model"]);
+//!     let resp = http::Response::builder()
+//!         .header("content-type", "application/json")
+//!         .body(Full::new(Bytes::from(answer)))?;
+//!     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(resp)
+//! });
+//! let layer = OpenRouterLayer::builder()
+//!     .chain(["anthropic/claude-sonnet-4.5", "openai/gpt-4o"])
+//!     .attempt_timeout(Duration::from_secs(60))
+//!     .deadline(Duration::from_secs(180))
+//!     .build()?;
+//! let health = layer.health().clone(); // snapshot it, share it
+//! let svc = ServiceBuilder::new().layer(layer).service(client);
+//!
+//! let req = http::Request::post("http://localhost/api/v1/chat/completions")
+//!     .body(String::from(r#"{"model":"x","messages":[]}"#))?;
+//! let resp = svc.oneshot(req).await?;
+//! let served = resp.extensions().get::<ServedBy>().unwrap();
+//! assert_eq!(&*served.model, "anthropic/claude-sonnet-4.5");
+//! assert!(!served.fell_back);
+//! assert!(health.is_available("anthropic/claude-sonnet-4.5"));
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use tower::Layer;
+
+use crate::body::{BufferRequest, BufferRequestLayer, DEFAULT_BODY_LIMIT};
+use crate::classify::{Classify, ClassifyLayer, ClassifyService, OpenRouterClassifier};
+use crate::config::{Config, ConfigError};
+use crate::fallback::{Chain, ChainModel, Chains, Fallback, FallbackLayer, Order};
+use crate::health::{Health, HealthConfig, HealthLayer, HealthTracker};
+use crate::retry::{Retry, RetryLayer, RetryPolicy};
+use crate::timeout::{AttemptTimeout, AttemptTimeoutLayer, DeadlineLayer, DeadlineService};
+
+/// Default total budget of a call.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
+/// Default limit of one attempt.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The service [`OpenRouterLayer`] builds around a client `S` with classifier `C`.
+pub type OpenRouter<S, C = OpenRouterClassifier> =
+    BufferRequest<DeadlineService<Fallback<Retry<Health<AttemptTimeout<ClassifyService<S, C>>>>>>>;
+
+/// The standard stack as one layer. See the [module docs](self).
+#[derive(Clone)]
+pub struct OpenRouterLayer<C = OpenRouterClassifier> {
+    body: BufferRequestLayer,
+    deadline: DeadlineLayer,
+    fallback: FallbackLayer,
+    retry: RetryLayer,
+    health: HealthLayer,
+    attempt_timeout: AttemptTimeoutLayer,
+    classify: ClassifyLayer<C>,
+}
+
+impl OpenRouterLayer {
+    /// A builder with the defaults of the [module docs](self).
+    pub fn builder() -> OpenRouterLayerBuilder {
+        OpenRouterLayerBuilder::new()
+    }
+
+    /// The stack a JSON [`Config`] describes (see [`Config`] for the keys).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the bad key.
+    ///
+    /// ```
+    /// use tower_openrouter::stack::OpenRouterLayer;
+    ///
+    /// let layer = OpenRouterLayer::from_json(r#"{
+    ///     "default_chain": ["anthropic/claude-3.5-sonnet", "openai/gpt-4o"],
+    ///     "settings": {"deadline_seconds": 120, "attempt_timeout_seconds": 30}
+    /// }"#).unwrap();
+    /// assert_eq!(layer.chains().default_chain().unwrap().len(), 2);
+    ///
+    /// let err = OpenRouterLayer::from_json(r#"{"default_chain": []}"#).unwrap_err();
+    /// assert_eq!(err.field(), "default_chain");
+    /// ```
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        OpenRouterLayerBuilder::from_config(&Config::from_json(json)?)?.build()
+    }
+
+    /// The stack a parsed [`Config`] describes.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the bad key.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        OpenRouterLayerBuilder::from_config(config)?.build()
+    }
+}
+
+impl<C> OpenRouterLayer<C> {
+    /// The health tracker of the stack: snapshot it, or share it with other stacks
+    /// ([`OpenRouterLayerBuilder::health_tracker`]).
+    pub fn health(&self) -> &HealthTracker {
+        self.health.tracker()
+    }
+
+    /// The chains of the stack.
+    pub fn chains(&self) -> &Chains {
+        self.fallback.chains()
+    }
+
+    /// The total budget of a call.
+    pub fn deadline(&self) -> Duration {
+        self.deadline.budget()
+    }
+
+    /// The default limit of one attempt.
+    pub fn attempt_timeout(&self) -> Duration {
+        self.attempt_timeout.limit()
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        self.retry.policy()
+    }
+}
+
+impl<C> std::fmt::Debug for OpenRouterLayer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenRouterLayer")
+            .field("body", &self.body)
+            .field("deadline", &self.deadline)
+            .field("fallback", &self.fallback)
+            .field("retry", &self.retry)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C> Layer<S> for OpenRouterLayer<C> {
+    type Service = OpenRouter<S, C>;
+
+    fn layer(&self, client: S) -> Self::Service {
+        let svc = self.classify.layer(client);
+        let svc = self.attempt_timeout.layer(svc);
+        let svc = self.health.layer(svc);
+        let svc = self.retry.layer(svc);
+        let svc = self.fallback.layer(svc);
+        let svc = self.deadline.layer(svc);
+        self.body.layer(svc)
+    }
+}
+
+/// Builds an [`OpenRouterLayer`]; see the [module docs](self) for every setting.
+#[must_use]
+pub struct OpenRouterLayerBuilder<C = OpenRouterClassifier> {
+    chains: Chains,
+    header: Option<String>,
+    order: Order,
+    window: usize,
+    wait_for_rate_limit: bool,
+    deadline: Duration,
+    attempt_timeout: Duration,
+    first_token: Option<Duration>,
+    idle: Option<Duration>,
+    max_retries: Option<u32>,
+    retry: RetryPolicy,
+    health: HealthSource,
+    classifier: Arc<C>,
+    max_body_bytes: usize,
+}
+
+enum HealthSource {
+    Config(HealthConfig),
+    Tracker(HealthTracker),
+}
+
+impl Default for OpenRouterLayerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OpenRouterLayerBuilder {
+    /// A builder with the defaults of the [module docs](self) and no chain yet.
+    pub fn new() -> Self {
+        OpenRouterLayerBuilder {
+            chains: Chains::empty(),
+            header: None,
+            order: Order::Priority,
+            window: 1,
+            wait_for_rate_limit: true,
+            deadline: DEFAULT_DEADLINE,
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            first_token: None,
+            idle: None,
+            max_retries: None,
+            retry: RetryPolicy::default(),
+            health: HealthSource::Config(HealthConfig::default()),
+            classifier: Arc::new(OpenRouterClassifier::default()),
+            max_body_bytes: DEFAULT_BODY_LIMIT,
+        }
+    }
+
+    /// A builder with everything a [`Config`] sets; adjust further before
+    /// [`build`](Self::build).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the bad key.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let s = &config.settings;
+        let mut b = OpenRouterLayerBuilder::new().chains(config.chains()?);
+        let secs = crate::config::seconds;
+        if let Some(v) = s.deadline_seconds {
+            b = b.deadline(secs("settings.deadline_seconds", v)?);
+        }
+        if let Some(v) = s.attempt_timeout_seconds {
+            b = b.attempt_timeout(secs("settings.attempt_timeout_seconds", v)?);
+        }
+        if let Some(v) = s.first_token_timeout_seconds {
+            b = b.first_token_timeout(secs("settings.first_token_timeout_seconds", v)?);
+        }
+        if let Some(v) = s.idle_timeout_seconds {
+            b = b.idle_timeout(secs("settings.idle_timeout_seconds", v)?);
+        }
+        if let Some(n) = s.max_retries_per_model {
+            b = b.max_retries(n);
+        }
+        let mut health = HealthConfig::default();
+        if let Some(v) = s.disable_duration_seconds {
+            health = health.disable_duration(secs("settings.disable_duration_seconds", v)?);
+        }
+        if let Some(m) = s.health_window_minutes {
+            health = health.window(secs("settings.health_window_minutes", m * 60.0)?);
+        }
+        if let Some(t) = s.skip_threshold {
+            health = health.skip_below_success_rate(t);
+        }
+        if let Some(n) = s.consecutive_failures {
+            health = health.consecutive_failures(n);
+        }
+        health.validate().map_err(|e| {
+            ConfigError::new(
+                format!("settings.{}", e.field()),
+                format!("settings: {}", e.message()),
+            )
+        })?;
+        b = b.health_config(health);
+        if let Some(o) = s.order {
+            b = b.order(o.into());
+        }
+        if let Some(h) = &s.chain_header {
+            b = b.chain_header(h);
+        }
+        if let Some(w) = s.server_side_window {
+            b = b.server_side_window(w);
+        }
+        if let Some(n) = s.max_body_bytes {
+            b = b.max_body_bytes(n);
+        }
+        Ok(b)
+    }
+}
+
+impl<C> OpenRouterLayerBuilder<C> {
+    /// The default chain (used when the request names none).
+    pub fn chain(mut self, chain: impl Into<Chain>) -> Self {
+        self.chains = self.chains.with_default(chain);
+        self
+    }
+
+    /// Replaces every chain with `chains`.
+    pub fn chains(mut self, chains: Chains) -> Self {
+        self.chains = chains;
+        self
+    }
+
+    /// Adds a chain a request can pick by name ([`ChainName`](crate::fallback::ChainName)
+    /// or the [`chain_header`](Self::chain_header)).
+    pub fn named_chain(mut self, name: &str, chain: impl Into<Chain>) -> Self {
+        self.chains = self.chains.with_chain(name, chain);
+        self
+    }
+
+    /// Adds cost tiers, cheapest first (see [`Chains::with_cost_tiers`]).
+    pub fn cost_tiers<N: Into<Arc<str>>>(
+        mut self,
+        tiers: impl IntoIterator<Item = (N, Chain)>,
+    ) -> Self {
+        self.chains = self.chains.with_cost_tiers(tiers);
+        self
+    }
+
+    /// Adds providers' model lists (see [`Chains::with_providers`]).
+    pub fn providers<N: Into<Arc<str>>>(
+        mut self,
+        providers: impl IntoIterator<Item = (N, Chain)>,
+    ) -> Self {
+        self.chains = self.chains.with_providers(providers);
+        self
+    }
+
+    /// The request header that names the chain (removed before the request goes
+    /// upstream).
+    pub fn chain_header(mut self, header: &str) -> Self {
+        self.header = Some(header.to_owned());
+        self
+    }
+
+    /// The order models are tried in.
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Hybrid mode: models sent server-side per attempt (1 to 3).
+    pub fn server_side_window(mut self, window: usize) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Whether to wait out a rate-limited model's `Retry-After` when every model failed
+    /// and the deadline allows (see [`FallbackLayer::wait_for_rate_limit`]).
+    pub fn wait_for_rate_limit(mut self, wait: bool) -> Self {
+        self.wait_for_rate_limit = wait;
+        self
+    }
+
+    /// The total budget of a call.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The default limit of one attempt (models may set their own).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// The limit to a stream's first token.
+    pub fn first_token_timeout(mut self, timeout: Duration) -> Self {
+        self.first_token = Some(timeout);
+        self
+    }
+
+    /// The longest gap between a stream's chunks.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle = Some(timeout);
+        self
+    }
+
+    /// The default number of same-model retries (overrides the retry policy's).
+    pub fn max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = Some(max_retries);
+        self
+    }
+
+    /// The retry policy (backoff, Retry-After, budget).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The health settings (a new tracker is made from them).
+    pub fn health_config(mut self, config: HealthConfig) -> Self {
+        self.health = HealthSource::Config(config);
+        self
+    }
+
+    /// An existing health tracker, e.g. shared with other stacks.
+    pub fn health_tracker(mut self, tracker: HealthTracker) -> Self {
+        self.health = HealthSource::Tracker(tracker);
+        self
+    }
+
+    /// The largest request body accepted, in bytes.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// The classifier (error rules).
+    pub fn classifier<C2: Classify>(self, classifier: C2) -> OpenRouterLayerBuilder<C2> {
+        OpenRouterLayerBuilder {
+            chains: self.chains,
+            header: self.header,
+            order: self.order,
+            window: self.window,
+            wait_for_rate_limit: self.wait_for_rate_limit,
+            deadline: self.deadline,
+            attempt_timeout: self.attempt_timeout,
+            first_token: self.first_token,
+            idle: self.idle,
+            max_retries: self.max_retries,
+            retry: self.retry,
+            health: self.health,
+            classifier: Arc::new(classifier),
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+
+    /// Checks every setting and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the setting: no chain or a malformed one, a zero or
+    /// too-long limit (`attempt_timeout`, per-model timeouts, stream limits, backoff cap
+    /// longer than the `deadline`), a bad header name, a window outside 1 to 3, bad health
+    /// settings.
+    pub fn build(self) -> Result<OpenRouterLayer<C>, ConfigError>
+    where
+        C: Classify,
+    {
+        let deadline = DeadlineLayer::new(self.deadline)?;
+        let mut timeout =
+            AttemptTimeoutLayer::builder(self.attempt_timeout).deadline(self.deadline);
+        if let Some(t) = self.first_token {
+            timeout = timeout.first_token(t);
+        }
+        if let Some(t) = self.idle {
+            timeout = timeout.idle(t);
+        }
+        let attempt_timeout = timeout.build()?;
+        for name in std::iter::once(None).chain(self.chains.names().into_iter().map(Some)) {
+            let chain = match name {
+                None => self.chains.default_chain(),
+                Some(n) => self.chains.get(n),
+            };
+            for (i, m) in chain.into_iter().flat_map(|c| c.iter().enumerate()) {
+                check_model_timeout(name, i, m, self.deadline)?;
+            }
+        }
+        let mut retry = self.retry;
+        if let Some(n) = self.max_retries {
+            retry = retry.max_retries(n);
+        }
+        retry.validate(Some(self.deadline))?;
+        let retry = RetryLayer::new(retry)?;
+        let tracker = match self.health {
+            HealthSource::Config(c) => {
+                c.validate()?;
+                HealthTracker::new(c)
+            }
+            HealthSource::Tracker(t) => t,
+        };
+        let mut fallback = FallbackLayer::new(self.chains)
+            .order(self.order)
+            .server_side_window(self.window)
+            .wait_for_rate_limit(self.wait_for_rate_limit)
+            .health(tracker.clone());
+        if let Some(h) = &self.header {
+            let name = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                ConfigError::new(
+                    "chain_header",
+                    format!("chain_header is not a valid header name: {h:?}"),
+                )
+            })?;
+            fallback = fallback.chain_header(name);
+        }
+        fallback.validate()?;
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::zero("max_body_bytes"));
+        }
+        Ok(OpenRouterLayer {
+            body: BufferRequestLayer::new().limit(self.max_body_bytes),
+            deadline,
+            fallback,
+            retry,
+            health: HealthLayer::new(tracker),
+            attempt_timeout,
+            classify: ClassifyLayer::with_shared_classifier(self.classifier),
+        })
+    }
+}
+
+fn check_model_timeout(
+    chain: Option<&str>,
+    i: usize,
+    m: &ChainModel,
+    deadline: Duration,
+) -> Result<(), ConfigError> {
+    let Some(t) = m.timeout_value() else {
+        return Ok(());
+    };
+    let field = match chain {
+        None => format!("default_chain[{i}].timeout"),
+        Some(n) => format!("chains.{n}[{i}].timeout"),
+    };
+    if t.is_zero() {
+        return Err(ConfigError::zero(field));
+    }
+    if t > deadline {
+        return Err(ConfigError::longer_than(field, t, "deadline", deadline));
+    }
+    Ok(())
+}

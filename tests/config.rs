@@ -1,0 +1,189 @@
+//! The JSON config: everything CONFIG-EXAMPLES.md shows loads; each bad config names its field.
+
+use std::time::Duration;
+
+use tower_openrouter::config::Config;
+
+/// Every shape of CONFIG-EXAMPLES.md in one file.
+pub const FULL: &str = r#"{
+  "fallback": {
+    "default_chain": [
+      {"id": "anthropic/claude-3.5-sonnet", "timeout_seconds": 30, "label": "primary"},
+      {"id": "openai/gpt-4o", "timeout_seconds": 25, "label": "secondary"},
+      {"id": "openai/gpt-4o-mini", "timeout_seconds": 15, "label": "budget-fallback"},
+      {"id": "google/gemini-2.0-flash-001", "timeout_seconds": 15, "label": "last-resort"}
+    ],
+    "task_chains": {
+      "coding": ["anthropic/claude-3.5-sonnet", "openai/gpt-4-turbo", "deepseek/deepseek-coder"],
+      "creative": ["anthropic/claude-3-opus", "openai/gpt-4-turbo", "meta-llama/llama-3.1-70b-instruct"],
+      "fast": ["anthropic/claude-3-haiku", "openai/gpt-3.5-turbo", "meta-llama/llama-3.1-8b-instruct"]
+    },
+    "capability_chains": {
+      "tool_calling": ["anthropic/claude-3.5-sonnet", "openai/gpt-4o", "openai/gpt-4o-mini"],
+      "vision": ["openai/gpt-4o", "anthropic/claude-3.5-sonnet", "google/gemini-2.0-flash-001"],
+      "long_context": ["google/gemini-2.0-flash-001", "anthropic/claude-3.5-sonnet", "openai/gpt-4o"],
+      "budget": ["openai/gpt-4o-mini", "meta-llama/llama-3.1-8b-instruct", "google/gemma-2-9b-it:free"]
+    },
+    "chains": {
+      "by_priority": [
+        {"id": "openai/gpt-4o", "priority": 2, "max_retries": 2, "timeout_seconds": 30},
+        {"id": "anthropic/claude-3.5-sonnet", "priority": 1, "max_retries": 2, "timeout_seconds": 30}
+      ]
+    },
+    "cost_tiers": [
+      {"name": "budget", "models": ["anthropic/claude-3-haiku", "openai/gpt-3.5-turbo", "meta-llama/llama-3.1-8b-instruct"]},
+      {"name": "standard", "models": ["anthropic/claude-3.5-sonnet", "openai/gpt-4-turbo"]},
+      {"name": "premium", "models": ["anthropic/claude-3-opus", "openai/gpt-4"]}
+    ],
+    "providers": [
+      {"name": "anthropic", "models": ["anthropic/claude-3.5-sonnet", "anthropic/claude-3-haiku"]},
+      {"name": "openai", "models": ["openai/gpt-4-turbo", "openai/gpt-3.5-turbo"]},
+      {"name": "meta", "models": ["meta-llama/llama-3.1-70b-instruct", "meta-llama/llama-3.1-8b-instruct"]}
+    ],
+    "settings": {
+      "max_retries_per_model": 2,
+      "disable_duration_seconds": 300,
+      "health_window_minutes": 10,
+      "skip_threshold": 0.3,
+      "attempt_timeout_seconds": 60,
+      "deadline_seconds": 180,
+      "chain_header": "x-openrouter-chain"
+    }
+  }
+}"#;
+
+fn ids(chain: &tower_openrouter::fallback::Chain) -> Vec<&str> {
+    chain.iter().map(|m| m.model()).collect()
+}
+
+#[test]
+fn every_example_shape_loads() {
+    let config = Config::from_json(FULL).unwrap();
+    let chains = config.chains().unwrap();
+    let d = chains.default_chain().unwrap();
+    assert_eq!(d.len(), 4);
+    assert_eq!(d.models()[1].timeout_value(), Some(Duration::from_secs(25)));
+    assert_eq!(d.models()[2].label_str(), Some("budget-fallback"));
+    for name in [
+        "coding",
+        "creative",
+        "fast",
+        "tool_calling",
+        "vision",
+        "long_context",
+        "budget",
+    ] {
+        assert_eq!(chains.get(name).unwrap().len(), 3, "{name}");
+    }
+    assert_eq!(
+        ids(chains.get("by_priority").unwrap()),
+        ["anthropic/claude-3.5-sonnet", "openai/gpt-4o"]
+    );
+    assert_eq!(
+        chains.get("by_priority").unwrap().models()[0].max_retries_value(),
+        Some(2)
+    );
+    assert_eq!(
+        ids(chains.get("tier:standard").unwrap()),
+        [
+            "anthropic/claude-3-haiku",
+            "openai/gpt-3.5-turbo",
+            "meta-llama/llama-3.1-8b-instruct",
+            "anthropic/claude-3.5-sonnet",
+            "openai/gpt-4-turbo"
+        ]
+    );
+    assert_eq!(chains.get("tier:premium").unwrap().len(), 7);
+    assert_eq!(
+        ids(chains.get("provider:openai").unwrap()),
+        [
+            "openai/gpt-4-turbo",
+            "openai/gpt-3.5-turbo",
+            "anthropic/claude-3.5-sonnet",
+            "anthropic/claude-3-haiku",
+            "meta-llama/llama-3.1-70b-instruct",
+            "meta-llama/llama-3.1-8b-instruct"
+        ]
+    );
+    assert_eq!(config.settings.skip_threshold, Some(0.3));
+}
+
+#[test]
+fn each_bad_config_names_its_field() {
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"default_chain": ["a/b"], "settings": {"skip_threshold": 1.5}}"#,
+            "settings.skip_threshold",
+        ),
+        (
+            r#"{"default_chain": ["a/b"], "settings": {"skip_treshold": 0.5}}"#,
+            "settings.skip_treshold",
+        ),
+        (
+            r#"{"default_chain": ["a/b"], "settings": {"max_retries_per_model": -1}}"#,
+            "settings.max_retries_per_model",
+        ),
+        (
+            r#"{"default_chain": ["a/b"], "settings": {"disable_duration_seconds": 0}}"#,
+            "settings.disable_duration_seconds",
+        ),
+        (
+            r#"{"default_chain": ["a/b"], "settings": {"health_window_minutes": "ten"}}"#,
+            "settings.health_window_minutes",
+        ),
+        (
+            r#"{"default_chain": ["a/b"], "settings": {"attempt_timeout_seconds": 90, "deadline_seconds": 60}}"#,
+            "settings.attempt_timeout_seconds",
+        ),
+        (
+            r#"{"chains": {"fast": [{"id": "a/b", "timeout_seconds": 400}]}}"#,
+            "chains.fast[0].timeout_seconds",
+        ),
+        (
+            r#"{"default_chain": ["a/b"], "settings": {"server_side_window": 4}}"#,
+            "settings.server_side_window",
+        ),
+        (
+            r#"{"default_chain": ["a/b"], "settings": {"chain_header": "bad header"}}"#,
+            "settings.chain_header",
+        ),
+        (r#"{"default_chain": []}"#, "default_chain"),
+        (r#"{"default_chain": ["a/b", "a/b"]}"#, "default_chain[1]"),
+        (
+            r#"{"default_chain": [{"id": "a/b", "timeout_seconds": -3}]}"#,
+            "default_chain[0].timeout_seconds",
+        ),
+        (
+            r#"{"default_chain": [{"model": "a/b"}]}"#,
+            "default_chain[0].model",
+        ),
+        (r#"{"default_chain": [42]}"#, "default_chain[0]"),
+        (
+            r#"{"chains": {"coding": [{"id": "a/b", "label": 3}]}}"#,
+            "chains.coding[0].label",
+        ),
+        (
+            r#"{"chains": {"coding": ["a/b"]}, "task_chains": {"coding": ["c/d"]}}"#,
+            "task_chains.coding",
+        ),
+        (
+            r#"{"cost_tiers": [{"name": "budget", "models": []}]}"#,
+            "cost_tiers[0].models",
+        ),
+        (
+            r#"{"providers": [{"name": "", "models": ["a/b"]}]}"#,
+            "providers[0].name",
+        ),
+        (
+            r#"{"fallback": {"default_chain": ["a/b"], "settings": {"skip_threshold": -0.1}}}"#,
+            "fallback.settings.skip_threshold",
+        ),
+        (r#"{"settings": {}}"#, "chain"),
+        (r#"{"defualt_chain": ["a/b"]}"#, "defualt_chain"),
+    ];
+    for (json, field) in cases {
+        let err = Config::from_json(json).unwrap_err();
+        assert_eq!(err.field(), *field, "{json}: {err}");
+        assert!(err.to_string().contains(field), "{json}: {err}");
+    }
+}
