@@ -187,3 +187,132 @@ fn each_bad_config_names_its_field() {
         assert!(err.to_string().contains(field), "{json}: {err}");
     }
 }
+
+#[cfg(feature = "mock")]
+mod same_as_code {
+    use std::time::Duration;
+
+    use tower::{ServiceBuilder, ServiceExt};
+    use tower_openrouter::fallback::{Chain, ChainModel, ChainName, ServedBy};
+    use tower_openrouter::health::HealthConfig;
+    use tower_openrouter::mock::{MockOpenRouter, Reply};
+    use tower_openrouter::stack::OpenRouterLayer;
+
+    const JSON: &str = r#"{
+      "default_chain": [
+        {"id": "anthropic/claude-3.5-sonnet", "timeout_seconds": 30, "label": "primary"},
+        {"id": "openai/gpt-4o", "timeout_seconds": 25, "label": "secondary"},
+        {"id": "openai/gpt-4o-mini", "timeout_seconds": 15, "label": "budget-fallback"}
+      ],
+      "task_chains": {"fast": ["anthropic/claude-3-haiku", "openai/gpt-3.5-turbo"]},
+      "cost_tiers": [
+        {"name": "budget", "models": ["anthropic/claude-3-haiku"]},
+        {"name": "standard", "models": ["anthropic/claude-3.5-sonnet"]}
+      ],
+      "settings": {"max_retries_per_model": 1, "deadline_seconds": 120,
+                   "attempt_timeout_seconds": 60, "consecutive_failures": 2,
+                   "chain_header": "x-chain"}
+    }"#;
+
+    fn in_code() -> OpenRouterLayer {
+        OpenRouterLayer::builder()
+            .chain([
+                ChainModel::new("anthropic/claude-3.5-sonnet")
+                    .timeout(Duration::from_secs(30))
+                    .label("primary"),
+                ChainModel::new("openai/gpt-4o")
+                    .timeout(Duration::from_secs(25))
+                    .label("secondary"),
+                ChainModel::new("openai/gpt-4o-mini")
+                    .timeout(Duration::from_secs(15))
+                    .label("budget-fallback"),
+            ])
+            .named_chain("fast", ["anthropic/claude-3-haiku", "openai/gpt-3.5-turbo"])
+            .cost_tiers([
+                ("budget", Chain::new(["anthropic/claude-3-haiku"])),
+                ("standard", Chain::new(["anthropic/claude-3.5-sonnet"])),
+            ])
+            .max_retries(1)
+            .deadline(Duration::from_secs(120))
+            .attempt_timeout(Duration::from_secs(60))
+            .health_config(HealthConfig::default().consecutive_failures(2))
+            .chain_header("x-chain")
+            .build()
+            .unwrap()
+    }
+
+    /// Runs one scripted scenario; returns what the caller saw and what the upstream got.
+    async fn scenario(layer: OpenRouterLayer) -> (Vec<String>, Vec<String>) {
+        let mock = MockOpenRouter::new();
+        mock.model("anthropic/claude-3.5-sonnet")
+            .respond(Reply::status(500));
+        mock.model("openai/gpt-4o").respond(Reply::hang()).once();
+        mock.model("anthropic/claude-3-haiku")
+            .respond(Reply::status(429));
+        let svc = ServiceBuilder::new().layer(layer).service(mock.clone());
+        let mut seen = Vec::new();
+        for pick in [
+            None,
+            Some("fast"),
+            Some("tier:standard"),
+            None,
+            Some("nope"),
+        ] {
+            let mut req = http::Request::post("http://localhost/api/v1/chat/completions")
+                .body(r#"{"model":"x","messages":[]}"#.to_owned())
+                .unwrap();
+            match pick {
+                Some("fast") => {
+                    req.headers_mut().insert("x-chain", "fast".parse().unwrap());
+                }
+                Some(name) => {
+                    req.extensions_mut().insert(ChainName::new(name));
+                }
+                None => {}
+            }
+            let line = match svc.clone().oneshot(req).await {
+                Ok(resp) => {
+                    let s = resp.extensions().get::<ServedBy>().unwrap();
+                    let tried: Vec<String> = s
+                        .attempts
+                        .iter()
+                        .map(|a| format!("{}#{}:{}", a.model, a.retry, a.kind()))
+                        .collect();
+                    format!("ok {} {:?} {:?} {tried:?}", s.model, s.label, s.chain)
+                }
+                Err(e) => format!("err {} {}", e.kind(), e.attempts().len()),
+            };
+            seen.push(line);
+        }
+        let upstream = mock
+            .requests()
+            .iter()
+            .map(|r| r.model().unwrap_or("-").to_owned())
+            .collect();
+        (seen, upstream)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_chain_from_json_behaves_like_one_built_in_code() {
+        let (seen_json, up_json) = scenario(OpenRouterLayer::from_json(JSON).unwrap()).await;
+        let (seen_code, up_code) = scenario(in_code()).await;
+        assert_eq!(seen_json, seen_code);
+        assert_eq!(up_json, up_code);
+        // And the scenario did what the settings say.
+        assert!(
+            seen_json[0].starts_with("ok openai/gpt-4o-mini Some(\"budget-fallback\") None"),
+            "{}",
+            seen_json[0]
+        );
+        assert!(
+            seen_json[0].contains("openai/gpt-4o#0:attempt_timeout"),
+            "{}",
+            seen_json[0]
+        );
+        assert!(
+            seen_json[4].starts_with("err unknown_chain 0"),
+            "{}",
+            seen_json[4]
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! The whole stack (`OpenRouterLayer`) against the in-process `MockOpenRouter`.
+#![cfg(feature = "mock")]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_openrouter::fallback::{ChainModel, ChainName, ServedBy};
+use tower_openrouter::health::HealthConfig;
+use tower_openrouter::mock::{MockOpenRouter, Reply};
+use tower_openrouter::retry::RetryPolicy;
+use tower_openrouter::stack::{OpenRouter, OpenRouterLayer, OpenRouterLayerBuilder};
+use tower_openrouter::{Error, ErrorKind};
+
+const A: &str = "anthropic/claude-3.5-sonnet";
+const B: &str = "openai/gpt-4o";
+const C: &str = "google/gemini-2.0-flash-001";
+
+type Svc = OpenRouter<MockOpenRouter>;
+
+/// Deterministic health (no jitter) and retries that sleep little.
+fn builder() -> OpenRouterLayerBuilder {
+    OpenRouterLayer::builder()
+        .deadline(Duration::from_secs(120))
+        .attempt_timeout(Duration::from_secs(30))
+        .health_config(HealthConfig::default().jitter(0.0))
+        .retry_policy(
+            RetryPolicy::new()
+                .backoff_base(Duration::from_millis(100))
+                .backoff_cap(Duration::from_secs(1)),
+        )
+}
+
+fn stack(b: OpenRouterLayerBuilder, mock: &MockOpenRouter) -> Svc {
+    ServiceBuilder::new()
+        .layer(b.build().unwrap())
+        .service(mock.clone())
+}
+
+fn request(body: &str) -> http::Request<String> {
+    http::Request::post("http://localhost/api/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .unwrap()
+}
+
+const BODY: &str = r#"{"model":"x/y","messages":[{"role":"user","content":"hi"}]}"#;
+
+async fn send(svc: &Svc, body: &str) -> Result<ServedBy, Error> {
+    let resp = svc.clone().oneshot(request(body)).await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    Ok(resp.extensions().get::<ServedBy>().cloned().unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn primary_429_secondary_serves() {
+    let mock = MockOpenRouter::new();
+    mock.model(A).respond(Reply::status(429).retry_after(5));
+    let svc = stack(builder().chain([A, B]), &mock);
+    let served = send(&svc, BODY).await.unwrap();
+    assert_eq!(&*served.model, B);
+    assert!(served.fell_back);
+    assert_eq!(served.attempts.len(), 1);
+    assert_eq!(&*served.attempts[0].model, A);
+    assert_eq!(served.attempts[0].kind(), ErrorKind::RateLimited);
+    assert_eq!(
+        served.attempts[0].status(),
+        Some(StatusCode::TOO_MANY_REQUESTS)
+    );
+    assert_eq!((mock.calls(A), mock.calls(B)), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_primary_cools_down_then_gets_exactly_one_probe() {
+    let mock = MockOpenRouter::new();
+    mock.model(A).respond(Reply::status(503));
+    let svc = stack(builder().chain([A, B]), &mock);
+    for _ in 0..5 {
+        assert_eq!(&*send(&svc, BODY).await.unwrap().model, B);
+    }
+    assert_eq!(mock.calls(A), 5);
+    // Cooling down: 100 requests, not one call to the primary.
+    for _ in 0..100 {
+        let served = send(&svc, BODY).await.unwrap();
+        assert_eq!(&*served.model, B);
+        assert_eq!(served.attempts[0].kind(), ErrorKind::ModelCoolingDown);
+    }
+    assert_eq!(mock.calls(A), 5);
+    assert_eq!(mock.calls(B), 105);
+
+    // After the cooldown (15 s, no jitter), 100 concurrent requests: one probe.
+    tokio::time::advance(Duration::from_secs(15)).await;
+    mock.model(A)
+        .respond(Reply::delay(Duration::from_secs(1), Reply::ok()));
+    let all = (0..100).map(|_| {
+        let svc = svc.clone();
+        async move { send(&svc, BODY).await }
+    });
+    let served = futures_join_all(all).await;
+    assert_eq!(mock.calls(A), 6);
+    let by_a = served
+        .iter()
+        .filter(|s| &*s.as_ref().unwrap().model == A)
+        .count();
+    assert_eq!(by_a, 1);
+    assert_eq!(mock.calls(B), 105 + 99);
+}
+
+/// `join_all` without the futures crate: spawn each on the current runtime.
+async fn futures_join_all<F, T>(futs: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_request_is_one_call_context_length_and_moderation_fall_back() {
+    let mock = MockOpenRouter::new();
+    mock.model(A).respond(Reply::status(400));
+    let svc = stack(builder().chain([A, B]), &mock);
+    let err = send(&svc, BODY).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    assert_eq!(mock.total_calls(), 1);
+
+    for reply in [Reply::context_length(), Reply::moderation()] {
+        let mock = MockOpenRouter::new();
+        mock.model(A).respond(reply);
+        let svc = stack(builder().chain([A, B]), &mock);
+        let served = send(&svc, BODY).await.unwrap();
+        assert_eq!(&*served.model, B);
+        assert_eq!((mock.calls(A), mock.calls(B)), (1, 1));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_model_down_exhausted_lists_every_attempt_in_order() {
+    let mock = MockOpenRouter::new();
+    mock.model(A).respond(Reply::status(503));
+    mock.model(B).respond(Reply::status(500));
+    mock.model(C).respond(Reply::status(429));
+    let svc = stack(builder().chain([A, B, C]).max_retries(1), &mock);
+    let err = send(&svc, BODY).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Exhausted);
+    let got: Vec<(&str, u32, ErrorKind, Option<u16>)> = err
+        .attempts()
+        .iter()
+        .map(|a| (&*a.model, a.retry, a.kind(), a.status().map(|s| s.as_u16())))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (A, 0, ErrorKind::ModelUnavailable, Some(503)),
+            (B, 0, ErrorKind::ProviderError, Some(500)),
+            (B, 1, ErrorKind::ProviderError, Some(500)),
+            (C, 0, ErrorKind::RateLimited, Some(429)),
+        ]
+    );
+    assert_eq!((mock.calls(A), mock.calls(B), mock.calls(C)), (1, 2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn rewritten_body_differs_only_inside_the_model_value() {
+    // Unusual whitespace, escapes and unicode, `model` not first, a nested "model" key.
+    let original = "{ \"messages\" :[ {\"role\":\"user\",\"content\":\"caf\\u00e9 \u{1F600} \\\"model\\\": x\"}],\n\t\"model\"  :\r\n \"x\\/y\\u00e9\" ,\"tools\":[{\"model\":\"nested\"}],  \"max_tokens\" : 5 }";
+    let mock = MockOpenRouter::new();
+    mock.model(A).respond(Reply::status(502));
+    let svc = stack(builder().chain([A, B]).max_retries(0), &mock);
+    let served = send(&svc, original).await.unwrap();
+    assert_eq!(&*served.model, B);
+    let old_value = "\"x\\/y\\u00e9\"";
+    for model in [A, B] {
+        let expected = original.replacen(old_value, &format!("\"{model}\""), 1);
+        let bodies = mock.bodies(model);
+        assert_eq!(bodies.len(), 1);
+        assert_eq!(bodies[0], Bytes::from(expected), "{model}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_requests_with_a_flaky_primary() {
+    let mock = MockOpenRouter::new();
+    mock.model(A)
+        .respond(Reply::fail_rate(0.3, Reply::status(500), 0x5eed));
+    let svc = stack(builder().chain([A, B, C]), &mock);
+    let mut ok = 0u32;
+    const N: u32 = 10_000;
+    for _ in 0..N {
+        if send(&svc, BODY).await.is_ok() {
+            ok += 1;
+        }
+        // Two requests a second: cooldowns end and the primary keeps getting traffic.
+        tokio::time::advance(Duration::from_millis(500)).await;
+    }
+    let calls = mock.total_calls() as f64 / N as f64;
+    eprintln!(
+        "{ok} of {N} succeeded, {calls:.3} upstream calls per request, by model {:?}",
+        mock.calls_by_model()
+    );
+    // The primary really failed: its failures were retried or fell back.
+    assert!(mock.total_calls() > u64::from(N) + 2_000);
+    assert!(ok as f64 >= 0.999 * N as f64, "{ok} of {N} succeeded");
+    assert!(calls <= 1.5, "{calls} upstream calls per request");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hybrid_windows_through_the_stack() {
+    let mock = MockOpenRouter::new();
+    mock.model("m/1").respond(Reply::status(503));
+    mock.model("m/4").respond(Reply::ok().served_by("m/5"));
+    let svc = stack(
+        builder()
+            .chain(["m/1", "m/2", "m/3", "m/4", "m/5", "m/6"])
+            .server_side_window(3),
+        &mock,
+    );
+    let served = send(&svc, BODY).await.unwrap();
+    assert_eq!(&*served.model, "m/5");
+    assert_eq!(&*served.requested, "m/4");
+    assert!(served.fell_back);
+    let bodies: Vec<Bytes> = mock.requests().iter().map(|r| r.body().clone()).collect();
+    assert_eq!(
+        bodies,
+        [
+            Bytes::from_static(
+                br#"{"model":"m/1","messages":[{"role":"user","content":"hi"}],"models":["m/1","m/2","m/3"]}"#
+            ),
+            Bytes::from_static(
+                br#"{"model":"m/4","messages":[{"role":"user","content":"hi"}],"models":["m/4","m/5","m/6"]}"#
+            ),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_chain_and_selection_by_extension_and_header() {
+    let mock = MockOpenRouter::new();
+    let svc = stack(
+        builder()
+            .chain([A])
+            .named_chain("coding", [B])
+            .named_chain("fast", [C])
+            .chain_header("x-openrouter-chain"),
+        &mock,
+    );
+    let mut req = request(BODY);
+    req.extensions_mut().insert(ChainName::new("poetry"));
+    let err = svc.clone().oneshot(req).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnknownChain);
+    let mut req = request(BODY);
+    req.headers_mut()
+        .insert("x-openrouter-chain", "poetry".parse().unwrap());
+    let err = svc.clone().oneshot(req).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnknownChain);
+    assert_eq!(mock.total_calls(), 0);
+
+    let mut req = request(BODY);
+    req.extensions_mut().insert(ChainName::new("coding"));
+    let resp = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(&*resp.extensions().get::<ServedBy>().unwrap().model, B);
+    let mut req = request(BODY);
+    req.headers_mut()
+        .insert("x-openrouter-chain", "fast".parse().unwrap());
+    let resp = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(&*resp.extensions().get::<ServedBy>().unwrap().model, C);
+    // The header does not reach the upstream.
+    assert!(mock.requests()[1]
+        .headers()
+        .get("x-openrouter-chain")
+        .is_none());
+    assert_eq!(&*send(&svc, BODY).await.unwrap().model, A);
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_cooling_sends_one_forced_probe_to_the_earliest() {
+    let mock = MockOpenRouter::new();
+    mock.model(A).respond(Reply::status(429).retry_after(60));
+    mock.model(B).respond(Reply::status(429).retry_after(30));
+    let svc = stack(builder().chain([A, B]).wait_for_rate_limit(false), &mock);
+    let err = send(&svc, BODY).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Exhausted);
+    assert_eq!(mock.total_calls(), 2);
+    // Both cool down (Retry-After); B's cooldown ends first: one forced attempt to B.
+    mock.model(B).respond(Reply::ok());
+    let served = send(&svc, BODY).await.unwrap();
+    assert_eq!(&*served.model, B);
+    let kinds: Vec<_> = served
+        .attempts
+        .iter()
+        .map(|a| (&*a.model, a.kind()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (A, ErrorKind::ModelCoolingDown),
+            (B, ErrorKind::ModelCoolingDown)
+        ]
+    );
+    assert_eq!((mock.calls(A), mock.calls(B)), (1, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_for_retry_after_when_every_model_is_rate_limited() {
+    let mock = MockOpenRouter::new();
+    mock.model(A)
+        .respond(Reply::status(429).retry_after(3))
+        .once()
+        .then(Reply::ok());
+    mock.model(B).respond(Reply::status(503));
+    let layer = builder()
+        .chain([A, B])
+        .health_config(
+            HealthConfig::default()
+                .jitter(0.0)
+                .respect_retry_after(false),
+        )
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new().layer(layer).service(mock.clone());
+    let start = tokio::time::Instant::now();
+    let served = send(&svc, BODY).await.unwrap();
+    assert_eq!(&*served.model, A);
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert_eq!((mock.calls(A), mock.calls(B)), (2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_model_timeout_moves_on() {
+    let mock = MockOpenRouter::new();
+    mock.model(A).respond(Reply::hang());
+    let svc = stack(
+        builder()
+            .chain([ChainModel::new(A).timeout(Duration::from_secs(5)), B.into()])
+            .max_retries(0),
+        &mock,
+    );
+    let start = tokio::time::Instant::now();
+    let served = send(&svc, BODY).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+    assert_eq!(&*served.model, B);
+    assert_eq!(served.attempts[0].kind(), ErrorKind::AttemptTimeout);
+    assert_eq!(served.attempts[0].elapsed, Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn the_stack_is_a_service_that_can_be_polled_ready() {
+    let mock = MockOpenRouter::new();
+    let mut svc = stack(builder().chain([A]), &mock);
+    std::future::poll_fn(|cx| Service::<http::Request<String>>::poll_ready(&mut svc, cx))
+        .await
+        .unwrap();
+}
