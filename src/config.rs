@@ -126,6 +126,7 @@ use crate::fallback::{Chain, ChainModel, Chains, Order};
 /// | `chains`, `task_chains`, `capability_chains` | named chains (`coding`, `vision`, ...), all one namespace |
 /// | `cost_tiers` | `[{"name": "budget", "models": [..]}, ..]` cheapest first; selects as `tier:<max tier>` |
 /// | `providers` | `[{"name": "anthropic", "models": [..]}, ..]`; selects as `provider:<primary>` |
+/// | `native_routing` | OpenRouter's server-side `models`, `provider`, `route`, `fallbacks` ([`NativeRoutingConfig`]) |
 /// | `settings` | the [`Settings`] |
 ///
 /// A model is an id (`"openai/gpt-4o"`) or an object `{"id", "timeout_seconds",
@@ -172,9 +173,67 @@ pub struct Config {
     /// Providers' model lists, for cross-provider chains.
     #[serde(default)]
     pub providers: Vec<NamedModels>,
+    /// OpenRouter's server-side routing parameters, injected into every request.
+    #[serde(default)]
+    pub native_routing: Option<NativeRoutingConfig>,
     /// Stack settings.
     #[serde(default)]
     pub settings: Settings,
+}
+
+/// The `native_routing` key: what [`RoutingConfig`](crate::routing::RoutingConfig) injects
+/// (OpenRouter's own fallback and provider routing, done server-side).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NativeRoutingConfig {
+    /// Server-side `models` list (at most 3).
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// `provider` preferences (`order`, `allow_fallbacks`, `sort`, ...).
+    #[serde(default)]
+    pub provider: Option<crate::routing::ProviderPreferences>,
+    /// `route` (`"fallback"`).
+    #[serde(default)]
+    pub route: Option<String>,
+    /// `/api/v1/messages` `fallbacks` (at most 3 model ids).
+    #[serde(default)]
+    pub fallbacks: Option<Vec<String>>,
+    /// Whether fields the caller set are replaced (default: kept).
+    #[serde(default)]
+    pub replace_caller_fields: Option<bool>,
+}
+
+impl NativeRoutingConfig {
+    /// The [`RoutingConfig`](crate::routing::RoutingConfig) this describes.
+    ///
+    /// # Errors
+    ///
+    /// OpenRouter's limits, as a [`ConfigError`] whose field starts with `native_routing.`.
+    pub fn to_routing(&self) -> Result<crate::routing::RoutingConfig, ConfigError> {
+        let mut b = crate::routing::RoutingConfig::builder();
+        if let Some(m) = &self.models {
+            b = b.models(m.iter().cloned());
+        }
+        if let Some(p) = &self.provider {
+            b = b.provider(p.clone());
+        }
+        if let Some(r) = &self.route {
+            b = b.route(r.clone());
+        }
+        if let Some(f) = &self.fallbacks {
+            b = b.fallbacks(f.iter().cloned());
+        }
+        if let Some(r) = self.replace_caller_fields {
+            b = b.replace_caller_fields(r);
+        }
+        b.build().map_err(|e| {
+            ConfigError::new(
+                format!("native_routing.{}", e.field()),
+                format!("native_routing.{}", e.message()),
+            )
+        })
+    }
 }
 
 /// A named list of models (a cost tier or a provider's models).
@@ -432,6 +491,9 @@ impl Config {
     /// Checks every setting; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.chains()?;
+        if let Some(r) = &self.native_routing {
+            r.to_routing()?;
+        }
         let s = &self.settings;
         let durations = [
             ("settings.deadline_seconds", s.deadline_seconds),

@@ -25,9 +25,12 @@ pub mod timeout;
 
 pub use body::BufferRequestLayer;
 pub use classify::{Classify, ClassifyLayer, OpenRouterClassifier};
-pub use config::ConfigError;
+pub use config::{Config, ConfigError};
 pub use error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
 pub use extensions::{Attempt, AttemptLog, Deadline, StreamErrorHook, StreamLimits, UpstreamInfo};
+pub use fallback::{Chain, ChainModel, ChainName, Chains, FallbackLayer, ServedBy};
+pub use health::{HealthConfig, HealthLayer, HealthTracker};
 pub use retry::{RetryLayer, RetryPolicy};
 pub use routing::{NativeRoutingLayer, RoutingConfig};
+pub use stack::{OpenRouter, OpenRouterLayer};
 pub use timeout::{AttemptTimeoutLayer, DeadlineLayer};

@@ -2,7 +2,8 @@
 //! validated settings.
 //!
 //! Outer to inner: body buffering ([`BufferRequestLayer`]) -> deadline
-//! ([`DeadlineLayer`]) -> fallback ([`FallbackLayer`]) -> retry ([`RetryLayer`]) -> health
+//! ([`DeadlineLayer`]) -> native routing ([`NativeRoutingLayer`]) -> fallback
+//! ([`FallbackLayer`]) -> retry ([`RetryLayer`]) -> health
 //! ([`HealthLayer`]) -> attempt timeout ([`AttemptTimeoutLayer`]) -> classify
 //! ([`ClassifyLayer`]) -> your client. The service accepts any `Request<B: Body>`, returns
 //! `Response<classify::ResponseBody<_>>` with a [`ServedBy`](crate::fallback::ServedBy)
@@ -19,6 +20,7 @@
 //! | [`chain_header`](OpenRouterLayerBuilder::chain_header) | none | request header naming the chain (for proxies) |
 //! | [`order`](OpenRouterLayerBuilder::order) | `Priority` | chain order, or by success rate |
 //! | [`server_side_window`](OpenRouterLayerBuilder::server_side_window) | 1 | hybrid mode: models sent server-side per attempt (1 to 3) |
+//! | [`native_routing`](OpenRouterLayerBuilder::native_routing) | nothing injected | OpenRouter's own `models` / `provider` / `route` / `fallbacks` (see [`crate::routing`]); the caller's are checked either way |
 //! | [`deadline`](OpenRouterLayerBuilder::deadline) | 300 s | total budget of a call |
 //! | [`attempt_timeout`](OpenRouterLayerBuilder::attempt_timeout) | 120 s | limit of one attempt (per model: [`ChainModel::timeout`](crate::fallback::ChainModel::timeout)) |
 //! | [`first_token_timeout`](OpenRouterLayerBuilder::first_token_timeout), [`idle_timeout`](OpenRouterLayerBuilder::idle_timeout) | off | stream limits |
@@ -84,6 +86,7 @@ use crate::config::{Config, ConfigError};
 use crate::fallback::{Chain, ChainModel, Chains, Fallback, FallbackLayer, Order};
 use crate::health::{Health, HealthConfig, HealthLayer, HealthTracker};
 use crate::retry::{Retry, RetryLayer, RetryPolicy};
+use crate::routing::{NativeRouting, NativeRoutingLayer, RoutingConfig};
 use crate::timeout::{AttemptTimeout, AttemptTimeoutLayer, DeadlineLayer, DeadlineService};
 
 /// Default total budget of a call.
@@ -92,14 +95,16 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The service [`OpenRouterLayer`] builds around a client `S` with classifier `C`.
-pub type OpenRouter<S, C = OpenRouterClassifier> =
-    BufferRequest<DeadlineService<Fallback<Retry<Health<AttemptTimeout<ClassifyService<S, C>>>>>>>;
+pub type OpenRouter<S, C = OpenRouterClassifier> = BufferRequest<
+    DeadlineService<NativeRouting<Fallback<Retry<Health<AttemptTimeout<ClassifyService<S, C>>>>>>>,
+>;
 
 /// The standard stack as one layer. See the [module docs](self).
 #[derive(Clone)]
 pub struct OpenRouterLayer<C = OpenRouterClassifier> {
     body: BufferRequestLayer,
     deadline: DeadlineLayer,
+    routing: NativeRoutingLayer,
     fallback: FallbackLayer,
     retry: RetryLayer,
     health: HealthLayer,
@@ -178,6 +183,7 @@ impl<C> std::fmt::Debug for OpenRouterLayer<C> {
         f.debug_struct("OpenRouterLayer")
             .field("body", &self.body)
             .field("deadline", &self.deadline)
+            .field("routing", &self.routing)
             .field("fallback", &self.fallback)
             .field("retry", &self.retry)
             .field("attempt_timeout", &self.attempt_timeout)
@@ -194,6 +200,7 @@ impl<S, C> Layer<S> for OpenRouterLayer<C> {
         let svc = self.health.layer(svc);
         let svc = self.retry.layer(svc);
         let svc = self.fallback.layer(svc);
+        let svc = self.routing.layer(svc);
         let svc = self.deadline.layer(svc);
         self.body.layer(svc)
     }
@@ -206,6 +213,7 @@ pub struct OpenRouterLayerBuilder<C = OpenRouterClassifier> {
     header: Option<String>,
     order: Order,
     window: usize,
+    routing: RoutingConfig,
     wait_for_rate_limit: bool,
     deadline: Duration,
     attempt_timeout: Duration,
@@ -237,6 +245,7 @@ impl OpenRouterLayerBuilder {
             header: None,
             order: Order::Priority,
             window: 1,
+            routing: RoutingConfig::default(),
             wait_for_rate_limit: true,
             deadline: DEFAULT_DEADLINE,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
@@ -308,6 +317,9 @@ impl OpenRouterLayerBuilder {
         if let Some(n) = s.max_body_bytes {
             b = b.max_body_bytes(n);
         }
+        if let Some(r) = &config.native_routing {
+            b = b.native_routing(r.to_routing()?);
+        }
         Ok(b)
     }
 }
@@ -366,6 +378,17 @@ impl<C> OpenRouterLayerBuilder<C> {
     /// Hybrid mode: models sent server-side per attempt (1 to 3).
     pub fn server_side_window(mut self, window: usize) -> Self {
         self.window = window;
+        self
+    }
+
+    /// OpenRouter's native routing parameters to inject into every request (server-side
+    /// `models`, `provider` preferences, `route`, `/messages` `fallbacks`); a request may
+    /// adjust them with a [`RoutingOverride`](crate::routing::RoutingOverride). With a
+    /// client-side chain, the chain's model replaces `model` per attempt and the injected
+    /// `models` stay as configured. Cannot be combined with a
+    /// [`server_side_window`](Self::server_side_window) above 1 that would replace them.
+    pub fn native_routing(mut self, config: RoutingConfig) -> Self {
+        self.routing = config;
         self
     }
 
@@ -437,6 +460,7 @@ impl<C> OpenRouterLayerBuilder<C> {
             header: self.header,
             order: self.order,
             window: self.window,
+            routing: self.routing,
             wait_for_rate_limit: self.wait_for_rate_limit,
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
@@ -509,12 +533,21 @@ impl<C> OpenRouterLayerBuilder<C> {
             fallback = fallback.chain_header(name);
         }
         fallback.validate()?;
+        if self.window > 1
+            && (!self.routing.models().is_empty() || !self.routing.fallbacks().is_empty())
+        {
+            return Err(ConfigError::new(
+                "server_side_window",
+                "server_side_window above 1 sets `models` per attempt, which would replace the native_routing models/fallbacks: use one or the other",
+            ));
+        }
         if self.max_body_bytes == 0 {
             return Err(ConfigError::zero("max_body_bytes"));
         }
         Ok(OpenRouterLayer {
             body: BufferRequestLayer::new().limit(self.max_body_bytes),
             deadline,
+            routing: NativeRoutingLayer::new(self.routing),
             fallback,
             retry,
             health: HealthLayer::new(tracker),

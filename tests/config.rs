@@ -40,6 +40,10 @@ pub const FULL: &str = r#"{
       {"name": "openai", "models": ["openai/gpt-4-turbo", "openai/gpt-3.5-turbo"]},
       {"name": "meta", "models": ["meta-llama/llama-3.1-70b-instruct", "meta-llama/llama-3.1-8b-instruct"]}
     ],
+    "native_routing": {
+      "provider": {"order": ["Anthropic", "AWS Bedrock", "GCP Vertex"], "allow_fallbacks": true},
+      "route": "fallback"
+    },
     "settings": {
       "max_retries_per_model": 2,
       "disable_duration_seconds": 300,
@@ -106,6 +110,25 @@ fn every_example_shape_loads() {
         ]
     );
     assert_eq!(config.settings.skip_threshold, Some(0.3));
+    let routing = config
+        .native_routing
+        .as_ref()
+        .unwrap()
+        .to_routing()
+        .unwrap();
+    assert_eq!(routing.route(), Some("fallback"));
+    assert_eq!(
+        routing.provider().unwrap().order.as_deref(),
+        Some(
+            &[
+                "Anthropic".to_owned(),
+                "AWS Bedrock".into(),
+                "GCP Vertex".into()
+            ][..]
+        )
+    );
+    // The whole file builds a stack.
+    tower_openrouter::stack::OpenRouterLayer::from_json(FULL).unwrap();
 }
 
 #[test]
@@ -180,6 +203,18 @@ fn each_bad_config_names_its_field() {
         ),
         (r#"{"settings": {}}"#, "chain"),
         (r#"{"defualt_chain": ["a/b"]}"#, "defualt_chain"),
+        (
+            r#"{"default_chain": ["a/b"], "native_routing": {"models": ["a/1", "a/2", "a/3", "a/4"]}}"#,
+            "native_routing.models",
+        ),
+        (
+            r#"{"default_chain": ["a/b"], "native_routing": {"modles": ["a/1"]}}"#,
+            "native_routing.modles",
+        ),
+        (
+            r#"{"default_chain": ["a/b"], "native_routing": {"provider": {"allow_fallbacks": "yes"}}}"#,
+            "native_routing.provider.allow_fallbacks",
+        ),
     ];
     for (json, field) in cases {
         let err = Config::from_json(json).unwrap_err();

@@ -357,3 +357,97 @@ async fn the_stack_is_a_service_that_can_be_polled_ready() {
         .await
         .unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn native_routing_sits_outside_the_chain() {
+    use tower_openrouter::routing::{ProviderPreferences, RoutingConfig};
+    let mock = MockOpenRouter::new();
+    mock.model(A).respond(Reply::status(503));
+    let routing = RoutingConfig::builder()
+        .provider(ProviderPreferences::new().allow_fallbacks(false))
+        .route("fallback")
+        .build()
+        .unwrap();
+    let svc = stack(builder().chain([A, B]).native_routing(routing), &mock);
+    assert_eq!(
+        &*send(&svc, r#"{"model":"x","messages":[]}"#)
+            .await
+            .unwrap()
+            .model,
+        B
+    );
+    let bodies: Vec<Bytes> = mock.requests().iter().map(|r| r.body().clone()).collect();
+    assert_eq!(
+        bodies,
+        [
+            Bytes::from(format!(
+                r#"{{"model":"{A}","messages":[],"provider":{{"allow_fallbacks":false}},"route":"fallback"}}"#
+            )),
+            Bytes::from(format!(
+                r#"{{"model":"{B}","messages":[],"provider":{{"allow_fallbacks":false}},"route":"fallback"}}"#
+            )),
+        ]
+    );
+}
+
+#[test]
+fn settings_that_cannot_hold_name_their_field() {
+    use tower_openrouter::routing::RoutingConfig;
+    let field = |b: OpenRouterLayerBuilder| b.build().unwrap_err().field().to_owned();
+    let s = Duration::from_secs;
+    assert_eq!(field(OpenRouterLayer::builder()), "chain");
+    assert_eq!(
+        field(
+            OpenRouterLayer::builder()
+                .chain([A])
+                .attempt_timeout(s(90))
+                .deadline(s(60))
+        ),
+        "attempt_timeout"
+    );
+    assert_eq!(
+        field(
+            OpenRouterLayer::builder()
+                .chain([ChainModel::new(A).timeout(s(400))])
+                .deadline(s(300))
+        ),
+        "default_chain[0].timeout"
+    );
+    assert_eq!(
+        field(OpenRouterLayer::builder().named_chain("fast", Vec::<&str>::new())),
+        "chains.fast"
+    );
+    assert_eq!(
+        field(OpenRouterLayer::builder().chain([A]).server_side_window(4)),
+        "server_side_window"
+    );
+    assert_eq!(
+        field(
+            OpenRouterLayer::builder()
+                .chain([A])
+                .server_side_window(2)
+                .native_routing(RoutingConfig::builder().models([A, B]).build().unwrap())
+        ),
+        "server_side_window"
+    );
+    assert_eq!(
+        field(
+            OpenRouterLayer::builder()
+                .chain([A])
+                .chain_header("bad header")
+        ),
+        "chain_header"
+    );
+    assert_eq!(
+        field(
+            OpenRouterLayer::builder()
+                .chain([A])
+                .deadline(Duration::ZERO)
+        ),
+        "deadline"
+    );
+    assert_eq!(
+        field(OpenRouterLayer::builder().chain([A]).max_body_bytes(0)),
+        "max_body_bytes"
+    );
+}
