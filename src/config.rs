@@ -130,7 +130,7 @@ use crate::fallback::{Chain, ChainModel, Chains, Order};
 /// | `settings` | the [`Settings`] |
 ///
 /// A model is an id (`"openai/gpt-4o"`) or an object `{"id", "timeout_seconds",
-/// "max_retries", "label", "priority"}` ([`ModelConfig`]).
+/// "max_retries", "label", "priority", "disable_duration_seconds"}` ([`ModelConfig`]).
 ///
 /// ```
 /// use tower_openrouter::config::Config;
@@ -247,7 +247,8 @@ pub struct NamedModels {
 }
 
 /// One model of a chain in the JSON settings: an id (`"openai/gpt-4o"`), or an object
-/// `{"id", "timeout_seconds", "max_retries", "label", "priority"}`.
+/// `{"id", "timeout_seconds", "max_retries", "label", "priority",
+/// "disable_duration_seconds"}` (`timeout` and `disable_duration` are accepted as aliases).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ModelConfig {
@@ -261,6 +262,8 @@ pub struct ModelConfig {
     pub label: Option<String>,
     /// Sort key: lower is tried first.
     pub priority: Option<i64>,
+    /// How long this model is skipped after it trips, in seconds.
+    pub disable_duration_seconds: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -275,6 +278,8 @@ struct ModelFields {
     label: Option<String>,
     #[serde(default)]
     priority: Option<i64>,
+    #[serde(default, alias = "disable_duration")]
+    disable_duration_seconds: Option<f64>,
 }
 
 /// Stack settings of the JSON file. Durations are in seconds (fractions allowed) unless
@@ -362,6 +367,7 @@ impl<'de> Deserialize<'de> for ModelConfig {
                     max_retries: f.max_retries,
                     label: f.label,
                     priority: f.priority,
+                    disable_duration_seconds: f.disable_duration_seconds,
                 })
             }
         }
@@ -378,6 +384,7 @@ impl ModelConfig {
             max_retries: None,
             label: None,
             priority: None,
+            disable_duration_seconds: None,
         }
     }
 
@@ -394,6 +401,9 @@ impl ModelConfig {
         }
         if let Some(p) = self.priority {
             m = m.priority(p);
+        }
+        if let Some(d) = self.disable_duration_seconds {
+            m = m.disable_duration(seconds(&format!("{field}.disable_duration_seconds"), d)?);
         }
         Ok(m)
     }
@@ -562,10 +572,28 @@ impl Config {
         if let Some(a) = s.attempt_timeout_seconds {
             longer_than_deadline("settings.attempt_timeout_seconds", a, deadline)?;
         }
+        let mut disable: Vec<(&str, f64, String)> = Vec::new();
         for (field, models) in self.model_lists() {
             for (i, m) in models.iter().enumerate() {
                 if let Some(t) = m.timeout_seconds {
                     longer_than_deadline(&format!("{field}[{i}].timeout_seconds"), t, deadline)?;
+                }
+                let Some(d) = m.disable_duration_seconds else {
+                    continue;
+                };
+                let at = format!("{field}[{i}].disable_duration_seconds");
+                match disable.iter().find(|(id, _, _)| *id == m.id) {
+                    Some((_, other, first)) if *other != d => {
+                        return Err(ConfigError::new(
+                            at.clone(),
+                            format!(
+                                "{at} ({d}s) differs from {first} ({other}s) for the same model {}",
+                                m.id
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => disable.push((&m.id, d, at)),
                 }
             }
         }

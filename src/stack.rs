@@ -26,7 +26,7 @@
 //! | [`first_token_timeout`](OpenRouterLayerBuilder::first_token_timeout), [`idle_timeout`](OpenRouterLayerBuilder::idle_timeout) | off | stream limits |
 //! | [`max_retries`](OpenRouterLayerBuilder::max_retries) | 2 | same-model retries (per model: [`ChainModel::max_retries`](crate::fallback::ChainModel::max_retries)) |
 //! | [`retry_policy`](OpenRouterLayerBuilder::retry_policy) | [`RetryPolicy::default`] | backoff, Retry-After, budget |
-//! | [`health_config`](OpenRouterLayerBuilder::health_config) / [`health_tracker`](OpenRouterLayerBuilder::health_tracker) | [`HealthConfig::default`] | cooldowns and skipping; share a tracker between stacks |
+//! | [`health_config`](OpenRouterLayerBuilder::health_config) / [`health_tracker`](OpenRouterLayerBuilder::health_tracker) | [`HealthConfig::default`] | cooldowns and skipping; share a tracker between stacks (per-model [`ChainModel::disable_duration`](crate::fallback::ChainModel::disable_duration) goes into it) |
 //! | [`classifier`](OpenRouterLayerBuilder::classifier) | [`OpenRouterClassifier`] | error rules |
 //! | [`max_body_bytes`](OpenRouterLayerBuilder::max_body_bytes) | 16 MiB | request body limit |
 //! | [`wait_for_rate_limit`](OpenRouterLayerBuilder::wait_for_rate_limit) | on | wait out a Retry-After when every model failed and time allows |
@@ -496,13 +496,28 @@ impl<C> OpenRouterLayerBuilder<C> {
             timeout = timeout.idle(t);
         }
         let attempt_timeout = timeout.build()?;
-        for name in std::iter::once(None).chain(self.chains.names().into_iter().map(Some)) {
-            let chain = match name {
-                None => self.chains.default_chain(),
-                Some(n) => self.chains.get(n),
-            };
-            for (i, m) in chain.into_iter().flat_map(|c| c.iter().enumerate()) {
-                check_model_timeout(name, i, m, self.deadline)?;
+        // Per-model limits: timeouts within the deadline, one disable duration per model.
+        let mut disable: Vec<(&str, Duration, String)> = Vec::new();
+        for (field, chain) in self.chains.all() {
+            for (i, m) in chain.iter().enumerate() {
+                check_model_timeout(&format!("{field}[{i}].timeout"), m, self.deadline)?;
+                let Some(d) = m.disable_duration_value() else {
+                    continue;
+                };
+                let at = format!("{field}[{i}].disable_duration");
+                match disable.iter().find(|(id, _, _)| *id == m.model()) {
+                    Some((_, other, where_)) if *other != d => {
+                        return Err(ConfigError::new(
+                            at.clone(),
+                            format!(
+                            "{at} ({d:?}) differs from {where_} ({other:?}) for the same model {}",
+                            m.model()
+                        ),
+                        ))
+                    }
+                    Some(_) => {}
+                    None => disable.push((m.model(), d, at)),
+                }
             }
         }
         let mut retry = self.retry;
@@ -512,11 +527,27 @@ impl<C> OpenRouterLayerBuilder<C> {
         retry.validate(Some(self.deadline))?;
         let retry = RetryLayer::new(retry)?;
         let tracker = match self.health {
-            HealthSource::Config(c) => {
+            HealthSource::Config(mut c) => {
+                for (model, d, _) in &disable {
+                    c = c.model_disable_duration(*model, *d);
+                }
                 c.validate()?;
                 HealthTracker::new(c)
             }
-            HealthSource::Tracker(t) => t,
+            HealthSource::Tracker(t) => {
+                // A shared tracker keeps its own settings: they must already say the same.
+                for (model, d, at) in &disable {
+                    if t.config().get_model_disable_duration(model) != Some(*d) {
+                        return Err(ConfigError::new(
+                            at.clone(),
+                            format!(
+                                "{at}: a shared health_tracker is used, so set model_disable_duration({model:?}, {d:?}) in its HealthConfig"
+                            ),
+                        ));
+                    }
+                }
+                t
+            }
         };
         let mut fallback = FallbackLayer::new(self.chains)
             .order(self.order)
@@ -557,24 +588,20 @@ impl<C> OpenRouterLayerBuilder<C> {
     }
 }
 
-fn check_model_timeout(
-    chain: Option<&str>,
-    i: usize,
-    m: &ChainModel,
-    deadline: Duration,
-) -> Result<(), ConfigError> {
+fn check_model_timeout(field: &str, m: &ChainModel, deadline: Duration) -> Result<(), ConfigError> {
     let Some(t) = m.timeout_value() else {
         return Ok(());
     };
-    let field = match chain {
-        None => format!("default_chain[{i}].timeout"),
-        Some(n) => format!("chains.{n}[{i}].timeout"),
-    };
     if t.is_zero() {
-        return Err(ConfigError::zero(field));
+        return Err(ConfigError::zero(field.to_owned()));
     }
     if t > deadline {
-        return Err(ConfigError::longer_than(field, t, "deadline", deadline));
+        return Err(ConfigError::longer_than(
+            field.to_owned(),
+            t,
+            "deadline",
+            deadline,
+        ));
     }
     Ok(())
 }

@@ -26,8 +26,8 @@ pub const FULL: &str = r#"{
     },
     "chains": {
       "by_priority": [
-        {"id": "openai/gpt-4o", "priority": 2, "max_retries": 2, "timeout_seconds": 30},
-        {"id": "anthropic/claude-3.5-sonnet", "priority": 1, "max_retries": 2, "timeout_seconds": 30}
+        {"id": "openai/gpt-4o", "priority": 2, "max_retries": 2, "timeout": 30, "disable_duration": 300},
+        {"id": "anthropic/claude-3.5-sonnet", "priority": 1, "max_retries": 2, "timeout": 30, "disable_duration": 300}
       ]
     },
     "cost_tiers": [
@@ -83,9 +83,12 @@ fn every_example_shape_loads() {
         ids(chains.get("by_priority").unwrap()),
         ["anthropic/claude-3.5-sonnet", "openai/gpt-4o"]
     );
+    let first = &chains.get("by_priority").unwrap().models()[0];
+    assert_eq!(first.max_retries_value(), Some(2));
+    assert_eq!(first.timeout_value(), Some(Duration::from_secs(30)));
     assert_eq!(
-        chains.get("by_priority").unwrap().models()[0].max_retries_value(),
-        Some(2)
+        first.disable_duration_value(),
+        Some(Duration::from_secs(300))
     );
     assert_eq!(
         ids(chains.get("tier:standard").unwrap()),
@@ -203,6 +206,14 @@ fn each_bad_config_names_its_field() {
         ),
         (r#"{"settings": {}}"#, "chain"),
         (r#"{"defualt_chain": ["a/b"]}"#, "defualt_chain"),
+        (
+            r#"{"default_chain": [{"id": "a/b", "disable_duration_seconds": 0}]}"#,
+            "default_chain[0].disable_duration_seconds",
+        ),
+        (
+            r#"{"default_chain": [{"id": "a/b", "disable_duration": 60}], "task_chains": {"x": [{"id": "a/b", "disable_duration": 90}]}}"#,
+            "task_chains.x[0].disable_duration_seconds",
+        ),
         (
             r#"{"default_chain": ["a/b"], "native_routing": {"models": ["a/1", "a/2", "a/3", "a/4"]}}"#,
             "native_routing.models",

@@ -451,3 +451,32 @@ fn settings_that_cannot_hold_name_their_field() {
         "max_body_bytes"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_per_model_disable_duration_is_the_cooldown_of_that_model() {
+    let mock = MockOpenRouter::new();
+    mock.model(A).respond(Reply::status(503));
+    let layer = builder()
+        .chain([
+            ChainModel::new(A).disable_duration(Duration::from_secs(60)),
+            B.into(),
+        ])
+        .health_config(HealthConfig::default().jitter(0.0).consecutive_failures(1))
+        .build()
+        .unwrap();
+    let health = layer.health().clone();
+    let svc = ServiceBuilder::new().layer(layer).service(mock.clone());
+    send(&svc, BODY).await.unwrap();
+    assert!(!health.is_available(A));
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert!(!health.is_available(A));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(health.is_available(A));
+    // A shared tracker must already say the same.
+    let err = builder()
+        .chain([ChainModel::new(A).disable_duration(Duration::from_secs(60))])
+        .health_tracker(tower_openrouter::HealthTracker::default())
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "default_chain[0].disable_duration");
+}

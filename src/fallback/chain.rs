@@ -29,6 +29,7 @@ pub struct ChainModel {
     max_retries: Option<u32>,
     label: Option<Arc<str>>,
     priority: Option<i64>,
+    disable_duration: Option<Duration>,
 }
 
 impl ChainModel {
@@ -40,6 +41,7 @@ impl ChainModel {
             max_retries: None,
             label: None,
             priority: None,
+            disable_duration: None,
         }
     }
 
@@ -65,6 +67,14 @@ impl ChainModel {
     /// models without one keep their place after those with one).
     pub fn priority(mut self, priority: i64) -> Self {
         self.priority = Some(priority);
+        self
+    }
+
+    /// How long this model is skipped after it trips (a fixed health cooldown). The stack
+    /// builder hands it to the health tracker
+    /// ([`HealthConfig::model_disable_duration`](crate::health::HealthConfig::model_disable_duration)).
+    pub fn disable_duration(mut self, duration: Duration) -> Self {
+        self.disable_duration = Some(duration);
         self
     }
 
@@ -101,6 +111,11 @@ impl ChainModel {
     /// This model's priority, if any.
     pub fn priority_value(&self) -> Option<i64> {
         self.priority
+    }
+
+    /// This model's fixed cooldown, if it has one.
+    pub fn disable_duration_value(&self) -> Option<Duration> {
+        self.disable_duration
     }
 }
 
@@ -258,6 +273,9 @@ impl Chain {
             }
             if m.timeout == Some(Duration::ZERO) {
                 return Err(ConfigError::zero(format!("{field}[{i}].timeout")));
+            }
+            if m.disable_duration == Some(Duration::ZERO) {
+                return Err(ConfigError::zero(format!("{field}[{i}].disable_duration")));
             }
         }
         Ok(())
@@ -446,6 +464,18 @@ impl Chains {
         let mut names: Vec<&str> = self.named.keys().map(|k| &**k).collect();
         names.sort_unstable();
         names
+    }
+
+    /// Every chain with its field name (`default_chain`, `chains.<name>`), default first.
+    pub(crate) fn all(&self) -> impl Iterator<Item = (String, &Chain)> + '_ {
+        let named = self
+            .names()
+            .into_iter()
+            .map(|n| (format!("chains.{n}"), &self.named[n]));
+        self.default
+            .iter()
+            .map(|d| ("default_chain".to_owned(), d))
+            .chain(named)
     }
 
     /// Checks every chain (see [`Chain::validate`]) and that there is at least one chain.

@@ -1,5 +1,6 @@
 //! [`HealthConfig`]: when a model trips, how long it cools down.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::ConfigError;
@@ -24,6 +25,7 @@ use crate::config::ConfigError;
 /// | [`respect_retry_after`](Self::respect_retry_after) | on | a failure's `Retry-After` hint cools the model at least that long ... |
 /// | [`max_retry_after`](Self::max_retry_after) | 3600 s | ... hints longer than this are cut to it |
 /// | [`max_models`](Self::max_models) | 1024 | models tracked at most; further ones are never skipped |
+/// | [`model_disable_duration`](Self::model_disable_duration) | none | a fixed cooldown for one model |
 ///
 /// The settings users write in their fallback config files map as follows:
 /// `skip_threshold: 0.3` is [`skip_below_success_rate(0.3)`](Self::skip_below_success_rate),
@@ -60,6 +62,8 @@ pub struct HealthConfig {
     pub(crate) respect_retry_after: bool,
     pub(crate) max_retry_after: Duration,
     pub(crate) max_models: usize,
+    /// Per-model fixed cooldowns (looked up once, when a model is first seen).
+    pub(crate) model_disable: Vec<(Arc<str>, Duration)>,
 }
 
 impl Default for HealthConfig {
@@ -77,6 +81,7 @@ impl Default for HealthConfig {
             respect_retry_after: true,
             max_retry_after: Duration::from_secs(3600),
             max_models: 1024,
+            model_disable: Vec::new(),
         }
     }
 }
@@ -164,6 +169,29 @@ impl HealthConfig {
         self.cooldown = duration;
         self.max_cooldown = duration;
         self
+    }
+
+    /// A fixed cooldown for one model, overriding [`cooldown`](Self::cooldown) and
+    /// [`max_cooldown`](Self::max_cooldown) for it: the per-model `disable_duration` of the
+    /// usual fallback config files. Setting it again for the same model replaces it.
+    pub fn model_disable_duration(
+        mut self,
+        model: impl Into<Arc<str>>,
+        duration: Duration,
+    ) -> Self {
+        let model = model.into();
+        self.model_disable.retain(|(m, _)| *m != model);
+        self.model_disable.push((model, duration));
+        self
+    }
+
+    /// The fixed cooldown of `model`, when one is set with
+    /// [`model_disable_duration`](Self::model_disable_duration).
+    pub fn get_model_disable_duration(&self, model: &str) -> Option<Duration> {
+        self.model_disable
+            .iter()
+            .find(|(m, _)| &**m == model)
+            .map(|(_, d)| *d)
     }
 
     /// A cooldown is shortened by a random fraction up to `fraction` (in `[0, 1)`), so
@@ -321,6 +349,9 @@ impl HealthConfig {
         if self.max_models == 0 {
             return Err(ConfigError::zero("max_models"));
         }
+        if self.model_disable.iter().any(|(_, d)| d.is_zero()) {
+            return Err(ConfigError::zero("model_disable_duration"));
+        }
         Ok(())
     }
 }
@@ -360,6 +391,10 @@ mod tests {
             (d().jitter(1.0), "jitter"),
             (d().jitter(-0.1), "jitter"),
             (d().max_models(0), "max_models"),
+            (
+                d().model_disable_duration("a/b", Duration::ZERO),
+                "model_disable_duration",
+            ),
         ];
         for (c, field) in cases {
             assert_eq!(c.validate().unwrap_err().field(), field, "{c:?}");

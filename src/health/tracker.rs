@@ -87,6 +87,8 @@ pub(crate) struct ModelState {
     /// stream failure can take that success back.
     reset_by_success: AtomicU32,
     trips: AtomicU32,
+    /// This model's fixed cooldown ([`HealthConfig::model_disable_duration`]).
+    fixed_cooldown: Option<Duration>,
     /// Reports a mid-stream failure of this model (holds weak references only).
     pub(crate) hook: StreamErrorHook,
 }
@@ -289,6 +291,7 @@ impl HealthTracker {
                 consecutive: AtomicU32::new(0),
                 reset_by_success: AtomicU32::new(0),
                 trips: AtomicU32::new(0),
+                fixed_cooldown: self.inner.config.get_model_disable_duration(model),
                 hook: StreamErrorHook::new(move |e: &Error| {
                     if !e.counts_for_health() {
                         return;
@@ -517,7 +520,11 @@ impl Inner {
         } else {
             0.0
         };
-        let d = breaker::cooldown(c.cooldown, c.max_cooldown, trips, c.jitter, unit);
+        let (base, max) = match state.fixed_cooldown {
+            Some(d) => (d, d),
+            None => (c.cooldown, c.max_cooldown),
+        };
+        let d = breaker::cooldown(base, max, trips, c.jitter, unit);
         let mut until = now.saturating_add(nanos(d)).max(w.until);
         if let Some(h) = hint_until {
             until = until.max(h);
