@@ -37,7 +37,8 @@ pub struct ErrorMetadata {
     /// The provider that failed (`"OpenAI"`, `"BaseTen"`).
     pub provider_name: Option<String>,
     /// The provider's own error, as text (a JSON string is kept as text; see
-    /// [`ErrorMetadata::raw_json`]).
+    /// [`ErrorMetadata::raw_json`]). A provider may quote the caller's input in it, so
+    /// `Debug` shows only its length.
     pub raw: Option<String>,
     /// Moderation reasons (`["violence"]`).
     pub reasons: Vec<String>,
@@ -69,8 +70,8 @@ impl fmt::Debug for ErrorMetadata {
                 "raw",
                 &self
                     .raw
-                    .as_deref()
-                    .map(|r| crate::error::truncate(r, 200).0),
+                    .as_ref()
+                    .map(|r| format!("<{} bytes, redacted>", r.len())),
             )
             .field("reasons", &self.reasons)
             .field(

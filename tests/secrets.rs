@@ -1,0 +1,153 @@
+//! No Debug or Display output of a request, error, `ServedBy`, layer or config, and no log
+//! line, ever contains the API key or the request body: a sentinel key and sentinel body
+//! content are sent through the whole stack against every kind of failure, with every log
+//! level captured.
+#![cfg(feature = "mock")]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tower::{ServiceBuilder, ServiceExt};
+use tower_openrouter::config::Config;
+use tower_openrouter::fallback::ServedBy;
+use tower_openrouter::health::HealthConfig;
+use tower_openrouter::mock::{MockOpenRouter, Reply};
+use tower_openrouter::stack::OpenRouterLayer;
+
+const KEY: &str = "sk-or-v1-SENTINELKEY0123456789abcdef";
+const CONTENT: &str = "SENTINEL-PROMPT-CONTENT";
+
+const A: &str = "anthropic/claude-sonnet-4.5";
+const B: &str = "openai/gpt-4o";
+const C: &str = "google/gemini-2.5-flash";
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn assert_clean(what: &str, text: &str) {
+    assert!(!text.contains(KEY), "{what} shows the API key: {text}");
+    assert!(
+        !text.contains("SENTINELKEY"),
+        "{what} shows part of the API key: {text}"
+    );
+    assert!(
+        !text.contains(CONTENT),
+        "{what} shows request content: {text}"
+    );
+}
+
+fn request() -> http::Request<String> {
+    http::Request::post("http://localhost/api/v1/chat/completions")
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"model":"x/y","messages":[{{"role":"user","content":"{CONTENT}"}}]}}"#
+        ))
+        .unwrap()
+}
+
+/// An OpenRouter moderation body that echoes the caller's input, as OpenRouter does, and a
+/// provider `raw` that quotes it too.
+fn echoing_moderation() -> Reply {
+    Reply::error_body(
+        403,
+        format!(
+            r#"{{"error":{{"code":403,"message":"Your input was flagged","metadata":{{"reasons":["violence"],"flagged_input":"{CONTENT}","provider_name":"OpenAI","raw":"input: {CONTENT}"}}}}}}"#
+        ),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_output_or_log_line_shows_the_key_or_the_body() {
+    let logs = Capture::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mock = MockOpenRouter::new();
+    mock.model(A)
+        .respond(echoing_moderation())
+        .then(Reply::status(429).retry_after(1))
+        .then(Reply::status(500))
+        .then(Reply::context_length());
+    mock.model(B)
+        .respond(Reply::status(503))
+        .then(Reply::ok_with_error(502))
+        .then(Reply::ok());
+    mock.model(C).respond(Reply::status(402));
+
+    let layer = OpenRouterLayer::builder()
+        .chain([A, B, C])
+        .deadline(Duration::from_secs(60))
+        .attempt_timeout(Duration::from_secs(10))
+        .health_config(HealthConfig::default().jitter(0.0))
+        .build()
+        .unwrap();
+    assert_clean("OpenRouterLayer Debug", &format!("{layer:?}"));
+    let svc = ServiceBuilder::new().layer(layer).service(mock.clone());
+
+    let mut outputs = Vec::new();
+    for _ in 0..6 {
+        let req = request();
+        assert_clean("request Debug", &format!("{:?}", req.extensions()));
+        match svc.clone().oneshot(req).await {
+            Ok(resp) => {
+                let served = resp.extensions().get::<ServedBy>().cloned().unwrap();
+                outputs.push(format!("{served:?} {served:#?}"));
+            }
+            Err(e) => {
+                outputs.push(format!("{e} {e:?} {e:#?}"));
+                for a in e.attempts() {
+                    outputs.push(format!("{} {:?}", a.error, a));
+                }
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    outputs.push(format!("{s} {s:?}"));
+                    src = s.source();
+                }
+            }
+        }
+    }
+    assert!(
+        mock.total_calls() >= 6,
+        "the scenarios reached the upstream"
+    );
+    // The stand-in did receive the key and the body: the sentinels are real.
+    let received = mock.requests();
+    assert!(received
+        .iter()
+        .any(|r| r.headers()["authorization"] == format!("Bearer {KEY}").as_str()));
+    assert!(received
+        .iter()
+        .any(|r| String::from_utf8_lossy(r.body()).contains(CONTENT)));
+    for r in &received {
+        assert_clean("ReceivedRequest Debug", &format!("{r:?}"));
+    }
+    for o in &outputs {
+        assert_clean("error/ServedBy output", o);
+    }
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(!logged.is_empty(), "the stack logged something at TRACE");
+    assert_clean("log output", &logged);
+
+    let config: Config = serde_json::from_str(&format!(
+        r#"{{"default_chain":["{A}","{B}"]}}"#
+    ))
+    .unwrap();
+    assert_clean("Config Debug", &format!("{config:?}"));
+}
