@@ -480,3 +480,25 @@ async fn a_per_model_disable_duration_is_the_cooldown_of_that_model() {
         .unwrap_err();
     assert_eq!(err.field(), "default_chain[0].disable_duration");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_ends_the_chain_with_every_attempt() {
+    let mock = MockOpenRouter::new();
+    mock.model(A).respond(Reply::hang());
+    mock.model(B).respond(Reply::hang());
+    let svc = stack(
+        builder()
+            .chain([A, B, C])
+            .deadline(Duration::from_secs(45))
+            .attempt_timeout(Duration::from_secs(30)),
+        &mock,
+    );
+    let start = tokio::time::Instant::now();
+    let err = send(&svc, BODY).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(45));
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    assert_eq!(&*err.attempts()[0].model, A);
+    assert_eq!(err.attempts()[0].kind(), ErrorKind::AttemptTimeout);
+    assert_eq!(err.attempts()[0].elapsed, Duration::from_secs(30));
+    assert_eq!((mock.calls(A), mock.calls(B), mock.calls(C)), (1, 1, 0));
+}

@@ -22,7 +22,10 @@
 //! `Exhausted` and `DeadlineExceeded` list every attempt, in order
 //! ([`Error::attempts`](crate::Error::attempts)); a successful response carries
 //! [`ServedBy`]. Every attempt shares the call's [`AttemptLog`](crate::AttemptLog) (one is
-//! inserted when the request has none).
+//! inserted when the request has none): the retry layer logs each try it retried, this
+//! layer each model's final failure and each skipped model (elapsed zero). The elapsed
+//! time of a model's final failure counts from that model's first try, so after retries
+//! it includes them and their backoff.
 //!
 //! A request picks a named chain with the [`ChainName`] extension or a configurable
 //! header; an unknown name fails with `UnknownChain` before any upstream call.
