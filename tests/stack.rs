@@ -314,21 +314,26 @@ async fn waits_for_retry_after_when_every_model_is_rate_limited() {
         .once()
         .then(Reply::ok());
     mock.model(B).respond(Reply::status(503));
-    let layer = builder()
-        .chain([A, B])
-        .health_config(
-            HealthConfig::default()
-                .jitter(0.0)
-                .respect_retry_after(false),
-        )
-        .build()
-        .unwrap();
+    // The 429's Retry-After cools A for 3 s; the wait ends with it.
+    let layer = builder().chain([A, B]).build().unwrap();
+    let health = layer.health().clone();
     let svc = ServiceBuilder::new().layer(layer).service(mock.clone());
     let start = tokio::time::Instant::now();
     let served = send(&svc, BODY).await.unwrap();
     assert_eq!(&*served.model, A);
     assert_eq!(start.elapsed(), Duration::from_secs(3));
     assert_eq!((mock.calls(A), mock.calls(B)), (2, 1));
+    assert!(health.is_available(A));
+
+    // A Retry-After past the deadline is not waited for.
+    let mock = MockOpenRouter::new();
+    mock.model(A).respond(Reply::status(429).retry_after(300));
+    mock.model(B).respond(Reply::status(503));
+    let svc = stack(builder().chain([A, B]), &mock);
+    let start = tokio::time::Instant::now();
+    let err = send(&svc, BODY).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Exhausted);
+    assert_eq!(start.elapsed(), Duration::ZERO);
 }
 
 #[tokio::test(start_paused = true)]

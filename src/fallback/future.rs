@@ -224,11 +224,13 @@ impl<S> CallCtx<S> {
             (self.rate_wait, self.waited, self.deadline)
         {
             let model = self.chain.models()[pos].model();
+            // Available by the time the wait is over (a Retry-After hint cools the model
+            // for that long; a breaker trip may cool it for longer).
             let available = self
                 .shared
                 .health
                 .as_ref()
-                .is_none_or(|h| h.is_available(model));
+                .is_none_or(|h| h.cooldown_until(model).is_none_or(|until| until <= at));
             if self.shared.wait_for_rate_limit && available && at < deadline.instant() {
                 self.waited = true;
                 self.cur.window[0] = pos;

@@ -123,7 +123,8 @@ impl FallbackLayer {
     /// Whether, once every model failed and one of them was rate limited with a
     /// `Retry-After` that ends before the [`Deadline`](crate::Deadline), the layer waits
     /// for it and tries that model once more (default `true`; never without a deadline,
-    /// never for a model that is cooling down).
+    /// never for a model whose health cooldown lasts past the wait, e.g. after a breaker
+    /// trip). OpenRouter advises exactly this for a 429 when no other model is healthy.
     pub fn wait_for_rate_limit(self, wait: bool) -> Self {
         self.edit(|s| s.wait_for_rate_limit = wait)
     }
