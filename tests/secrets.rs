@@ -145,9 +145,7 @@ async fn no_output_or_log_line_shows_the_key_or_the_body() {
     assert!(!logged.is_empty(), "the stack logged something at TRACE");
     assert_clean("log output", &logged);
 
-    let config: Config = serde_json::from_str(&format!(
-        r#"{{"default_chain":["{A}","{B}"]}}"#
-    ))
-    .unwrap();
+    let config: Config =
+        serde_json::from_str(&format!(r#"{{"default_chain":["{A}","{B}"]}}"#)).unwrap();
     assert_clean("Config Debug", &format!("{config:?}"));
 }
