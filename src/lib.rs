@@ -3,7 +3,91 @@
 //! provider outages, slow models, moderation refusals, context-length errors and streams
 //! that die halfway.
 //!
-//! (Crate docs: skeleton.)
+//! Wrap your client (hyper-util, a reqwest adapter, anything that is a
+//! `Service<http::Request<Full<Bytes>>>`) in [`OpenRouterLayer`] and every call gets a
+//! total deadline, per-attempt timeouts, same-model retries with backoff and
+//! `Retry-After`, a retry budget, health-based skipping of failing models, a model
+//! fallback chain, streaming failover before the first token, and one typed [`Error`]
+//! that says what happened and what to do.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_openrouter::mock::{MockOpenRouter, Reply};
+//! use tower_openrouter::{OpenRouterLayer, ServedBy};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A scripted OpenRouter stand-in (feature `mock`); use your HTTP client in production.
+//! let openrouter = MockOpenRouter::new();
+//! openrouter
+//!     .model("anthropic/claude-sonnet-4.5")
+//!     .respond(Reply::status(429).retry_after(30));
+//!
+//! let client = ServiceBuilder::new()
+//!     .layer(
+//!         OpenRouterLayer::builder()
+//!             .chain(["anthropic/claude-sonnet-4.5", "openai/gpt-4o", "google/gemini-2.5-flash"])
+//!             .attempt_timeout(Duration::from_secs(60))
+//!             .deadline(Duration::from_secs(180))
+//!             .build()?,
+//!     )
+//!     .service(openrouter.clone());
+//!
+//! let request = http::Request::post("https://openrouter.ai/api/v1/chat/completions")
+//!     .header("content-type", "application/json")
+//!     .body(r#"{"model":"anthropic/claude-sonnet-4.5","messages":[{"role":"user","content":"hi"}]}"#.to_string())?;
+//! let response = client.oneshot(request).await?;
+//! let served = response.extensions().get::<ServedBy>().unwrap();
+//! assert_eq!(&*served.model, "openai/gpt-4o"); // the primary was rate limited
+//! assert!(served.fell_back);
+//! assert_eq!(served.attempts[0].kind(), tower_openrouter::ErrorKind::RateLimited);
+//! # Ok(()) }
+//! ```
+//!
+//! # The stack
+//!
+//! Outer to inner; every layer is usable alone with `ServiceBuilder`, and
+//! [`OpenRouterLayer`] assembles them in this order with validated settings:
+//!
+//! | layer | owns |
+//! |---|---|
+//! | [`BufferRequestLayer`] | buffer the body once (bounded), check it is JSON with a `model` |
+//! | [`DeadlineLayer`] | one time budget for the whole call ([`Deadline`]) |
+//! | [`NativeRoutingLayer`] (optional) | OpenRouter's server-side `models` / `provider` / `fallbacks` |
+//! | [`FallbackLayer`] | walk the model chain, rewrite only `model`, record [`ServedBy`] |
+//! | [`RetryLayer`] | same-model retries: full-jitter backoff, `Retry-After`, retry budget |
+//! | [`HealthLayer`] | per-model breaker: rolling window, cooldown, one half-open probe |
+//! | [`AttemptTimeoutLayer`] | limit of one attempt; first-token and idle limits of streams |
+//! | [`ClassifyLayer`] | turn every upstream outcome into a response or a typed [`Error`] |
+//!
+//! Layers talk through request extensions ([`Deadline`], [`Attempt`], [`AttemptLog`],
+//! [`StreamLimits`], [`StreamErrorHook`]) and response extensions ([`UpstreamInfo`],
+//! [`ServedBy`]); shared state (the [`HealthTracker`], the retry budget) is an `Arc`
+//! handed to the layers that need it.
+//!
+//! # Errors
+//!
+//! [`Error::kind`] says what happened ([`ErrorKind`]), [`Error::action`] what to do
+//! ([`Action::Retry`] the same model, [`Action::Fallback`] to the next, or
+//! [`Action::Fatal`]); [`Error::body`] is OpenRouter's parsed error body, and
+//! [`Error::attempts`] lists every attempt of a call that ran out of models or time. The
+//! rules are OpenRouter's status table and error bodies
+//! ([`OpenRouterClassifier`]), adjustable without re-implementing [`Classify`]. No
+//! `Display`, `Debug` or log line ever contains the API key or the request body.
+//!
+//! # Streaming
+//!
+//! A `"stream": true` response is held until its first content event, so an error before
+//! the first token is an ordinary error that retry and fallback handle; after it, the body
+//! passes through byte for byte, watched: an error chunk or a missing `[DONE]` becomes a
+//! typed error frame ([`ErrorKind::StreamInterrupted`], [`ErrorKind::StreamTruncated`])
+//! that counts against the model's health and is never replayed.
+//!
+//! # Features
+//!
+//! * `mock`: [`mock::MockOpenRouter`], a scriptable OpenRouter stand-in (in process, or
+//!   served on loopback) for your own tests. Off by default.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
