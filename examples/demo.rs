@@ -1,119 +1,556 @@
-//! What tower-openrouter makes of OpenRouter's failures, with no API key and no network.
+//! An OpenRouter outage, ridden out: no API key, no network, the same output every run.
 //!
-//! A scripted OpenRouter stand-in (`MockOpenRouter`) answers seven requests the way
-//! OpenRouter does on a bad day; `ClassifyLayer` turns each answer into a success or a
-//! typed `Error` that says what happened and what to do next (retry the same model, fall
-//! back to the next one, or stop).
+//! `MockOpenRouter` (a scripted OpenRouter stand-in, in process) plays OpenRouter and
+//! `OpenRouterLayer` wraps it exactly as it would wrap your HTTP client, with a chain of
+//! three models. The primary is rate limited (429 with `Retry-After`), goes down (503,
+//! then 502) and recovers, while a request arrives every 5 seconds (every third one
+//! streamed and read to the end). For each request the demo prints the model that served
+//! it, whether that was a fallback, the upstream calls it cost and every failed or
+//! skipped attempt before the answer; for each model, the health changes
+//! (`HealthTracker::snapshot`) as it trips, cools down, gets its one probe (half-open) and
+//! recovers. Then a summary, and three failures that are not outages (402, 403, 400).
 //!
-//! Run it with `cargo run --example demo`.
+//! Time is tokio's paused clock: the cooldowns (15 s, then 30 s) pass at once and
+//! `t=+15.0s` is virtual time. Cooldown jitter is off and the retry jitter has a fixed
+//! seed, so every run prints the same thing.
+//!
+//! Run it with `cargo run --example demo`; `cargo test --example demo` checks the story.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+use tower::util::rng::Rng;
 use tower::{Layer, ServiceExt};
-use tower_openrouter::classify::ClassifyLayer;
+use tower_openrouter::health::BreakerState;
 use tower_openrouter::mock::{MockOpenRouter, Reply};
-use tower_openrouter::{Attempt, UpstreamInfo};
+use tower_openrouter::{
+    AttemptRecord, Error, ErrorKind, HealthConfig, HealthTracker, OpenRouter, OpenRouterLayer,
+    RetryPolicy, ServedBy,
+};
+
+const PRIMARY: &str = "anthropic/claude-sonnet-4.5";
+const SECONDARY: &str = "openai/gpt-4o";
+const THIRD: &str = "google/gemini-2.5-flash";
+
+/// One request every `EVERY`, `REQUESTS` of them.
+const EVERY: Duration = Duration::from_secs(5);
+const REQUESTS: u32 = 15;
+/// How long the stand-in takes to answer (so a probe is in flight long enough to be seen).
+const LATENCY: Duration = Duration::from_millis(300);
+/// How often health is sampled while a request is in flight.
+const TICK: Duration = Duration::from_millis(100);
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let openrouter = MockOpenRouter::new();
-    let scenarios: [(&str, &str, Reply); 7] = [
-        (
-            "429 rate limited, Retry-After: 2",
-            "meta-llama/llama-3.3-70b-instruct:free",
-            Reply::status(429).retry_after(2).provider("Chutes"),
-        ),
-        (
-            "402 out of credits",
-            "anthropic/claude-sonnet-4.5",
-            Reply::status(402),
-        ),
-        (
-            "403 moderation flag",
-            "openai/gpt-4o",
-            Reply::moderation().provider("OpenAI"),
-        ),
-        (
-            "400 context length exceeded",
-            "qwen/qwen3-32b",
-            Reply::context_length().provider("Chutes"),
-        ),
-        (
-            "503 no endpoints available (availability.retry_after: 3)",
-            "google/gemini-2.5-flash",
-            Reply::unavailable(3),
-        ),
-        (
-            "200 with a top-level error inside",
-            "mistralai/mistral-large",
-            Reply::ok_with_error(429).provider("Mistral"),
-        ),
-        (
-            "a healthy answer",
-            "openai/gpt-4o-mini",
-            Reply::ok_text("The sky is blue because of Rayleigh scattering.").provider("OpenAI"),
-        ),
-    ];
-
-    println!("tower-openrouter demo: a scripted OpenRouter stand-in, no API key, no network.\n");
-    let client = ClassifyLayer::new().layer(openrouter.clone());
-    for (n, (what, model, reply)) in scenarios.into_iter().enumerate() {
-        openrouter.model(model).respond(reply);
-        println!("{}. {what}  [{model}]", n + 1);
-        match client.clone().oneshot(request(model)).await {
-            Ok(resp) => {
-                let info = resp.extensions().get::<UpstreamInfo>().cloned();
-                let status = resp.status();
-                let body = resp.into_body().collect().await.map(|b| b.to_bytes());
-                let (served, provider) = info.map(|i| (i.model, i.provider)).unwrap_or_default();
-                let answer = body
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                    .and_then(|v| {
-                        v["choices"][0]["message"]["content"]
-                            .as_str()
-                            .map(str::to_owned)
-                    })
-                    .unwrap_or_default();
-                println!(
-                    "   success: HTTP {}, served by {} via {}",
-                    status.as_u16(),
-                    served.as_deref().unwrap_or("?"),
-                    provider.as_deref().unwrap_or("?"),
-                );
-                println!("   answer: {answer}");
-            }
-            Err(err) => {
-                println!(
-                    "   kind: {}   action: {}   retry_after: {}   counts for health: {}",
-                    err.kind(),
-                    err.action(),
-                    err.retry_after()
-                        .map(|d| format!("{}s", d.as_secs_f64()))
-                        .unwrap_or_else(|| "-".into()),
-                    if err.counts_for_health() { "yes" } else { "no" },
-                );
-                println!("   says: {err}");
-            }
-        }
-        println!();
-    }
-    println!(
-        "{} requests reached the stand-in; none left this process.",
-        openrouter.total_calls()
-    );
+async fn main() -> io::Result<()> {
+    // Virtual time: every sleep and cooldown passes at once, in order (tokio `test-util`).
+    tokio::time::pause();
+    run(&mut io::stdout()).await.map(drop)
 }
 
-fn request(model: &str) -> http::Request<Full<Bytes>> {
+/// What happened: printed as the summary, checked by the test.
+#[derive(Debug, Default)]
+pub struct Story {
+    /// Requests sent.
+    pub requests: u32,
+    /// Requests answered (streams read to `[DONE]`).
+    pub succeeded: u32,
+    /// Requests served by a model after the primary.
+    pub fell_back: u32,
+    /// Attempts that skipped a cooling model, without an upstream call.
+    pub skipped: u32,
+    /// Upstream calls the stand-in received.
+    pub upstream_calls: u64,
+    /// The stand-in's calls per model.
+    pub calls: BTreeMap<String, u64>,
+    /// The model that served each request, in order.
+    pub served: Vec<String>,
+    /// Every health change, in order.
+    pub changes: Vec<Change>,
+}
+
+/// A model's breaker changed state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// When it was seen (virtual time since the start).
+    pub at: Duration,
+    /// The model.
+    pub model: String,
+    /// The state before.
+    pub from: BreakerState,
+    /// The state after.
+    pub to: BreakerState,
+    /// Trips in a row, after the change.
+    pub trips: u32,
+}
+
+/// From this second on, OpenRouter does this (in words, and as the stand-in's script).
+type Event = (u64, &'static str, fn(&MockOpenRouter));
+
+/// What OpenRouter does, and when.
+fn timeline() -> [Event; 6] {
+    [
+        (
+            5,
+            "claude-sonnet-4.5 is rate limited: 429, Retry-After: 4",
+            |m| {
+                m.model(PRIMARY)
+                    .respond(slow(Reply::status(429).retry_after(4)));
+            },
+        ),
+        (9, "claude-sonnet-4.5 goes down: 503 No endpoints", |m| {
+            m.model(PRIMARY).respond(slow(Reply::status(503)));
+        }),
+        (15, "gpt-4o answers one 500 Internal Server Error", |m| {
+            m.model(SECONDARY).respond(slow(Reply::status(500))).once();
+        }),
+        (20, "claude-sonnet-4.5 now answers 502 Bad Gateway", |m| {
+            m.model(PRIMARY).respond(slow(Reply::status(502)));
+        }),
+        (40, "gpt-4o answers one 429, Retry-After: 8", |m| {
+            m.model(SECONDARY)
+                .respond(slow(Reply::status(429).retry_after(8)))
+                .once();
+        }),
+        (50, "claude-sonnet-4.5 recovers", |m| {
+            m.model(PRIMARY).respond(answer());
+        }),
+    ]
+}
+
+/// A healthy answer: four chunks when streamed, their text joined otherwise.
+fn answer() -> Reply {
+    slow(Reply::stream([
+        "Rayleigh ",
+        "scattering: ",
+        "blue light ",
+        "scatters most.",
+    ]))
+}
+
+fn slow(reply: Reply) -> Reply {
+    Reply::delay(LATENCY, reply)
+}
+
+/// The stack of the demo: the three-model chain, default settings but for determinism.
+fn stack(openrouter: &MockOpenRouter) -> (OpenRouter<MockOpenRouter>, HealthTracker) {
+    let layer = OpenRouterLayer::builder()
+        .chain([PRIMARY, SECONDARY, THIRD])
+        .attempt_timeout(Duration::from_secs(60))
+        .deadline(Duration::from_secs(180))
+        // Exact cooldowns (keep the default 10% jitter in production).
+        .health_config(HealthConfig::default().jitter(0.0))
+        // Retry backoff jitter from a fixed seed.
+        .retry_policy(RetryPolicy::new().rng(SplitMix64(7)))
+        .build()
+        .expect("valid settings");
+    let health = layer.health().clone();
+    (layer.layer(openrouter.clone()), health)
+}
+
+/// Runs the outage story and the failures that are not outages, printing to `out`.
+pub async fn run(out: &mut impl Write) -> io::Result<Story> {
+    let start = Instant::now();
+    let openrouter = MockOpenRouter::new();
+    openrouter.default_reply(answer());
+    let (client, health) = stack(&openrouter);
+    let mut watch = Watch::new(health, start);
+
+    writeln!(
+        out,
+        "tower-openrouter demo: an OpenRouter outage, ridden out (in-process stand-in, no key, no network)
+chain: {PRIMARY} -> {SECONDARY} -> {THIRD}
+a request every {}s, every third streamed and read to [DONE]; t=+ is virtual time
+request: kind, served by, primary or fallback, upstream calls, failed or skipped attempts before
+(model_cooling_down: skipped without an upstream call)
+",
+        EVERY.as_secs()
+    )?;
+
+    let mut story = Story::default();
+    let mut events = timeline().into_iter().peekable();
+    for n in 1..=REQUESTS {
+        let at = start + EVERY * (n - 1);
+        while let Some((when, what, script)) = events.next_if(|e| start + secs(e.0) <= at) {
+            tokio::time::sleep_until(start + secs(when)).await;
+            script(&openrouter);
+            writeln!(out, "{:<9} upstream  {what}", stamp(start, Instant::now()))?;
+        }
+        tokio::time::sleep_until(at).await;
+        let stream = n % 3 == 2;
+        let calls_before = openrouter.total_calls();
+        let result = watch.during(send(&client, stream)).await;
+        let calls = plural(openrouter.total_calls() - calls_before, "call");
+        story.requests += 1;
+        let line = match result {
+            Ok((served, chunks)) => {
+                story.succeeded += 1;
+                story.fell_back += u32::from(served.fell_back);
+                story.skipped += served
+                    .attempts
+                    .iter()
+                    .filter(|a| a.kind() == ErrorKind::ModelCoolingDown)
+                    .count() as u32;
+                story.served.push(served.model.to_string());
+                let how = if served.fell_back {
+                    "fallback"
+                } else {
+                    "primary"
+                };
+                let streamed = chunks.map_or(String::new(), |c| format!("  [{c} chunks, DONE]"));
+                format!(
+                    "{:<18} {how:<8}  {calls:<7}{}{streamed}",
+                    short(&served.model),
+                    attempts(&served.attempts),
+                )
+            }
+            Err(err) => format!("failed after {calls}: {err}"),
+        };
+        let kind = if stream { "stream" } else { "chat" };
+        let line = format!("{:<9} #{n:<3} {kind:<6}  {line}", stamp(start, at));
+        writeln!(out, "{}", line.trim_end())?;
+        for change in watch.unprinted() {
+            writeln!(out, "{change}")?;
+        }
+    }
+    story.upstream_calls = openrouter.total_calls();
+    story.calls = openrouter.calls_by_model();
+    story.changes = watch.changes;
+    summary(&story, out)?;
+    not_outages(out).await?;
+    Ok(story)
+}
+
+/// Requests, success rate, upstream calls per request and per model, the primary's trips.
+fn summary(story: &Story, out: &mut impl Write) -> io::Result<()> {
+    let per_model = |count: &dyn Fn(&str) -> u64| {
+        [PRIMARY, SECONDARY, THIRD]
+            .map(|m| format!("{m} {}", count(m)))
+            .join(", ")
+    };
+    let served = |m: &str| story.served.iter().filter(|s| *s == m).count() as u64;
+    let calls = |m: &str| story.calls.get(m).copied().unwrap_or(0);
+    let primary: Vec<&Change> = story
+        .changes
+        .iter()
+        .filter(|c| c.model == PRIMARY)
+        .collect();
+    let probes = primary
+        .iter()
+        .filter(|c| c.to == BreakerState::HalfOpen)
+        .count();
+    let trips = primary.iter().map(|c| c.trips).max().unwrap_or(0);
+    writeln!(out, "\nSummary")?;
+    writeln!(
+        out,
+        "  requests: {}, succeeded: {} ({:.0}%), fell back: {}",
+        story.requests,
+        story.succeeded,
+        100.0 * f64::from(story.succeeded) / f64::from(story.requests),
+        story.fell_back,
+    )?;
+    writeln!(
+        out,
+        "  upstream calls: {} ({:.2} per request); {} attempts skipped a cooling model without a call",
+        story.upstream_calls,
+        story.upstream_calls as f64 / f64::from(story.requests),
+        story.skipped,
+    )?;
+    writeln!(out, "  calls per model: {}", per_model(&calls))?;
+    writeln!(out, "  served by:       {}", per_model(&served))?;
+    if let Some(back) = primary.iter().rfind(|c| c.to == BreakerState::Closed) {
+        writeln!(
+            out,
+            "  primary: {trips} trips, {probes} probes, back in service at {}",
+            stamp_at(back.at),
+        )?;
+    }
+    Ok(())
+}
+
+/// Three failures of the caller's own: one stops at once, two fall back; none trips.
+async fn not_outages(out: &mut impl Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "\nFailures that are not outages (fresh stand-in, same stack; none counts against health)"
+    )?;
+    let cases: [(&str, Reply); 3] = [
+        ("402 out of credits", Reply::status(402)),
+        ("403 moderation", Reply::moderation()),
+        ("400 context length", Reply::context_length()),
+    ];
+    for (what, reply) in cases {
+        let openrouter = MockOpenRouter::new();
+        openrouter.model(PRIMARY).respond(reply);
+        let (client, _) = stack(&openrouter);
+        let calls = || plural(openrouter.total_calls(), "call");
+        match send(&client, false).await {
+            Ok((served, _)) => writeln!(
+                out,
+                "  {what:<19} -> served by {} ({}){}",
+                short(&served.model),
+                calls(),
+                attempts(&served.attempts),
+            )?,
+            Err(err) => writeln!(
+                out,
+                "  {what:<19} -> {} ({}), stops after {}:\n     {err}",
+                err.kind(),
+                err.action(),
+                calls()
+            )?,
+        }
+    }
+    writeln!(
+        out,
+        "Every failure kind, one by one: cargo run --example classify"
+    )
+}
+
+/// Sends one request (streamed or not) and reads its answer to the end: the model that
+/// served it and, for a stream, the number of content chunks.
+async fn send(
+    client: &OpenRouter<MockOpenRouter>,
+    stream: bool,
+) -> Result<(ServedBy, Option<usize>), Error> {
     let body = format!(
-        r#"{{"model":"{model}","messages":[{{"role":"user","content":"Why is the sky blue?"}}]}}"#
+        r#"{{"model":"{PRIMARY}","messages":[{{"role":"user","content":"Why is the sky blue?"}}],"stream":{stream}}}"#
     );
-    let mut req = http::Request::post("https://openrouter.ai/api/v1/chat/completions")
+    let req = http::Request::post("https://openrouter.ai/api/v1/chat/completions")
         .header("authorization", "Bearer sk-or-v1-not-a-real-key")
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .body(body)
         .expect("a valid request");
-    // What the fallback layer sets for every attempt: the error names the model.
-    req.extensions_mut().insert(Attempt::new(model));
-    req
+    let resp = client.clone().oneshot(req).await?;
+    let served = resp
+        .extensions()
+        .get::<ServedBy>()
+        .cloned()
+        .expect("ServedBy");
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let chunks = stream.then(|| {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.trim_end().ends_with("data: [DONE]"), "a whole stream");
+        text.matches("\"content\":\"").count() - 1 // the final chunk's delta is empty
+    });
+    Ok((served, chunks))
+}
+
+/// Health changes, from `HealthTracker::snapshot`, sampled while requests are in flight.
+struct Watch {
+    health: HealthTracker,
+    start: Instant,
+    /// Each model's state and trips at the last sample.
+    last: BTreeMap<Arc<str>, (BreakerState, u32)>,
+    changes: Vec<Change>,
+    /// Lines not printed yet.
+    lines: Vec<String>,
+}
+
+impl Watch {
+    fn new(health: HealthTracker, start: Instant) -> Self {
+        Watch {
+            health,
+            start,
+            last: BTreeMap::new(),
+            changes: Vec::new(),
+            lines: Vec::new(),
+        }
+    }
+
+    /// Runs `fut`, sampling health every `TICK` meanwhile and once at the end.
+    async fn during<F: Future>(&mut self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        let mut tick = tokio::time::interval(TICK);
+        let output = loop {
+            tokio::select! {
+                biased;
+                output = &mut fut => break output,
+                _ = tick.tick() => self.sample(),
+            }
+        };
+        self.sample();
+        output
+    }
+
+    /// The changes seen since the last call, as lines.
+    fn unprinted(&mut self) -> std::vec::Drain<'_, String> {
+        self.lines.drain(..)
+    }
+
+    fn sample(&mut self) {
+        let now = Instant::now();
+        for m in self.health.snapshot() {
+            let (from, trips) = self
+                .last
+                .insert(m.model.clone(), (m.state, m.trips))
+                .unwrap_or((BreakerState::Closed, 0));
+            if from == m.state {
+                continue;
+            }
+            self.changes.push(Change {
+                at: now - self.start,
+                model: m.model.to_string(),
+                from,
+                to: m.state,
+                trips: m.trips,
+            });
+            let until = m
+                .cooldown_until
+                .map_or(String::new(), |u| stamp(self.start, u));
+            let why = match (from, m.state) {
+                (_, BreakerState::HalfOpen) => {
+                    "cooldown over: this request is its one probe".into()
+                }
+                (BreakerState::HalfOpen, BreakerState::Closed) => {
+                    "probe succeeded: back in service".into()
+                }
+                (BreakerState::HalfOpen, _) => {
+                    format!("probe failed, trip {}: skipped until {until}", m.trips)
+                }
+                (_, BreakerState::Open) if m.trips > trips => {
+                    format!("tripped, trip {}: skipped until {until}", m.trips)
+                }
+                (_, BreakerState::Open) => format!("Retry-After: skipped until {until}"),
+                (_, BreakerState::Closed) => "back in service".into(),
+            };
+            self.lines.push(format!(
+                "{:<9} health    {} {} -> {}  ({why})",
+                stamp(self.start, now),
+                short(&m.model),
+                state(from),
+                state(m.state),
+            ));
+        }
+    }
+}
+
+fn state(s: BreakerState) -> &'static str {
+    match s {
+        BreakerState::Closed => "closed",
+        BreakerState::Open => "open",
+        BreakerState::HalfOpen => "half-open",
+    }
+}
+
+/// `anthropic/claude-sonnet-4.5` -> `claude-sonnet-4.5`.
+fn short(model: &str) -> &str {
+    model.split_once('/').map_or(model, |(_, m)| m)
+}
+
+fn plural(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// ` after: claude-sonnet-4.5 rate_limited 429, ...` (empty when the first try answered).
+fn attempts(records: &[AttemptRecord]) -> String {
+    if records.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = records
+        .iter()
+        .map(|a| {
+            let status = a
+                .status()
+                .map_or(String::new(), |s| format!(" {}", s.as_u16()));
+            let retry = if a.retry > 0 {
+                format!(" (retry {})", a.retry)
+            } else {
+                String::new()
+            };
+            format!("{} {}{status}{retry}", short(&a.model), a.kind())
+        })
+        .collect();
+    format!("  after: {}", list.join(", "))
+}
+
+/// A fixed-seed random source for the retry jitter (SplitMix64).
+struct SplitMix64(u64);
+
+impl Rng for SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// `t=+15.0s`: virtual time since `start`.
+fn stamp(start: Instant, at: Instant) -> String {
+    stamp_at(at - start)
+}
+
+fn stamp_at(elapsed: Duration) -> String {
+    format!("t=+{:.1}s", elapsed.as_secs_f64())
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use BreakerState::{Closed, HalfOpen, Open};
+
+    #[tokio::test(start_paused = true)]
+    async fn the_primary_trips_is_probed_and_recovers_the_same_way_every_run() {
+        let mut out = Vec::new();
+        let story = run(&mut out).await.unwrap();
+        assert_eq!(story.requests, 15);
+        assert_eq!(story.succeeded, 15);
+        assert_eq!(story.fell_back, 12);
+        assert_eq!(story.skipped, 10);
+        // 20 upstream calls for 15 requests: cooling models are skipped without a call.
+        assert_eq!(story.upstream_calls, 20);
+        let calls = |m: &str| story.calls[m];
+        assert_eq!((calls(PRIMARY), calls(SECONDARY), calls(THIRD)), (6, 12, 2));
+        assert_eq!(story.served.iter().filter(|m| *m == THIRD).count(), 2);
+        assert_eq!(story.served[13..], [PRIMARY, PRIMARY]);
+
+        // Retry-After, a failed probe (15 s), a failed probe (30 s), a good probe.
+        let primary: Vec<(u128, BreakerState, BreakerState, u32)> = story
+            .changes
+            .iter()
+            .filter(|c| c.model == PRIMARY)
+            .map(|c| (c.at.as_millis(), c.from, c.to, c.trips))
+            .collect();
+        assert_eq!(
+            primary,
+            [
+                (5_300, Closed, Open, 0),
+                (10_000, Open, HalfOpen, 0),
+                (10_300, HalfOpen, Open, 1),
+                (30_000, Open, HalfOpen, 1),
+                (30_300, HalfOpen, Open, 2),
+                (65_000, Open, HalfOpen, 2),
+                (65_300, HalfOpen, Closed, 2),
+            ]
+        );
+
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.lines().count() <= 80, "{text}");
+        for line in [
+            "requests: 15, succeeded: 15 (100%), fell back: 12",
+            "upstream calls: 20 (1.33 per request)",
+            "primary: 2 trips, 3 probes, back in service at t=+65.3s",
+            "insufficient_credits (fatal), stops after 1 call",
+            "top up at https://openrouter.ai/settings/credits; retrying will not help",
+            "served by gpt-4o (2 calls)  after: claude-sonnet-4.5 content_moderated 403",
+            "served by gpt-4o (2 calls)  after: claude-sonnet-4.5 context_length_exceeded 400",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
+
+        // The same output every run.
+        let mut again = Vec::new();
+        run(&mut again).await.unwrap();
+        assert_eq!(text, String::from_utf8(again).unwrap());
+    }
 }
