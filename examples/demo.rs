@@ -165,8 +165,8 @@ pub async fn run(out: &mut impl Write) -> io::Result<Story> {
         "tower-openrouter demo: an OpenRouter outage, ridden out (in-process stand-in, no key, no network)
 chain: {PRIMARY} -> {SECONDARY} -> {THIRD}
 a request every {}s, every third streamed and read to [DONE]; t=+ is virtual time
-request: kind, served by, primary or fallback, upstream calls, failed or skipped attempts before
-(model_cooling_down: skipped without an upstream call)
+per request: kind, served by, primary or fallback, upstream calls, attempts that failed or
+were skipped before the answer (model_cooling_down: skipped without an upstream call)
 ",
         EVERY.as_secs()
     )?;
@@ -552,5 +552,20 @@ mod tests {
         let mut again = Vec::new();
         run(&mut again).await.unwrap();
         assert_eq!(text, String::from_utf8(again).unwrap());
+
+        // The README's excerpt is real output.
+        let readme = include_str!("../README.md");
+        let excerpt = readme
+            .split("```text\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("README has the demo's excerpt");
+        let lines: Vec<&str> = text.lines().collect();
+        for line in excerpt.lines().filter(|l| *l != "...") {
+            assert!(
+                lines.contains(&line),
+                "README line not in the output: {line:?}"
+            );
+        }
     }
 }
