@@ -145,7 +145,7 @@ fn stack(openrouter: &MockOpenRouter) -> (OpenRouter<MockOpenRouter>, HealthTrac
         // Exact cooldowns (keep the default 10% jitter in production).
         .health_config(HealthConfig::default().jitter(0.0))
         // Retry backoff jitter from a fixed seed.
-        .retry_policy(RetryPolicy::new().rng(SplitMix64(7)))
+        .retry_policy(RetryPolicy::new().rng(Seeded(7)))
         .build()
         .expect("valid settings");
     let health = layer.health().clone();
@@ -468,16 +468,16 @@ fn attempts(records: &[AttemptRecord]) -> String {
     format!("  after: {}", list.join(", "))
 }
 
-/// A fixed-seed random source for the retry jitter (SplitMix64).
-struct SplitMix64(u64);
+/// A fixed-seed random source for the retry jitter: Knuth's MMIX LCG, high bits.
+struct Seeded(u64);
 
-impl Rng for SplitMix64 {
+impl Rng for Seeded {
     fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 ^ (self.0 >> 32)
     }
 }
 
