@@ -8,7 +8,7 @@
 //! a 2-second wait takes no time at all). `main` runs the same checks over real loopback
 //! HTTP with hyper-util's client.
 //!
-//! Run it with `cargo run --example testing --features mock`; test it with
+//! Run it with `cargo run --example testing`; test it with
 //! `cargo test --example testing`.
 
 use std::time::Duration;
