@@ -1,12 +1,23 @@
-//! What the whole stack costs per request, against the in-process MockOpenRouter alone:
-//! a first-try success, and a call whose primary is rate limited (one fallback).
+//! What the whole stack costs per request.
+//!
+//! * Against the in-process MockOpenRouter alone: a first-try success, and a call whose
+//!   primary is rate limited (one fallback).
+//! * Against a bare in-process `service_fn` answering every request with a canned
+//!   OpenRouter success (group `stack`): both sides build the same request, call the
+//!   service and read the whole response body, so the difference is what the stack costs
+//!   per request on the happy path (buffering and checking the body, deadline, fallback,
+//!   retry, health, attempt timeout, classification). Request bodies of 1 KB and 100 KB.
+//!
+//! `cargo bench --bench stack`
 
-use std::time::Duration;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion};
-use http_body_util::Full;
-use tower::{Layer, ServiceExt};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_openrouter::mock::{MockOpenRouter, Reply};
 use tower_openrouter::OpenRouterLayer;
 
@@ -58,5 +69,101 @@ fn bench(c: &mut Criterion) {
     });
 }
 
+const SUCCESS: &[u8] = br#"{"id":"gen-1","object":"chat.completion","created":1700000000,"model":"openai/gpt-4o-mini","provider":"OpenAI","choices":[{"index":0,"logprobs":null,"finish_reason":"stop","native_finish_reason":"stop","message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null}}],"usage":{"prompt_tokens":10,"completion_tokens":9,"total_tokens":19,"cost":0.00042}}"#;
+
+/// A chat-completion body of about `size` bytes.
+fn body(size: usize) -> Bytes {
+    let head = r#"{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":""#;
+    let tail = r#""}],"temperature":0.2,"max_tokens":256}"#;
+    let fill = size.saturating_sub(head.len() + tail.len());
+    let mut s = String::with_capacity(size);
+    s.push_str(head);
+    s.extend(std::iter::repeat_n('a', fill));
+    s.push_str(tail);
+    Bytes::from(s)
+}
+
+fn request_of(body: &Bytes) -> Request<Full<Bytes>> {
+    Request::post("http://127.0.0.1/api/v1/chat/completions")
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-or-bench")
+        .body(Full::new(body.clone()))
+        .unwrap()
+}
+
+fn client() -> impl Service<
+    Request<Full<Bytes>>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
+       + Send {
+    service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(SUCCESS)))
+                .unwrap(),
+        )
+    })
+}
+
+/// Runs `iters` requests through `svc` on one current-thread runtime and returns the time.
+fn run<S, B>(rt: &tokio::runtime::Runtime, svc: &S, body: &Bytes, iters: u64) -> Duration
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let resp = svc.clone().oneshot(request_of(body)).await.unwrap();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(bytes.len(), SUCCESS.len());
+        }
+        start.elapsed()
+    })
+}
+
+fn bench_bare(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let layer = OpenRouterLayer::builder()
+        .chain(["openai/gpt-4o-mini", "anthropic/claude-3-haiku"])
+        .attempt_timeout(Duration::from_secs(60))
+        .deadline(Duration::from_secs(180))
+        .build()
+        .unwrap();
+    // The tracker's timers and maps need the runtime.
+    let stack = rt.block_on(async { layer.layer(client()) });
+    let bare = client();
+
+    let mut group = c.benchmark_group("stack");
+    for (name, size) in [("1KB", 1024), ("100KB", 100 * 1024)] {
+        let body = body(size);
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(BenchmarkId::new("bare", name), &body, |b, body| {
+            b.iter_custom(|iters| run(&rt, &bare, body, iters))
+        });
+        group.bench_with_input(
+            BenchmarkId::new("openrouter_layer", name),
+            &body,
+            |b, body| b.iter_custom(|iters| run(&rt, &stack, body, iters)),
+        );
+    }
+    group.finish();
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+criterion_group! {
+    name = bare;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench_bare
+}
+criterion_main!(benches, bare);
