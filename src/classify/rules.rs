@@ -260,7 +260,9 @@ struct ChoiceProbe<'a> {
 /// and its code as a status (when it is one). A quick byte scan keeps the common success
 /// path free of any parse.
 fn error_in_success_body(body: &[u8]) -> Option<(Option<ErrorBody>, Option<StatusCode>)> {
-    memchr::memmem::find(body, b"\"error\"")?;
+    static ERROR_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
+    ERROR_KEY.find(body)?;
     let probe: ErrorProbe<'_> = serde_json::from_slice(body).ok()?;
     let raw = match probe.error {
         Some(raw) => Some(raw),
