@@ -451,3 +451,39 @@ async fn deadline_passed_ends_the_walk() {
     assert_eq!(err.attempts().len(), 2);
     assert_eq!(err.attempts()[1].elapsed, Duration::from_secs(4));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_large_body_is_rewritten_byte_exact_for_every_model_of_the_chain() {
+    // 128 KiB: large enough that each model's body replaces the caller's in the call.
+    let head =
+        "{ \"model\" : \"caller/choice\",\n  \"messages\":[{\"role\":\"user\",\"content\":\"";
+    let tail = "\"}], \"temperature\" : 0.2 }";
+    let fill = "\\u00e9 x".repeat(128 * 1024 / 8);
+    let body = format!("{head}{fill}{tail}");
+    let calls: Calls = Arc::default();
+    let svc = FallbackLayer::new(["m/a", "m/bb", "m/c"]).layer(upstream(calls.clone(), |m| {
+        if m == "m/c" {
+            Ok(())
+        } else {
+            Err(ErrorKind::ModelUnavailable)
+        }
+    }));
+    let req = Request::post("http://localhost/api/v1/chat/completions")
+        .header("content-length", body.len())
+        .body(Full::new(Bytes::from(body.clone())))
+        .unwrap();
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(&*resp.extensions().get::<ServedBy>().unwrap().model, "m/c");
+    let calls = calls.lock().unwrap();
+    let models: Vec<&str> = calls.iter().map(|(a, _)| a.model()).collect();
+    assert_eq!(models, ["m/a", "m/bb", "m/c"]);
+    for (attempt, sent) in calls.iter() {
+        let want = body.replacen("\"caller/choice\"", &format!("\"{}\"", attempt.model()), 1);
+        assert_eq!(
+            std::str::from_utf8(sent).unwrap(),
+            want,
+            "body for {}",
+            attempt.model()
+        );
+    }
+}

@@ -268,6 +268,12 @@ impl<S> CallCtx<S> {
             Ok(b) => b,
             Err(e) => return Step::Fail(e),
         };
+        if let Some(json) = self.template.take_rebased() {
+            // The base request now holds the body for this model, and the caller's buffer
+            // is released: one copy per call, however many models are tried.
+            crate::body::replace_body(&mut self.base, json.bytes().clone());
+            self.base.extensions_mut().insert(json);
+        }
         let mut req = crate::body::clone_request_with_body(&self.base, body);
         req.extensions_mut().insert(Attempt {
             model: first.model_arc().clone(),

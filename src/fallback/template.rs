@@ -12,17 +12,34 @@ use crate::error::Error;
 /// The caller's body, indexed once per call (the buffering layer's index is reused), and
 /// rendered per model: only the `model` value (and, in hybrid mode, `models`) changes.
 ///
-/// Memory: every rendering is made from the caller's buffer, which the call keeps anyway
-/// (it shares it with the request by reference count); a rendered copy lives only as long
-/// as its attempt. When the chain's model is the one the caller wrote, the caller's buffer
-/// itself is sent.
+/// Memory: when the chain's model is the one the body already names, that buffer itself is
+/// sent. Otherwise (plain client-side fallback) a body of [`REBASE_AT`] bytes or more for
+/// the new model becomes the template for the next one, and
+/// [`BodyTemplate::take_rebased`] hands it to the call so it replaces the caller's buffer
+/// in the base request: a call holds one copy of a large body, not the caller's plus the
+/// current model's. A smaller body is copied from the caller's (cheaper than re-indexing,
+/// and small). Hybrid windows and `/messages` fallbacks render from the caller's body.
+/// Bodies from this size on replace the caller's buffer when a fallback rewrites them.
+pub(crate) const REBASE_AT: usize = 64 * 1024;
+
 pub(crate) struct BodyTemplate {
     json: Option<Result<JsonBody, Error>>,
+    /// The index of a body that replaced the template, for the base request.
+    rebased: Option<JsonBody>,
 }
 
 impl BodyTemplate {
     pub(crate) fn new() -> Self {
-        BodyTemplate { json: None }
+        BodyTemplate {
+            json: None,
+            rebased: None,
+        }
+    }
+
+    /// The body (with its index) the last render made the new template, once: the caller
+    /// puts it into the base request in place of the old one.
+    pub(crate) fn take_rebased(&mut self) -> Option<JsonBody> {
+        self.rebased.take()
     }
 
     /// The body for `model`, with `models` set to `window` in hybrid mode.
@@ -57,7 +74,15 @@ impl BodyTemplate {
             }
             Some(w) => json.with_model_and_models(model, w.iter().map(|m| &**m)),
             None if json.model().as_deref() == Some(model) => Ok(json.bytes().clone()),
-            None => json.with_model(model),
+            None if json.bytes().len() < REBASE_AT => json.with_model(model),
+            None => {
+                // Index computed while writing: no second parse.
+                let next = json.edited(&[Edit::SetString("model", model)]);
+                let bytes = next.bytes().clone();
+                self.rebased = Some(next.clone());
+                self.json = Some(Ok(next));
+                Ok(bytes)
+            }
         }
     }
 }
