@@ -541,7 +541,7 @@ mod tests {
             "upstream calls: 20 (1.33 per request)",
             "primary: 2 trips, 3 probes, back in service at t=+65.3s",
             "insufficient_credits (fatal), stops after 1 call",
-            "top up at https://openrouter.ai/settings/credits; retrying will not help",
+            "Add more using https://openrouter.ai/settings/credits; retrying will not help",
             "served by gpt-4o (2 calls)  after: claude-sonnet-4.5 content_moderated 403",
             "served by gpt-4o (2 calls)  after: claude-sonnet-4.5 context_length_exceeded 400",
         ] {

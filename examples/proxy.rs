@@ -145,7 +145,15 @@ fn env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    // Print a bad setting as a plain sentence (not `Error: "..."`) and exit 1.
+    if let Err(e) = start() {
+        eprintln!("proxy: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn start() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args();
     let filter: tracing_subscriber::filter::Targets = env("RUST_LOG")
         .as_deref()

@@ -538,7 +538,14 @@ impl fmt::Display for Error {
         if let Some(ra) = i.retry_after {
             write!(f, "; retry after {:.1}s", ra.as_secs_f64())?;
         }
-        write!(f, "; {}", i.kind.advice())
+        // OpenRouter's 402 message already says where to top up: do not repeat the URL.
+        let advice = match (i.kind, &i.body) {
+            (ErrorKind::InsufficientCredits, Some(b)) if b.message.contains("settings/credits") => {
+                "retrying will not help"
+            }
+            _ => i.kind.advice(),
+        };
+        write!(f, "; {advice}")
     }
 }
 
@@ -623,6 +630,27 @@ mod tests {
             e.to_string(),
             "rate limited (openai/gpt-4o); retry after 2.0s; wait for the Retry-After hint or use another model"
         );
+    }
+
+    #[test]
+    fn credits_advice_does_not_repeat_openrouters_url() {
+        let body = ErrorBody {
+            message: "Insufficient credits. Add more using https://openrouter.ai/settings/credits"
+                .into(),
+            ..ErrorBody::default()
+        };
+        let e = Error::new(ErrorKind::InsufficientCredits)
+            .with_status(StatusCode::PAYMENT_REQUIRED)
+            .with_body(body);
+        assert_eq!(
+            e.to_string(),
+            "out of credits (HTTP 402): Insufficient credits. Add more using https://openrouter.ai/settings/credits; retrying will not help"
+        );
+        // Without OpenRouter's own pointer, the advice names the page.
+        let e = Error::new(ErrorKind::InsufficientCredits);
+        assert!(e
+            .to_string()
+            .contains("top up at https://openrouter.ai/settings/credits"));
     }
 
     #[test]
