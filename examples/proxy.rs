@@ -32,7 +32,7 @@
 //! | flag | env | default |
 //! |---|---|---|
 //! | `--port N` | `PORT` | `8080` |
-//! | `--upstream URL` | `UPSTREAM_URL` | `https://openrouter.ai/api/v1` when `OPENROUTER_API_KEY` is set, else the stand-in ([`MockOpenRouter`](tower_openrouter::mock::MockOpenRouter)) served on loopback |
+//! | `--upstream URL` | `UPSTREAM_URL` | `https://openrouter.ai/api/v1` when `OPENROUTER_API_KEY` is set, else the stand-in ([`MockOpenRouter`](tower_openrouter::mock::MockOpenRouter)) served on loopback (keeping only its last 1,000 received requests, so memory stays flat) |
 //! | | `UPSTREAM_API_KEY`, else `OPENROUTER_API_KEY` | none (no `Authorization` upstream) |
 //! | `--config FILE` | | a JSON [`Config`](tower_openrouter::config::Config) (chains and settings) |
 //! | | `PRIMARY_MODEL`, `FALLBACK_MODELS` (comma-separated) | `openai/gpt-4o-mini`, `anthropic/claude-3-haiku` (when no `--config`) |
@@ -220,6 +220,9 @@ fn layer(args: &Args) -> Result<OpenRouterLayer, Box<dyn std::error::Error>> {
         .build()?)
 }
 
+/// How many received requests the stand-in keeps (its counters stay exact regardless).
+const MOCK_KEPT_REQUESTS: usize = 1_000;
+
 /// Where requests go, with which key; keeps the stand-in alive when one is used.
 struct Upstream {
     base: String,
@@ -244,6 +247,9 @@ async fn upstream(args: &Args) -> Result<Upstream, Box<dyn std::error::Error>> {
         });
     }
     let mock = MockOpenRouter::new();
+    // The stand-in keeps received requests for inspection; a long-running proxy only needs
+    // the counters, so bound the history (memory stays flat however long it serves).
+    mock.keep_requests(MOCK_KEPT_REQUESTS);
     for (model, status) in &args.mock_fail {
         mock.model(model).respond(Reply::status(*status));
     }

@@ -872,6 +872,118 @@ async fn counters_requests_and_reset() {
     assert!(body.starts_with(r#"{"id":"gen-mock-1","#));
 }
 
+/// Request `i` of the bound tests: models alternate `a/b` (even) and `c/d` (odd).
+fn numbered(i: usize) -> (String, Request<Full<Bytes>>) {
+    let model = if i % 2 == 0 { "a/b" } else { "c/d" };
+    let body = format!(r#"{{"model":"{model}","messages":[],"n":{i}}}"#);
+    (body.clone(), post("/api/v1/chat/completions", &body))
+}
+
+fn body_strings(bodies: impl IntoIterator<Item = Bytes>) -> Vec<String> {
+    bodies
+        .into_iter()
+        .map(|b| String::from_utf8(b.to_vec()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn keep_requests_keeps_the_last_n_and_counters_stay_exact() {
+    let mock = MockOpenRouter::new();
+    mock.keep_requests(3);
+    let mut sent = Vec::new();
+    let mut last = String::new();
+    for i in 0..10 {
+        let (body, req) = numbered(i);
+        sent.push(body);
+        last = send(&mock, req).await.2;
+    }
+    // The numbering counts every request, kept or not.
+    assert!(last.starts_with(r#"{"id":"gen-mock-10","#), "{last}");
+
+    let kept = body_strings(mock.requests().into_iter().map(|r| r.body().clone()));
+    assert_eq!(kept, sent[7..].to_vec());
+    assert_eq!(
+        mock.requests()
+            .iter()
+            .map(|r| r.model().unwrap().to_owned())
+            .collect::<Vec<_>>(),
+        ["c/d", "a/b", "c/d"]
+    );
+    assert_eq!(mock.calls("a/b"), 5);
+    assert_eq!(mock.calls("c/d"), 5);
+    assert_eq!(mock.total_calls(), 10);
+    assert_eq!(
+        mock.calls_by_model().into_iter().collect::<Vec<_>>(),
+        vec![("a/b".to_owned(), 5), ("c/d".to_owned(), 5)]
+    );
+    // `bodies` is the kept requests of that model, in order.
+    assert_eq!(body_strings(mock.bodies("a/b")), [sent[8].clone()]);
+    assert_eq!(
+        body_strings(mock.bodies("c/d")),
+        [sent[7].clone(), sent[9].clone()]
+    );
+
+    // Requests the script never sees count against the bound too.
+    send(&mock, post("/api/v1/models", "{}")).await;
+    assert_eq!(mock.total_calls(), 11);
+    let kept: Vec<_> = mock
+        .requests()
+        .iter()
+        .map(|r| r.uri().path().to_owned())
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "/api/v1/chat/completions",
+            "/api/v1/chat/completions",
+            "/api/v1/models"
+        ]
+    );
+    assert_eq!(body_strings(mock.bodies("c/d")), [sent[9].clone()]);
+
+    // reset() forgets the requests but keeps the bound.
+    mock.reset();
+    assert!(mock.requests().is_empty());
+    for i in 0..5 {
+        send(&mock, numbered(i).1).await;
+    }
+    assert_eq!(
+        body_strings(mock.requests().into_iter().map(|r| r.body().clone())),
+        sent[2..5].to_vec()
+    );
+    assert_eq!(mock.total_calls(), 5);
+}
+
+#[tokio::test]
+async fn keep_requests_default_keeps_all_and_lowering_drops_the_oldest() {
+    let mock = MockOpenRouter::new();
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        let (body, req) = numbered(i);
+        sent.push(body);
+        send(&mock, req).await;
+    }
+    // Default: everything is kept.
+    assert_eq!(
+        body_strings(mock.requests().into_iter().map(|r| r.body().clone())),
+        sent
+    );
+    // Lowering the bound drops the oldest at once.
+    mock.keep_requests(2);
+    assert_eq!(
+        body_strings(mock.requests().into_iter().map(|r| r.body().clone())),
+        sent[8..].to_vec()
+    );
+    // Zero keeps none; the counters go on.
+    mock.keep_requests(0);
+    assert!(mock.requests().is_empty());
+    send(&mock, chat("a/b")).await;
+    assert!(mock.requests().is_empty());
+    assert!(mock.bodies("a/b").is_empty());
+    assert_eq!(mock.calls("a/b"), 6);
+    assert_eq!(mock.total_calls(), 11);
+}
+
 #[tokio::test]
 async fn reset_keeps_scripts_and_their_progress() {
     let mock = MockOpenRouter::new();

@@ -6,8 +6,9 @@
 //! status with OpenRouter's error body and `Retry-After`, a `200` with an error inside,
 //! delays, hangs, dropped connections, SSE streams with keep-alive comments, mid-stream
 //! error chunks, missing `[DONE]`, stalls and aborts; sequences ("429 twice, then
-//! succeed") and seeded random failure rates. It counts requests per model and keeps every
-//! request it received. [`MockOpenRouter::serve`] puts it on a loopback port behind hyper,
+//! succeed") and seeded random failure rates. It counts requests per model and keeps the
+//! requests it received (all of them by default; the last `n` with
+//! [`keep_requests`](MockOpenRouter::keep_requests)). [`MockOpenRouter::serve`] puts it on a loopback port behind hyper,
 //! so black-box tests and examples can use it over real HTTP.
 //!
 //! All waits use `tokio::time`, so under `#[tokio::test(start_paused = true)]` they are
@@ -106,7 +107,7 @@ pub use reply::Reply;
 pub use server::MockServer;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -134,7 +135,9 @@ struct State {
     default: Node,
     calls: BTreeMap<Arc<str>, u64>,
     total: u64,
-    requests: Vec<ReceivedRequest>,
+    requests: VecDeque<ReceivedRequest>,
+    /// How many received requests to keep (the newest); `None` keeps all.
+    keep: Option<usize>,
 }
 
 impl Default for State {
@@ -144,7 +147,8 @@ impl Default for State {
             default: Reply::ok().node,
             calls: BTreeMap::new(),
             total: 0,
-            requests: Vec::new(),
+            requests: VecDeque::new(),
+            keep: None,
         }
     }
 }
@@ -353,6 +357,30 @@ impl MockOpenRouter {
         self
     }
 
+    /// Keeps only the last `n` received requests for [`requests`](Self::requests) and
+    /// [`bodies`](Self::bodies), dropping older ones as new ones arrive (and at once, if
+    /// more are kept already). `0` keeps none.
+    ///
+    /// By default the mock keeps every request, which suits tests (they assert on the whole
+    /// history) but grows without bound in a long-running process: a server or demo that
+    /// uses the mock should set a bound. The counters ([`calls`](Self::calls),
+    /// [`total_calls`](Self::total_calls), [`calls_by_model`](Self::calls_by_model)) and
+    /// the `gen-mock-{n}` numbering stay exact either way.
+    ///
+    /// ```
+    /// use tower_openrouter::mock::MockOpenRouter;
+    ///
+    /// let mock = MockOpenRouter::new();
+    /// mock.keep_requests(1_000);
+    /// ```
+    pub fn keep_requests(&self, n: usize) -> &Self {
+        let mut state = self.lock();
+        state.keep = Some(n);
+        let excess = state.requests.len().saturating_sub(n);
+        state.requests.drain(..excess);
+        self
+    }
+
     /// How many requests named `model`.
     pub fn calls(&self, model: &str) -> u64 {
         self.lock().calls.get(model).copied().unwrap_or(0)
@@ -372,12 +400,14 @@ impl MockOpenRouter {
             .collect()
     }
 
-    /// Every request received, in order.
+    /// Every request received, in order (only the last `n` with
+    /// [`keep_requests`](Self::keep_requests)).
     pub fn requests(&self) -> Vec<ReceivedRequest> {
-        self.lock().requests.clone()
+        self.lock().requests.iter().cloned().collect()
     }
 
-    /// The bodies of the requests that named `model`, in order.
+    /// The bodies of the requests that named `model`, in order (among the kept requests:
+    /// see [`keep_requests`](Self::keep_requests)).
     pub fn bodies(&self, model: &str) -> Vec<Bytes> {
         self.lock()
             .requests
@@ -388,7 +418,8 @@ impl MockOpenRouter {
     }
 
     /// Forgets counts and received requests (the `gen-mock-{n}` numbering restarts).
-    /// Scripts, their progress and the default reply stay as they are.
+    /// Scripts, their progress, the default reply and the
+    /// [`keep_requests`](Self::keep_requests) bound stay as they are.
     pub fn reset(&self) {
         let mut state = self.lock();
         state.calls.clear();
@@ -422,14 +453,20 @@ impl MockOpenRouter {
         let mut state = self.lock();
         state.total += 1;
         let call = state.total;
-        state.requests.push(ReceivedRequest {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers,
-            body: bytes.clone(),
-            model: model.clone(),
-            stream,
-        });
+        let keep = state.keep.unwrap_or(usize::MAX);
+        if keep > 0 {
+            if state.requests.len() >= keep {
+                state.requests.pop_front();
+            }
+            state.requests.push_back(ReceivedRequest {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: parts.headers,
+                body: bytes.clone(),
+                model: model.clone(),
+                stream,
+            });
+        }
         let outcome = match (api, model) {
             (None, _) => Outcome::Respond(render::plain_error(
                 Api::Chat,
