@@ -85,19 +85,13 @@ where
         .map(Response::into_body)
 }
 
-#[tokio::test]
-async fn a_valid_body_reaches_the_upstream_unchanged_and_uncopied() {
+/// Sends `req` (a valid body in one chunk) through a fresh upstream and asserts the
+/// upstream got the same buffer (unchanged, uncopied), the caller's key, and the body's
+/// index naming `model`. Returns what the upstream saw.
+async fn assert_passes_uncopied(req: Request<Full<Bytes>>, model: &str) -> Request<Full<Bytes>> {
     let up = Upstream::default();
-    let bytes = Bytes::from_static(
-        b"{ \"messages\":[{\"role\":\"user\",\"content\":\"h\\u00e9\"}],\n \"model\" :\"a/b\" }",
-    );
-    let out = call(
-        BufferRequestLayer::new(),
-        &up,
-        chat(Full::new(bytes.clone())),
-    )
-    .await
-    .unwrap();
+    let bytes = full_bytes(req.body());
+    let out = call(BufferRequestLayer::new(), &up, req).await.unwrap();
     assert_eq!(out, bytes);
     assert_eq!(up.calls(), 1);
     let seen = up.seen();
@@ -109,8 +103,17 @@ async fn a_valid_body_reaches_the_upstream_unchanged_and_uncopied() {
         .get::<JsonBody>()
         .expect("index for inner layers");
     assert!(json.is_for(&got));
-    assert_eq!(json.model().as_deref(), Some("a/b"));
+    assert_eq!(json.model().as_deref(), Some(model));
     assert!(JsonBody::from_request(&seen).unwrap().is_for(&got));
+    seen
+}
+
+#[tokio::test]
+async fn a_valid_body_reaches_the_upstream_unchanged_and_uncopied() {
+    let bytes = Bytes::from_static(
+        b"{ \"messages\":[{\"role\":\"user\",\"content\":\"h\\u00e9\"}],\n \"model\" :\"a/b\" }",
+    );
+    assert_passes_uncopied(chat(Full::new(bytes)), "a/b").await;
 }
 
 #[tokio::test]
@@ -196,6 +199,8 @@ async fn bad_chat_bodies_are_typed_errors_without_an_upstream_call() {
         "/api/v1/chat/completions",
         "/api/v1/completions",
         "/api/v1/messages/",
+        "/api/v1/responses",
+        "/api/v1/responses/",
     ] {
         for (body, want) in &cases {
             let req = Request::post(format!("http://127.0.0.1{path}"))
@@ -213,6 +218,69 @@ async fn bad_chat_bodies_are_typed_errors_without_an_upstream_call() {
         }
     }
     assert_eq!(up.calls(), 0);
+}
+
+fn responses<B>(body: B) -> Request<B> {
+    Request::post("http://127.0.0.1/api/v1/responses")
+        .header("authorization", AUTH)
+        .body(body)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn bad_responses_bodies_are_typed_errors_without_an_upstream_call() {
+    let up = Upstream::default();
+    let cases = [
+        (
+            format!("{{\"model\":\"{SECRET}\",\"input\":"),
+            "not valid JSON",
+        ),
+        (SECRET.to_owned(), "not valid JSON"),
+        (format!("[\"{SECRET}\"]"), "not an object"),
+        (
+            format!("{{\"input\":\"{SECRET}\"}}"),
+            "no top-level \"model\"",
+        ),
+        (
+            format!("{{\"model\":[\"{SECRET}\"],\"input\":\"hi\"}}"),
+            "not a string",
+        ),
+        (
+            "{\"model\":42,\"input\":\"hi\"}".to_owned(),
+            "not a string (it is a number)",
+        ),
+    ];
+    for (body, want) in &cases {
+        let e = call(BufferRequestLayer::new(), &up, responses(full(body)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidBody, "{body}");
+        assert!(e.detail().unwrap().contains(want), "{e}");
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("SENTINEL"), "{shown}");
+    }
+    assert_eq!(up.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_valid_responses_body_reaches_the_upstream_unchanged() {
+    let bytes = Bytes::from_static(
+        b"{\"input\":[{\"role\":\"user\",\"content\":\"h\\u00e9\"}],\n \"model\" : \"openai/o4-mini\" ,\"stream\":true}",
+    );
+    let seen = assert_passes_uncopied(responses(Full::new(bytes)), "openai/o4-mini").await;
+    assert_eq!(seen.uri().path(), "/api/v1/responses");
+
+    // Only a POST is checked: other methods on the path pass through as they are.
+    let up = Upstream::default();
+    let req = Request::get("http://127.0.0.1/api/v1/responses")
+        .body(full("not json"))
+        .unwrap();
+    assert_eq!(
+        call(BufferRequestLayer::new(), &up, req).await.unwrap(),
+        "not json"
+    );
+    assert!(up.seen().extensions().get::<JsonBody>().is_none());
+    assert_eq!(up.calls(), 1);
 }
 
 #[tokio::test]

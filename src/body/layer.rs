@@ -20,16 +20,17 @@ use crate::{BoxError, Error, ErrorKind};
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Buffers a request body once into a cheaply cloneable `Request<Full<Bytes>>`, bounded,
-/// and checks chat-completion bodies before any upstream call.
+/// and checks chat-completion, messages and Responses API bodies before any upstream call.
 ///
 /// * A body larger than the limit ([`DEFAULT_BODY_LIMIT`] unless set with
 ///   [`BufferRequestLayer::limit`]) is [`ErrorKind::BodyTooLarge`]. A `Content-Length`
 ///   (or body size hint) over the limit is refused without reading; otherwise reading
 ///   stops at the first chunk that passes the limit.
-/// * A `POST` to a path ending in `/chat/completions`, `/completions` or `/messages` whose
-///   body is not a JSON object with a string `model` is [`ErrorKind::InvalidBody`]; the
-///   detail says which (not valid JSON, not an object, no `model`, `model` not a string)
-///   and never echoes the body. For a valid one the parsed [`JsonBody`] index is put in
+/// * A `POST` to a path ending in `/chat/completions`, `/completions`, `/messages` or
+///   `/responses` (the OpenAI Responses API shape OpenRouter serves at
+///   `/api/v1/responses`) whose body is not a JSON object with a string `model` is
+///   [`ErrorKind::InvalidBody`]; the detail says which (not valid JSON, not an object, no
+///   `model`, `model` not a string) and never echoes the body. For a valid one the parsed [`JsonBody`] index is put in
 ///   the request extensions, so inner layers edit the body without parsing it again.
 /// * A body that fails to read is [`ErrorKind::InvalidBody`] with the read error as its
 ///   source.
@@ -112,6 +113,16 @@ impl<S> BufferRequest<S> {
 pub(crate) fn is_model_endpoint(method: &Method, path: &str) -> bool {
     let path = path.strip_suffix('/').unwrap_or(path);
     method == Method::POST && (path.ends_with("/completions") || path.ends_with("/messages"))
+}
+
+/// Whether `BufferRequestLayer` checks a request's body (a JSON object with a string
+/// `model`): the model endpoints, and `POST .../responses` (the Responses API).
+///
+/// The Responses API is checked and indexed only here: the routing layer's endpoints
+/// ([`is_model_endpoint`]) stay as they are.
+fn is_checked_endpoint(method: &Method, path: &str) -> bool {
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    is_model_endpoint(method, path) || (method == Method::POST && trimmed.ends_with("/responses"))
 }
 
 /// Whether a path is the Anthropic-shaped `/messages` endpoint.
@@ -331,9 +342,10 @@ where
     }
 }
 
-/// Checks a chat-completion body and records its index in the extensions.
+/// Checks a chat-completion, messages or Responses API body and records its index in the
+/// extensions.
 fn prepare(parts: &mut Parts, bytes: &Bytes) -> Result<(), Error> {
-    if is_model_endpoint(&parts.method, parts.uri.path()) {
+    if is_checked_endpoint(&parts.method, parts.uri.path()) {
         let json = JsonBody::parse_with_model(bytes.clone())?;
         parts.extensions.insert(json);
     }
