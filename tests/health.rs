@@ -734,3 +734,54 @@ fn concurrent_checks_after_the_cooldown_hand_out_one_probe() {
     assert_eq!(probes.load(Ordering::SeqCst), 1);
     assert_eq!(state(&tracker, MODEL).state, BreakerState::HalfOpen);
 }
+
+/// The cooldowns of four trips in a row of one model (the probe after each cooldown
+/// fails), then of a second model's first trip, under `config`.
+async fn trip_cooldowns(config: HealthConfig) -> Vec<Duration> {
+    let tracker = HealthTracker::new(config.consecutive_failures(1));
+    let err = provider_error();
+    let mut out = Vec::new();
+    tracker.record(MODEL, Err(&err));
+    for trip in 1..=4 {
+        let left = tracker.cooldown_until(MODEL).unwrap() - Instant::now();
+        out.push(left);
+        if trip < 4 {
+            advance(left).await;
+            assert_eq!(tracker.check(MODEL), Admission::Probe);
+            tracker.record(MODEL, Err(&err));
+        }
+    }
+    tracker.record("b/other", Err(&err));
+    out.push(tracker.cooldown_until("b/other").unwrap() - Instant::now());
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn seeded_jitter_gives_exact_reproducible_cooldowns() {
+    let seeded = |seed| HealthConfig::default().jitter(0.1).jitter_seed(seed);
+    let a = trip_cooldowns(seeded(42)).await;
+    // Nominal 15 s, 30 s, 45 s, 60 s (trips in a row), then 15 s for the other model; each
+    // shortened by 10% x the next splitmix64 draw of seed 42 (golden values).
+    assert_eq!(
+        a,
+        [
+            Duration::from_nanos(13_887_652_682),
+            Duration::from_nanos(29_520_268_821),
+            Duration::from_nanos(43_746_294_914),
+            Duration::from_nanos(57_934_855_701),
+            Duration::from_nanos(14_942_954_747),
+        ]
+    );
+    for (left, nominal) in a.iter().zip([15, 30, 45, 60, 15]) {
+        let nominal = secs(nominal);
+        assert!(*left > nominal.mul_f64(0.9) && *left <= nominal, "{left:?}");
+    }
+    // Same seed, same sequence; another seed, another one.
+    assert_eq!(trip_cooldowns(seeded(42)).await, a);
+    assert_ne!(trip_cooldowns(seeded(43)).await, a);
+    // A seed without jitter changes nothing: exact cooldowns.
+    assert_eq!(
+        trip_cooldowns(seeded(42).jitter(0.0)).await,
+        [secs(15), secs(30), secs(45), secs(60), secs(15)]
+    );
+}

@@ -22,6 +22,7 @@ use crate::config::ConfigError;
 /// | [`cooldown`](Self::cooldown) | 15 s | cooldown per trip: `cooldown x trips` ... |
 /// | [`max_cooldown`](Self::max_cooldown) | 300 s | ... capped at this |
 /// | [`jitter`](Self::jitter) | 0.1 | a cooldown is shortened by a random fraction up to this |
+/// | [`jitter_seed`](Self::jitter_seed) | random | seed of the jitter's random source |
 /// | [`respect_retry_after`](Self::respect_retry_after) | on | a failure's `Retry-After` hint cools the model at least that long ... |
 /// | [`max_retry_after`](Self::max_retry_after) | 3600 s | ... hints longer than this are cut to it |
 /// | [`max_models`](Self::max_models) | 1024 | models tracked at most; further ones are never skipped |
@@ -59,6 +60,7 @@ pub struct HealthConfig {
     pub(crate) cooldown: Duration,
     pub(crate) max_cooldown: Duration,
     pub(crate) jitter: f64,
+    pub(crate) jitter_seed: Option<u64>,
     pub(crate) respect_retry_after: bool,
     pub(crate) max_retry_after: Duration,
     pub(crate) max_models: usize,
@@ -78,6 +80,7 @@ impl Default for HealthConfig {
             cooldown: Duration::from_secs(15),
             max_cooldown: Duration::from_secs(300),
             jitter: 0.1,
+            jitter_seed: None,
             respect_retry_after: true,
             max_retry_after: Duration::from_secs(3600),
             max_models: 1024,
@@ -196,9 +199,61 @@ impl HealthConfig {
 
     /// A cooldown is shortened by a random fraction up to `fraction` (in `[0, 1)`), so
     /// models that tripped together do not all come back at once. 0 makes cooldowns exact
-    /// (useful in tests). Default 0.1.
+    /// (useful in tests; [`jitter_seed`](Self::jitter_seed) keeps the jitter and makes it
+    /// reproducible). Default 0.1.
+    ///
+    /// With jitter `j`, the cooldown of a trip whose nominal cooldown is `c` lies in
+    /// `(c x (1 - j), c]`.
     pub fn jitter(mut self, fraction: f64) -> Self {
         self.jitter = fraction;
+        self
+    }
+
+    /// Seeds the random source of the cooldown [`jitter`](Self::jitter), so cooldowns are
+    /// reproducible: two trackers built from settings with the same seed, fed the same
+    /// outcomes, give identical cooldowns. Default: a random seed per tracker.
+    ///
+    /// Each [`HealthTracker`](super::HealthTracker) built from these settings starts its
+    /// own source from the seed (a clone of the settings shares nothing). The source is
+    /// shared by all models of a tracker and drawn once per trip, in the order the trips
+    /// happen: the `n`th trip of the tracker (of any model) gets the `n`th number. Trips
+    /// racing on several threads draw in whichever order they happen, so exact sequences
+    /// need a single task (or paused time, as in tests). Nothing is drawn while
+    /// [`jitter`](Self::jitter) is 0.
+    ///
+    /// The source is a splitmix64 generator on one atomic word: a draw is a single
+    /// `fetch_add`, so a seeded source adds no lock, and checks and records of outcomes
+    /// stay lock-free (a draw only happens when a model trips anyway). Not for anything
+    /// that must be unpredictable.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_openrouter::health::{HealthConfig, HealthTracker};
+    /// use tower_openrouter::{Error, ErrorKind};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let config = HealthConfig::default()
+    ///     .consecutive_failures(1)
+    ///     .jitter(0.1)
+    ///     .jitter_seed(42);
+    /// assert_eq!(config.get_jitter_seed(), Some(42));
+    ///
+    /// // Two trackers with the same seed: the same cooldown, to the nanosecond.
+    /// let (a, b) = (HealthTracker::new(config.clone()), HealthTracker::new(config));
+    /// let err = Error::new(ErrorKind::ProviderError);
+    /// a.record("openai/gpt-4o", Err(&err));
+    /// b.record("openai/gpt-4o", Err(&err));
+    /// let until = a.cooldown_until("openai/gpt-4o").unwrap();
+    /// assert_eq!(b.cooldown_until("openai/gpt-4o"), Some(until));
+    ///
+    /// // Within the jitter's range: (15 s x 0.9, 15 s].
+    /// let left = until - tokio::time::Instant::now();
+    /// assert!(left > Duration::from_millis(13_500) && left <= Duration::from_secs(15));
+    /// # }
+    /// ```
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = Some(seed);
         self
     }
 
@@ -266,6 +321,11 @@ impl HealthConfig {
     /// See [`jitter`](Self::jitter).
     pub fn get_jitter(&self) -> f64 {
         self.jitter
+    }
+
+    /// See [`jitter_seed`](Self::jitter_seed); `None` for a random seed (the default).
+    pub fn get_jitter_seed(&self) -> Option<u64> {
+        self.jitter_seed
     }
 
     /// See [`respect_retry_after`](Self::respect_retry_after).
@@ -371,6 +431,8 @@ mod tests {
         assert_eq!(c.get_cooldown(), Duration::from_secs(15));
         assert_eq!(c.get_max_cooldown(), Duration::from_secs(300));
         assert_eq!(c.get_skip_below_success_rate(), None);
+        assert_eq!(c.get_jitter(), 0.1);
+        assert_eq!(c.get_jitter_seed(), None);
     }
 
     #[test]

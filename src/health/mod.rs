@@ -17,7 +17,8 @@
 //!   calls over the last 30 s failed, or (when set) when its success rate over the window
 //!   falls below [`skip_below_success_rate`](HealthConfig::skip_below_success_rate).
 //! * A tripped model **cools down** for 15 s times the number of trips in a row, capped
-//!   at 300 s, shortened by up to 10% of jitter. Trips in a row start again at 1 when a
+//!   at 300 s, shortened by up to 10% of jitter (randomly seeded; fix the seed with
+//!   [`jitter_seed`](HealthConfig::jitter_seed) for reproducible cooldowns). Trips in a row start again at 1 when a
 //!   model trips after having been back in service for a whole window.
 //! * A counted failure with a `Retry-After` hint (a 429) cools the model for at least
 //!   that long, tripped or not; a later, shorter hint never shortens a cooldown.

@@ -118,6 +118,7 @@ impl HealthTracker {
     /// edge, e.g. `consecutive_failures(0)` trips on every counted failure.
     pub fn new(config: HealthConfig) -> Self {
         let window_nanos = nanos(config.window).max(1);
+        let jitter = Jitter::new(config.jitter_seed);
         HealthTracker {
             inner: Arc::new(Inner {
                 window_nanos,
@@ -125,7 +126,7 @@ impl HealthTracker {
                 epoch: Instant::now(),
                 models: ArcSwap::from_pointee(HashMap::new()),
                 insert: Mutex::new(()),
-                jitter: Jitter::new(),
+                jitter,
             }),
         }
     }
