@@ -11,8 +11,8 @@
 //! recovers. Then a summary, and three failures that are not outages (402, 403, 400).
 //!
 //! Time is tokio's paused clock: the cooldowns (15 s, then 30 s) pass at once and
-//! `t=+15.0s` is virtual time. Cooldown jitter is off and the retry jitter has a fixed
-//! seed, so every run prints the same thing.
+//! `t=+15.0s` is virtual time. The cooldowns keep their default 10% jitter and the retry
+//! backoff its jitter, both from fixed seeds, so every run prints the same thing.
 //!
 //! Run it with `cargo run --example demo`; `cargo test --example demo` checks the story.
 
@@ -142,8 +142,12 @@ fn stack(openrouter: &MockOpenRouter) -> (OpenRouter<MockOpenRouter>, HealthTrac
         .chain([PRIMARY, SECONDARY, THIRD])
         .attempt_timeout(Duration::from_secs(60))
         .deadline(Duration::from_secs(180))
-        // Exact cooldowns (keep the default 10% jitter in production).
-        .health_config(HealthConfig::default().jitter(0.0))
+        // The default 10% cooldown jitter, from a fixed seed (leave it random in
+        // production). Any seed prints the same every run; this one shortens the two trips'
+        // cooldowns (15 s, 30 s) by 0.12 s and 0.09 s, so each still ends just after a
+        // request arrives and the next one is the probe, as the story reads (a seed that cut
+        // more than 0.3 s would move a probe 5 s earlier).
+        .health_config(HealthConfig::default().jitter_seed(382))
         // Retry backoff jitter from a fixed seed.
         .retry_policy(RetryPolicy::new().rng(Seeded(7)))
         .build()
@@ -540,6 +544,9 @@ mod tests {
             "requests: 15, succeeded: 15 (100%), fell back: 12",
             "upstream calls: 20 (1.33 per request)",
             "primary: 2 trips, 3 probes, back in service at t=+65.3s",
+            // The seeded cooldown jitter: 15 s and 30 s less 0.12 s and 0.09 s.
+            "probe failed, trip 1: skipped until t=+25.2s",
+            "probe failed, trip 2: skipped until t=+60.2s",
             "insufficient_credits (fatal), stops after 1 call",
             "Add more using https://openrouter.ai/settings/credits; retrying will not help",
             "served by gpt-4o (2 calls)  after: claude-sonnet-4.5 content_moderated 403",
