@@ -33,6 +33,7 @@ pub enum Order {
 /// Largest server-side window: OpenRouter rejects `models` lists longer than 3.
 pub const MAX_SERVER_SIDE_WINDOW: usize = 3;
 
+#[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) chains: Chains,
     pub(crate) health: Option<HealthTracker>,
@@ -75,22 +76,8 @@ impl FallbackLayer {
     }
 
     fn edit(mut self, f: impl FnOnce(&mut Shared)) -> Self {
-        match Arc::get_mut(&mut self.shared) {
-            Some(s) => f(s),
-            None => {
-                let s = &*self.shared;
-                let mut copy = Shared {
-                    chains: s.chains.clone(),
-                    health: s.health.clone(),
-                    order: s.order,
-                    window: s.window,
-                    header: s.header.clone(),
-                    wait_for_rate_limit: s.wait_for_rate_limit,
-                };
-                f(&mut copy);
-                self.shared = Arc::new(copy);
-            }
-        }
+        // Copy-on-write: a layer whose settings are shared with clones gets its own copy.
+        f(Arc::make_mut(&mut self.shared));
         self
     }
 
