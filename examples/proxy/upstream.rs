@@ -1,0 +1,145 @@
+//! The stack, the upstream (real or the stand-in) and the hyper client that reaches it.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tower::Service;
+use tower_openrouter::mock::{MockOpenRouter, MockServer, Reply};
+use tower_openrouter::stack::OpenRouterLayer;
+
+use crate::args::{env, Args};
+use crate::CHAIN_HEADER;
+
+const OPENROUTER_URL: &str = "https://openrouter.ai/api/v1";
+const DEFAULT_PRIMARY: &str = "openai/gpt-4o-mini";
+const DEFAULT_FALLBACKS: &str = "anthropic/claude-3-haiku";
+
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The stack: from the JSON config, or a chain from the environment.
+pub(crate) fn layer(args: &Args) -> Result<OpenRouterLayer, Box<dyn std::error::Error>> {
+    if let Some(path) = &args.config {
+        let json = std::fs::read_to_string(path).map_err(|e| format!("--config {path}: {e}"))?;
+        let mut config = tower_openrouter::config::Config::from_json(&json)
+            .map_err(|e| format!("--config {path}: {e}"))?;
+        if config.settings.chain_header.is_none() {
+            config.settings.chain_header = Some(CHAIN_HEADER.to_owned());
+        }
+        return Ok(
+            OpenRouterLayer::from_config(&config).map_err(|e| format!("--config {path}: {e}"))?
+        );
+    }
+    let primary = env("PRIMARY_MODEL").unwrap_or_else(|| DEFAULT_PRIMARY.to_owned());
+    let fallbacks = env("FALLBACK_MODELS").unwrap_or_else(|| DEFAULT_FALLBACKS.to_owned());
+    let chain: Vec<String> = std::iter::once(primary)
+        .chain(
+            fallbacks
+                .split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned),
+        )
+        .collect();
+    Ok(OpenRouterLayer::builder()
+        .chain(chain)
+        .chain_header(CHAIN_HEADER)
+        .attempt_timeout(Duration::from_secs(60))
+        .deadline(Duration::from_secs(180))
+        .build()?)
+}
+
+/// How many received requests the stand-in keeps (its counters stay exact regardless).
+pub(crate) const MOCK_KEPT_REQUESTS: usize = 1_000;
+
+/// Where requests go, with which key; keeps the stand-in alive when one is used.
+pub(crate) struct Upstream {
+    pub(crate) base: String,
+    pub(crate) key: Option<String>,
+    pub(crate) _mock: Option<MockServer>,
+}
+
+pub(crate) async fn upstream(args: &Args) -> Result<Upstream, Box<dyn std::error::Error>> {
+    let key = env("UPSTREAM_API_KEY").or_else(|| env("OPENROUTER_API_KEY"));
+    if let Some(base) = args.upstream.clone().or_else(|| env("UPSTREAM_URL")) {
+        return Ok(Upstream {
+            base,
+            key,
+            _mock: None,
+        });
+    }
+    if env("OPENROUTER_API_KEY").is_some() {
+        return Ok(Upstream {
+            base: OPENROUTER_URL.to_owned(),
+            key,
+            _mock: None,
+        });
+    }
+    let mock = MockOpenRouter::new();
+    // The stand-in keeps received requests for inspection; a long-running proxy only needs
+    // the counters, so bound the history (memory stays flat however long it serves).
+    mock.keep_requests(MOCK_KEPT_REQUESTS);
+    for (model, status) in &args.mock_fail {
+        mock.model(model).respond(Reply::status(*status));
+    }
+    let server = mock.serve().await?;
+    tracing::info!(url = %server.url(), "no upstream given: serving the OpenRouter stand-in on loopback");
+    Ok(Upstream {
+        base: server.url(),
+        key: Some("sk-or-stand-in".to_owned()),
+        _mock: Some(server),
+    })
+}
+
+/// What every request needs, built once.
+pub(crate) struct Shared {
+    /// `UPSTREAM/chat/completions`.
+    pub(crate) target: Uri,
+    /// `Bearer <key>`, marked sensitive (hyper and `Debug` never show it).
+    pub(crate) auth: Option<HeaderValue>,
+}
+
+/// The hyper client behind one `Arc`: the stack clones its inner service for every call
+/// (tower's clone-and-swap), and one reference count is cheaper than the client's own
+/// clone (a handful of them).
+#[derive(Clone)]
+pub(crate) struct SharedClient(pub(crate) Arc<HttpClient>);
+
+impl Service<Request<Full<Bytes>>> for SharedClient {
+    type Response = Response<Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = hyper_util::client::legacy::ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The legacy client is always ready (its pool waits inside the call).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
+        self.0.request(req)
+    }
+}
+
+/// The hyper client for the upstream: http or https (rustls with webpki roots), HTTP/1,
+/// `TCP_NODELAY`, a large idle pool (a gateway talks to one host).
+pub(crate) fn http_client() -> Result<HttpClient, Box<dyn std::error::Error>> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .build(https))
+}
