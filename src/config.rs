@@ -486,16 +486,34 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads and parses a JSON file.
+    /// Reads and parses a settings file: YAML when its name ends in `.yaml` or `.yml`
+    /// (feature `yaml`; without it such a file is an error that says so), JSON otherwise.
     ///
     /// # Errors
     ///
-    /// As [`Config::from_json`]; an unreadable file is an error with an empty field.
+    /// As [`Config::from_json`] (or `from_yaml`); an unreadable file is an error with an
+    /// empty field.
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Config, ConfigError> {
         let path = path.as_ref();
-        let json = std::fs::read_to_string(path)
+        let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
-        Config::from_json(&json)
+        let yaml = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        );
+        if !yaml {
+            return Config::from_json(&text);
+        }
+        #[cfg(feature = "yaml")]
+        return Config::from_yaml(&text);
+        #[cfg(not(feature = "yaml"))]
+        Err(ConfigError::new(
+            "",
+            format!(
+                "{} is YAML: enable tower-openrouter's `yaml` feature, or write it as JSON",
+                path.display()
+            ),
+        ))
     }
 
     /// Checks every setting; the error names the field.
@@ -691,4 +709,128 @@ fn named(group: &str, lists: &[NamedModels]) -> Result<Vec<(Arc<str>, Chain)>, C
         ));
     }
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// The same settings file in YAML (feature `yaml`).
+// ---------------------------------------------------------------------------------------
+
+#[cfg(feature = "yaml")]
+impl Config {
+    /// Parses and checks a YAML document: the same keys, shapes and checks as
+    /// [`Config::from_json`] (the seeds' `fallback-config.yaml`, wrapped in `fallback:`,
+    /// loads as it is). Feature `yaml`.
+    ///
+    /// Anchors and aliases are resolved; mapping keys must be scalars (a number or boolean
+    /// key is read as its text); the document must be exactly one. Merge keys (`<<`) are
+    /// not part of YAML 1.2 and are rejected like any unknown key.
+    ///
+    /// ```
+    /// use tower_openrouter::config::Config;
+    ///
+    /// let config = Config::from_yaml("
+    /// fallback:
+    ///   default_chain:
+    ///     - anthropic/claude-3.5-sonnet
+    ///     - openai/gpt-4-turbo
+    ///   task_chains:
+    ///     coding: [anthropic/claude-3.5-sonnet, deepseek/deepseek-coder]
+    ///   settings:
+    ///     max_retries_per_model: 2
+    ///     disable_duration_seconds: 300
+    ///     skip_threshold: 0.3
+    /// ").unwrap();
+    /// assert_eq!(config.chains().unwrap().get("coding").unwrap().len(), 2);
+    ///
+    /// let err = Config::from_yaml("default_chain: [a/b]\nsettings: {skip_threshold: 1.5}").unwrap_err();
+    /// assert_eq!(err.field(), "settings.skip_threshold");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`]: for YAML syntax, an empty field and the line and column; for
+    /// everything else exactly what [`Config::from_json`] says, with the key's path.
+    pub fn from_yaml(yaml: &str) -> Result<Config, ConfigError> {
+        Config::from_value(yaml::to_json(yaml)?)
+    }
+}
+
+#[cfg(feature = "yaml")]
+mod yaml {
+    //! A YAML document as the JSON value [`Config::from_value`](super::Config::from_value)
+    //! reads, so YAML and JSON share one set of checks and error paths.
+
+    use serde_json::{Map, Number, Value};
+    use yaml_rust2::{Yaml, YamlLoader};
+
+    use super::ConfigError;
+
+    pub(super) fn to_json(text: &str) -> Result<Value, ConfigError> {
+        let mut docs = YamlLoader::load_from_str(text)
+            .map_err(|e| ConfigError::new("", format!("the config is not valid YAML: {e}")))?;
+        match docs.len() {
+            1 => convert(docs.remove(0), ""),
+            0 => Err(ConfigError::new("", "the YAML config is empty")),
+            n => Err(ConfigError::new(
+                "",
+                format!("the YAML config holds {n} documents; it must be one"),
+            )),
+        }
+    }
+
+    fn convert(node: Yaml, path: &str) -> Result<Value, ConfigError> {
+        Ok(match node {
+            Yaml::Null => Value::Null,
+            Yaml::Boolean(b) => Value::Bool(b),
+            Yaml::Integer(i) => Value::Number(i.into()),
+            Yaml::String(s) => Value::String(s),
+            Yaml::Real(text) => {
+                let n = Yaml::Real(text).as_f64().and_then(Number::from_f64);
+                Value::Number(n.ok_or_else(|| bad(path, "is not a finite number"))?)
+            }
+            Yaml::Array(items) => Value::Array(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| convert(v, &format!("{path}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Yaml::Hash(entries) => {
+                let mut map = Map::with_capacity(entries.len());
+                for (k, v) in entries {
+                    let key = key(k, path)?;
+                    let at = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    let v = convert(v, &at)?;
+                    if map.insert(key, v).is_some() {
+                        return Err(bad(&at, "appears twice"));
+                    }
+                }
+                Value::Object(map)
+            }
+            // An alias to an anchor the document never defined.
+            Yaml::Alias(_) | Yaml::BadValue => return Err(bad(path, "is not a valid YAML value")),
+        })
+    }
+
+    fn key(k: Yaml, path: &str) -> Result<String, ConfigError> {
+        match k {
+            Yaml::String(s) | Yaml::Real(s) => Ok(s),
+            Yaml::Integer(i) => Ok(i.to_string()),
+            Yaml::Boolean(b) => Ok(b.to_string()),
+            _ => Err(bad(path, "has a key that is not a plain name")),
+        }
+    }
+
+    fn bad(path: &str, what: &str) -> ConfigError {
+        let field = if path.is_empty() {
+            "(the document)"
+        } else {
+            path
+        };
+        ConfigError::new(path.to_owned(), format!("{field} {what}"))
+    }
 }

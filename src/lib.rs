@@ -3,7 +3,7 @@
 //! provider outages, slow models, moderation refusals, context-length errors and streams
 //! that die halfway.
 //!
-//! Wrap your client (hyper-util, a reqwest adapter, anything that is a
+//! Wrap your client (hyper-util, reqwest through `ReqwestService`, anything that is a
 //! `Service<http::Request<Full<Bytes>>>`) in [`OpenRouterLayer`] and every call gets a
 //! total deadline, per-attempt timeouts, same-model retries with backoff and
 //! `Retry-After`, a retry budget, health-based skipping of failing models, a model
@@ -88,6 +88,10 @@
 //!
 //! * `mock`: [`mock::MockOpenRouter`], a scriptable OpenRouter stand-in (in process, or
 //!   served on loopback) for your own tests. Off by default.
+//! * `reqwest`: `reqwest::ReqwestService`, a `reqwest::Client` as the client the stack
+//!   wraps, with a streaming response body. `reqwest-middleware` adds
+//!   `reqwest_middleware::ClientWithMiddleware`.
+//! * `yaml`: `Config::from_yaml`, the JSON settings file's keys read from YAML.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -101,6 +105,8 @@ pub mod fallback;
 pub mod health;
 #[cfg(feature = "mock")]
 pub mod mock;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 pub mod retry;
 pub mod routing;
 pub mod stack;

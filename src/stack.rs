@@ -140,6 +140,18 @@ impl OpenRouterLayer {
         OpenRouterLayerBuilder::from_config(&Config::from_json(json)?)?.build()
     }
 
+    /// The stack a YAML settings document describes: the same keys as
+    /// [`from_json`](OpenRouterLayer::from_json), read by
+    /// [`Config::from_yaml`](crate::config::Config::from_yaml). Feature `yaml`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the bad key (or the line of a YAML syntax error).
+    #[cfg(feature = "yaml")]
+    pub fn from_yaml(yaml: &str) -> Result<Self, ConfigError> {
+        OpenRouterLayerBuilder::from_config(&Config::from_yaml(yaml)?)?.build()
+    }
+
     /// The stack a parsed [`Config`] describes.
     ///
     /// # Errors

@@ -213,11 +213,19 @@ fn get<K: PartialEq, V: Copy>(list: &[(K, V)], k: &K) -> Option<V> {
     list.iter().find(|(x, _)| x == k).map(|(_, v)| *v)
 }
 
-/// Whether a tower or tokio timeout is anywhere in the source chain.
+/// Whether a tower, tokio (or, with feature `reqwest`, reqwest) timeout is anywhere in the
+/// source chain.
 fn is_timeout(err: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
         if e.is::<tower::timeout::error::Elapsed>() || e.is::<tokio::time::error::Elapsed>() {
+            return true;
+        }
+        // reqwest's own `ClientBuilder::timeout`: its timer error is private, the flag not.
+        #[cfg(feature = "reqwest")]
+        if e.downcast_ref::<::reqwest::Error>()
+            .is_some_and(::reqwest::Error::is_timeout)
+        {
             return true;
         }
         cur = e.source();
