@@ -48,7 +48,7 @@
 //! let request = http::Request::post(format!("{base}/chat/completions"))
 //!     .header("authorization", "Bearer sk-or-...")
 //!     .header("content-type", "application/json")
-//!     .body(r#"{"model":"anthropic/claude-sonnet-4.5","messages":[{"role":"user","content":"hi"}]}"#)?;
+//!     .body(r#"{"model":"anthropic/claude-sonnet-4.5","messages":[{"role":"user","content":"hi"}]}"#.to_string())?;
 //! let response = client.oneshot(request).await?;
 //! assert_eq!(&*response.extensions().get::<ServedBy>().unwrap().model, "openai/gpt-4o");
 //! # Ok(()) }
