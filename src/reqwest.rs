@@ -35,6 +35,8 @@
 //! # mock.model("anthropic/claude-sonnet-4.5").respond(Reply::status(429));
 //! # let server = mock.serve().await?;
 //! # let base = server.url();
+//! # // This crate's tests build reqwest with `rustls-no-provider`: a provider is needed.
+//! # let _ = rustls::crypto::ring::default_provider().install_default();
 //! // `base` is "https://openrouter.ai/api/v1" in production (here: the loopback stand-in).
 //! let client = ServiceBuilder::new()
 //!     .layer(

@@ -47,6 +47,17 @@ fn layer(attempt_timeout: Duration) -> OpenRouterLayer {
         .unwrap()
 }
 
+/// A reqwest client. The examples' TLS (reqwest's `rustls-no-provider`, unified into every
+/// test build) needs a process-wide crypto provider, as any such user's program does.
+fn http() -> reqwest::Client {
+    http_builder().build().unwrap()
+}
+
+fn http_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 async fn serve(mock: &MockOpenRouter) -> MockServer {
     mock.serve().await.unwrap()
 }
@@ -69,7 +80,7 @@ async fn a_plain_call_is_byte_exact_both_ways() {
     let sent = body(PRIMARY, false);
 
     let resp = call(
-        reqwest::Client::new(),
+        http(),
         layer(Duration::from_secs(10)),
         request(&server.url(), sent.clone()),
     )
@@ -104,7 +115,7 @@ async fn a_rate_limited_primary_falls_back() {
     let server = serve(&mock).await;
 
     let resp = call(
-        reqwest::Client::new(),
+        http(),
         layer(Duration::from_secs(10)),
         request(&server.url(), body(PRIMARY, false)),
     )
@@ -131,7 +142,7 @@ async fn a_stream_passes_through_chunk_by_chunk() {
     let server = serve(&mock).await;
 
     let resp = call(
-        reqwest::Client::new(),
+        http(),
         layer(Duration::from_secs(10)),
         request(&server.url(), body(PRIMARY, true)),
     )
@@ -161,7 +172,7 @@ async fn a_stream_that_dies_halfway_ends_with_a_typed_error() {
     let server = serve(&mock).await;
 
     let resp = call(
-        reqwest::Client::new(),
+        http(),
         layer(Duration::from_secs(10)),
         request(&server.url(), body(PRIMARY, true)),
     )
@@ -203,13 +214,9 @@ async fn a_hang_is_cut_by_the_attempt_timeout_and_falls_back() {
         .unwrap();
 
     let start = Instant::now();
-    let resp = call(
-        reqwest::Client::new(),
-        layer,
-        request(&server.url(), body(PRIMARY, false)),
-    )
-    .await
-    .unwrap();
+    let resp = call(http(), layer, request(&server.url(), body(PRIMARY, false)))
+        .await
+        .unwrap();
     let took = start.elapsed();
     let served = resp.extensions().get::<ServedBy>().unwrap();
     assert_eq!(&*served.model, SECONDARY);
@@ -223,7 +230,7 @@ async fn reqwests_own_timeout_is_an_attempt_timeout() {
     let mock = MockOpenRouter::new();
     mock.model(PRIMARY).respond(Reply::hang());
     let server = serve(&mock).await;
-    let client = reqwest::Client::builder()
+    let client = http_builder()
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();
@@ -249,7 +256,7 @@ async fn a_refused_connection_is_a_transport_error() {
         .local_addr()
         .unwrap();
     let err = call(
-        reqwest::Client::new(),
+        http(),
         layer(Duration::from_secs(10)),
         request(&format!("http://{addr}/api/v1"), body(PRIMARY, false)),
     )
@@ -271,7 +278,7 @@ async fn a_relative_uri_is_an_invalid_request_with_no_call() {
     let mock = MockOpenRouter::new();
     let svc = ServiceBuilder::new()
         .layer(layer(Duration::from_secs(10)))
-        .service(ReqwestService::new(reqwest::Client::new()));
+        .service(ReqwestService::new(http()));
     let req = http::Request::post("/api/v1/chat/completions")
         .header("content-type", "application/json")
         .body(body(PRIMARY, false))
@@ -308,7 +315,7 @@ mod middleware {
         let mock = MockOpenRouter::new();
         mock.model(PRIMARY).respond(Reply::status(503));
         let server = serve(&mock).await;
-        let client = ClientBuilder::new(reqwest::Client::new()).with(Tag).build();
+        let client = ClientBuilder::new(http()).with(Tag).build();
         let svc = ServiceBuilder::new()
             .layer(layer(Duration::from_secs(10)))
             .service(ReqwestService::new(client));
@@ -335,7 +342,7 @@ mod middleware {
             .unwrap()
             .local_addr()
             .unwrap();
-        let client = ClientBuilder::new(reqwest::Client::new()).build();
+        let client = ClientBuilder::new(http()).build();
         let svc = ServiceBuilder::new()
             .layer(layer(Duration::from_secs(10)))
             .service(ReqwestService::new(client));
