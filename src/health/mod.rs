@@ -88,10 +88,12 @@
 mod breaker;
 mod config;
 mod layer;
+mod store;
 mod tracker;
 mod window;
 
 pub use breaker::BreakerState;
 pub use config::HealthConfig;
 pub use layer::{ForceAttempt, Health, HealthLayer, ResponseFuture};
+pub use store::{HealthSink, HealthStore, SharedEvent, StoreStatus, TripReason};
 pub use tracker::{Admission, HealthTracker, ModelHealth};

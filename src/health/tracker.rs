@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::breaker::{self, Breaker, BreakerState, Jitter, Word};
 use super::config::HealthConfig;
+use super::store::{self as shared, HealthSink, HealthStore, SharedEvent, SharedSlot, TripReason};
 use super::window::{Totals, Update, Window};
 use crate::{Error, StreamErrorHook};
 
@@ -76,6 +77,8 @@ pub(crate) struct Inner {
     models: ArcSwap<HashMap<Arc<str>, Arc<ModelState>>>,
     insert: Mutex<()>,
     jitter: Jitter,
+    /// Where trips and recoveries are shared with other replicas (none: local only).
+    store: Option<Arc<dyn HealthStore>>,
 }
 
 pub(crate) struct ModelState {
@@ -91,6 +94,8 @@ pub(crate) struct ModelState {
     fixed_cooldown: Option<Duration>,
     /// Reports a mid-stream failure of this model (holds weak references only).
     pub(crate) hook: StreamErrorHook,
+    /// The fleet's cooldown end and probe slot (used with a store only).
+    shared: SharedSlot,
 }
 
 impl Default for HealthTracker {
@@ -117,6 +122,22 @@ impl HealthTracker {
     /// [`HealthConfig::validate`]); out-of-range values never panic but act at their
     /// edge, e.g. `consecutive_failures(0)` trips on every counted failure.
     pub fn new(config: HealthConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    /// A tracker that shares trips, recoveries and the probe slot with other replicas
+    /// through `store` (see [`HealthStore`]; the `redis` feature has one). Checking a
+    /// model stays local and lock-free; the store is told about trips and recoveries
+    /// without waiting for it.
+    pub fn with_store(config: HealthConfig, store: Arc<dyn HealthStore>) -> Self {
+        let tracker = Self::build(config, Some(store.clone()));
+        store.attach(HealthSink {
+            inner: Arc::downgrade(&tracker.inner),
+        });
+        tracker
+    }
+
+    fn build(config: HealthConfig, store: Option<Arc<dyn HealthStore>>) -> Self {
         let window_nanos = nanos(config.window).max(1);
         let jitter = Jitter::new(config.jitter_seed);
         HealthTracker {
@@ -127,8 +148,14 @@ impl HealthTracker {
                 models: ArcSwap::from_pointee(HashMap::new()),
                 insert: Mutex::new(()),
                 jitter,
+                store,
             }),
         }
+    }
+
+    /// The store this tracker shares health through, if any.
+    pub fn store(&self) -> Option<&Arc<dyn HealthStore>> {
+        self.inner.store.as_ref()
     }
 
     /// The settings.
@@ -271,18 +298,25 @@ impl HealthTracker {
             return Some(state.clone());
         }
         // Slow path, once per model: copy the map with the new model in.
-        let _guard = self.inner.insert.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.inner.models.load_full();
+        Inner::insert(&self.inner, model)
+    }
+}
+
+impl Inner {
+    /// The slow path of [`HealthTracker::state`]: copy the map with the new model in.
+    fn insert(this: &Arc<Inner>, model: &str) -> Option<Arc<ModelState>> {
+        let _guard = this.insert.lock().unwrap_or_else(|p| p.into_inner());
+        let current = this.models.load_full();
         if let Some(state) = current.get(model) {
             return Some(state.clone());
         }
-        if current.len() >= self.inner.config.max_models {
+        if current.len() >= this.config.max_models {
             return None;
         }
         let name: Arc<str> = Arc::from(model);
-        let weak_inner = Arc::downgrade(&self.inner);
-        let buckets = self.inner.config.window_buckets;
-        let window_nanos = self.inner.window_nanos;
+        let weak_inner = Arc::downgrade(this);
+        let buckets = this.config.window_buckets;
+        let window_nanos = this.window_nanos;
         let state = Arc::new_cyclic(|weak_state: &Weak<ModelState>| {
             let weak_state = weak_state.clone();
             ModelState {
@@ -292,7 +326,7 @@ impl HealthTracker {
                 consecutive: AtomicU32::new(0),
                 reset_by_success: AtomicU32::new(0),
                 trips: AtomicU32::new(0),
-                fixed_cooldown: self.inner.config.get_model_disable_duration(model),
+                fixed_cooldown: this.config.get_model_disable_duration(model),
                 hook: StreamErrorHook::new(move |e: &Error| {
                     if !e.counts_for_health() {
                         return;
@@ -302,11 +336,12 @@ impl HealthTracker {
                         inner.record(&state, Err(e), true);
                     }
                 }),
+                shared: SharedSlot::default(),
             }
         });
         let mut map = HashMap::clone(&current);
         map.insert(name, state.clone());
-        self.inner.models.store(Arc::new(map));
+        this.models.store(Arc::new(map));
         Some(state)
     }
 }
@@ -333,6 +368,12 @@ impl Inner {
                             until: self.instant(w.until),
                         };
                     }
+                    if !self.may_probe(state) {
+                        // Another replica holds the fleet's probe slot: its outcome decides.
+                        return Admission::CoolingDown {
+                            until: self.instant(now),
+                        };
+                    }
                     match state
                         .breaker
                         .transition(w, Word::new(BreakerState::HalfOpen, w.until))
@@ -356,7 +397,11 @@ impl Inner {
         if w.state == BreakerState::Closed {
             return None;
         }
-        Self::cooling_until_at(w, self.now())
+        let now = self.now();
+        match Self::cooling_until_at(w, now) {
+            None if !self.may_probe(state) => Some(now),
+            until => until,
+        }
     }
 
     fn cooling_until_at(w: Word, now: u64) -> Option<u64> {
@@ -412,6 +457,7 @@ impl Inner {
         {
             // The model is back: outcomes from before the trip no longer speak for it.
             state.window.clear();
+            self.share_recovery(state);
         }
         state.window.record(now, Update::Success);
     }
@@ -469,6 +515,7 @@ impl Inner {
                     if let Some(t) = trips {
                         state.trips.store(t, Ordering::Relaxed);
                     }
+                    self.share_trip(state, w.state, next, trips.is_some(), consecutive);
                     return;
                 }
                 Err(found) => w = found,
@@ -531,5 +578,171 @@ impl Inner {
             until = until.max(h);
         }
         (Word::new(BreakerState::Open, until), Some(trips))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The shared-store seam (see `store.rs`): what this tracker tells its store, and what the
+// store applies from other replicas. Without a store every function here returns at once.
+// ---------------------------------------------------------------------------------------
+
+impl Inner {
+    /// Whether this replica may probe a model whose cooldown is over: always without a
+    /// store (or while it does not coordinate); with one, only with the fleet's slot.
+    fn may_probe(&self, state: &ModelState) -> bool {
+        self.store
+            .as_ref()
+            .is_none_or(|s| state.shared.granted() || !s.coordinates_probes())
+    }
+
+    /// Wall-clock ms of a cooldown end in nanos since the epoch (rounded up, so a shared
+    /// cooldown never ends before the local one).
+    fn until_wall_ms(&self, until: u64) -> u64 {
+        let left = until.saturating_sub(self.now());
+        shared::now_ms().saturating_add(left.div_ceil(1_000_000))
+    }
+
+    /// Nanos since the epoch of a wall-clock ms cooldown end (0 left: now).
+    fn until_local(&self, until_ms: u64) -> u64 {
+        let left_ms = until_ms.saturating_sub(shared::now_ms());
+        self.now().saturating_add(left_ms.saturating_mul(1_000_000))
+    }
+
+    /// Tells the store about a transition to open (a trip, or a longer `Retry-After`).
+    fn share_trip(
+        &self,
+        state: &ModelState,
+        from: BreakerState,
+        next: Word,
+        tripped: bool,
+        consecutive: u32,
+    ) {
+        let Some(store) = &self.store else { return };
+        let until_ms = self.until_wall_ms(next.until);
+        state.shared.raise(until_ms);
+        let reason = match from {
+            BreakerState::HalfOpen => TripReason::ProbeFailed,
+            _ if !tripped => TripReason::RetryAfter,
+            _ if consecutive >= self.config.consecutive_failures => TripReason::ConsecutiveFailures,
+            _ if self.config.failure_ratio.is_some() => TripReason::FailureRatio,
+            _ => TripReason::LowSuccessRate,
+        };
+        state.shared.set_reason(reason);
+        store.publish(SharedEvent::Tripped {
+            model: state.name.clone(),
+            until: shared::from_wall_ms(until_ms),
+            trips: state.trips.load(Ordering::Relaxed),
+            reason,
+        });
+    }
+
+    /// Tells the store that this replica's probe closed the breaker.
+    fn share_recovery(&self, state: &ModelState) {
+        let Some(store) = &self.store else { return };
+        store.publish(SharedEvent::Recovered {
+            model: state.name.clone(),
+            until: shared::from_wall_ms(state.shared.until_ms()),
+        });
+    }
+
+    /// The state of `model`, created when new (the store's path to [`Inner::insert`]).
+    fn shared_state(self: &Arc<Self>, model: &str) -> Option<Arc<ModelState>> {
+        if let Some(state) = self.models.load().get(model) {
+            return Some(state.clone());
+        }
+        Inner::insert(self, model)
+    }
+
+    /// Another replica's trip: cool down until `until_ms` unless already longer.
+    pub(super) fn apply_trip(
+        self: &Arc<Self>,
+        model: &str,
+        until_ms: u64,
+        trips: u32,
+        reason: TripReason,
+    ) -> bool {
+        if until_ms <= shared::now_ms() {
+            return false;
+        }
+        let Some(state) = self.shared_state(model) else {
+            return false;
+        };
+        if !state.shared.raise(until_ms) {
+            return false;
+        }
+        state.shared.set_reason(reason);
+        state.trips.fetch_max(trips, Ordering::Relaxed);
+        let until = self.until_local(until_ms);
+        let mut w = state.breaker.load();
+        loop {
+            if w.state == BreakerState::Open && w.until >= until {
+                return true;
+            }
+            let next = Word::new(BreakerState::Open, w.until.max(until));
+            match state.breaker.transition(w, next) {
+                Ok(()) => return true,
+                Err(found) => w = found,
+            }
+        }
+    }
+
+    /// Another replica's successful probe: close, unless the model tripped again since.
+    pub(super) fn apply_recovery(&self, model: &str, until_ms: u64) -> bool {
+        let models = self.models.load();
+        let Some(state) = models.get(model) else {
+            return false;
+        };
+        if state.shared.until_ms() > until_ms {
+            return false;
+        }
+        let mut w = state.breaker.load();
+        while w.state != BreakerState::Closed {
+            match state
+                .breaker
+                .transition(w, Word::new(BreakerState::Closed, w.until))
+            {
+                Ok(()) => {
+                    // As after a local probe: outcomes from before the trip no longer count.
+                    state.window.clear();
+                    state.consecutive.store(0, Ordering::Relaxed);
+                    return true;
+                }
+                Err(found) => w = found,
+            }
+        }
+        false
+    }
+
+    /// The store gave this replica the probe slot of the cooldown ending at `until_ms`.
+    pub(super) fn grant_probe(self: &Arc<Self>, model: &str, until_ms: u64) {
+        if let Some(state) = self.shared_state(model) {
+            state.shared.grant(until_ms);
+        }
+    }
+
+    /// Every cooldown in force, as trips to share.
+    pub(super) fn active_trips(&self) -> Vec<SharedEvent> {
+        let now = self.now();
+        let models = self.models.load();
+        models
+            .values()
+            .filter_map(|s| {
+                let w = s.breaker.load();
+                if w.state != BreakerState::Open || w.until <= now {
+                    return None;
+                }
+                // The slot holds the max of every trip shared; 0 only without a store.
+                let until_ms = match s.shared.until_ms() {
+                    0 => self.until_wall_ms(w.until),
+                    ms => ms,
+                };
+                Some(SharedEvent::Tripped {
+                    model: s.name.clone(),
+                    until: shared::from_wall_ms(until_ms),
+                    trips: s.trips.load(Ordering::Relaxed),
+                    reason: s.shared.reason(),
+                })
+            })
+            .collect()
     }
 }
