@@ -321,12 +321,39 @@ pub struct Settings {
     /// Request header that names the chain.
     #[serde(default)]
     pub chain_header: Option<String>,
+    /// A `model` outside the chains: `"try_first"` (default), `"reject"` or
+    /// `"default_chain"` (see [`UnlistedModel`](crate::fallback::UnlistedModel)).
+    #[serde(default)]
+    pub unlisted_model: Option<UnlistedModelConfig>,
     /// Models sent server-side per attempt (hybrid mode), 1 to 3.
     #[serde(default)]
     pub server_side_window: Option<usize>,
     /// Largest request body accepted, in bytes.
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+}
+
+/// The `unlisted_model` setting.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnlistedModelConfig {
+    /// The caller's model first, then the default chain's fallbacks.
+    TryFirst,
+    /// Refused with `ModelNotAllowed`, no upstream call.
+    Reject,
+    /// The default chain replaces it.
+    DefaultChain,
+}
+
+impl From<UnlistedModelConfig> for crate::fallback::UnlistedModel {
+    fn from(u: UnlistedModelConfig) -> Self {
+        match u {
+            UnlistedModelConfig::TryFirst => Self::TryFirst,
+            UnlistedModelConfig::Reject => Self::Reject,
+            UnlistedModelConfig::DefaultChain => Self::UseDefaultChain,
+        }
+    }
 }
 
 /// The `order` setting.

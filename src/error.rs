@@ -111,6 +111,9 @@ pub enum ErrorKind {
     ModelCoolingDown,
     /// The request asked for a chain that is not configured.
     UnknownChain,
+    /// The request's `model` is outside the configured chains and the stack is set to
+    /// refuse such models (no upstream call was made).
+    ModelNotAllowed,
     /// The request's routing parameters break one of OpenRouter's documented limits (no
     /// upstream call was made).
     InvalidRouting,
@@ -126,10 +129,9 @@ impl ErrorKind {
         use ErrorKind::*;
         match self {
             InsufficientCredits | Unauthorized | InvalidRequest | PayloadTooLarge
-            | BodyTooLarge | InvalidBody | UnknownChain | InvalidRouting | Exhausted
-            | DeadlineExceeded | StreamInterrupted | StreamTruncated | UnexpectedStatus => {
-                Action::Fatal
-            }
+            | BodyTooLarge | InvalidBody | UnknownChain | ModelNotAllowed | InvalidRouting
+            | Exhausted | DeadlineExceeded | StreamInterrupted | StreamTruncated
+            | UnexpectedStatus => Action::Fatal,
             ContextLengthExceeded
             | ContentModerated
             | Forbidden
@@ -193,6 +195,7 @@ impl ErrorKind {
             StreamTruncated => "stream_truncated",
             ModelCoolingDown => "model_cooling_down",
             UnknownChain => "unknown_chain",
+            ModelNotAllowed => "model_not_allowed",
             InvalidRouting => "invalid_routing",
             Exhausted => "exhausted",
             UnexpectedStatus => "unexpected_status",
@@ -226,6 +229,7 @@ impl ErrorKind {
             StreamTruncated => "stream truncated",
             ModelCoolingDown => "model cooling down",
             UnknownChain => "unknown chain",
+            ModelNotAllowed => "model not allowed",
             InvalidRouting => "invalid routing parameters",
             Exhausted => "all fallbacks exhausted",
             UnexpectedStatus => "unexpected upstream status",
@@ -271,6 +275,9 @@ impl ErrorKind {
             }
             ModelCoolingDown => "it failed recently and is skipped until its cooldown ends",
             UnknownChain => "use one of the configured chain names",
+            ModelNotAllowed => {
+                "use a configured chain's name or model; no upstream call was made"
+            }
             InvalidRouting => "fix the routing parameters; no upstream call was made",
             Exhausted => "every attempt is listed; see the last one",
             UnexpectedStatus => "see the status and message",

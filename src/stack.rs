@@ -18,6 +18,7 @@
 //! | [`cost_tiers`](OpenRouterLayerBuilder::cost_tiers) | none | tiers cheapest first; `ChainName::tier("standard")` |
 //! | [`providers`](OpenRouterLayerBuilder::providers) | none | providers' models; `ChainName::primary_provider("openai")` |
 //! | [`chain_header`](OpenRouterLayerBuilder::chain_header) | none | request header naming the chain (for proxies) |
+//! | [`unlisted_model`](OpenRouterLayerBuilder::unlisted_model) | try first | a `model` that is neither a chain's name nor a chain's first model: tried first then the default chain's fallbacks, refused, or replaced by the default chain |
 //! | [`order`](OpenRouterLayerBuilder::order) | `Priority` | chain order, or by success rate |
 //! | [`server_side_window`](OpenRouterLayerBuilder::server_side_window) | 1 | hybrid mode: models sent server-side per attempt (1 to 3) |
 //! | [`native_routing`](OpenRouterLayerBuilder::native_routing) | nothing injected | OpenRouter's own `models` / `provider` / `route` / `fallbacks` (see [`crate::routing`]); the caller's are checked either way |
@@ -65,7 +66,7 @@
 //! let svc = ServiceBuilder::new().layer(layer).service(client);
 //!
 //! let req = http::Request::post("http://localhost/api/v1/chat/completions")
-//!     .body(String::from(r#"{"model":"x","messages":[]}"#))?;
+//!     .body(String::from(r#"{"model":"anthropic/claude-sonnet-4.5","messages":[]}"#))?;
 //! let resp = svc.oneshot(req).await?;
 //! let served = resp.extensions().get::<ServedBy>().unwrap();
 //! assert_eq!(&*served.model, "anthropic/claude-sonnet-4.5");
@@ -83,7 +84,7 @@ use tower::Layer;
 use crate::body::{BufferRequest, BufferRequestLayer, DEFAULT_BODY_LIMIT};
 use crate::classify::{Classify, ClassifyLayer, ClassifyService, OpenRouterClassifier};
 use crate::config::{Config, ConfigError};
-use crate::fallback::{Chain, ChainModel, Chains, Fallback, FallbackLayer, Order};
+use crate::fallback::{Chain, ChainModel, Chains, Fallback, FallbackLayer, Order, UnlistedModel};
 use crate::health::{Health, HealthConfig, HealthLayer, HealthTracker};
 use crate::retry::{Retry, RetryLayer, RetryPolicy};
 use crate::routing::{NativeRouting, NativeRoutingLayer, RoutingConfig};
@@ -227,6 +228,7 @@ pub struct OpenRouterLayerBuilder<C = OpenRouterClassifier> {
     window: usize,
     routing: RoutingConfig,
     wait_for_rate_limit: bool,
+    unlisted: UnlistedModel,
     deadline: Duration,
     attempt_timeout: Duration,
     first_token: Option<Duration>,
@@ -259,6 +261,7 @@ impl OpenRouterLayerBuilder {
             window: 1,
             routing: RoutingConfig::default(),
             wait_for_rate_limit: true,
+            unlisted: UnlistedModel::TryFirst,
             deadline: DEFAULT_DEADLINE,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             first_token: None,
@@ -323,6 +326,9 @@ impl OpenRouterLayerBuilder {
         if let Some(h) = &s.chain_header {
             b = b.chain_header(h);
         }
+        if let Some(u) = s.unlisted_model {
+            b = b.unlisted_model(u.into());
+        }
         if let Some(w) = s.server_side_window {
             b = b.server_side_window(w);
         }
@@ -337,6 +343,13 @@ impl OpenRouterLayerBuilder {
 }
 
 impl<C> OpenRouterLayerBuilder<C> {
+    /// What a request whose `model` is neither a chain's name nor a chain's first model
+    /// gets (default [`UnlistedModel::TryFirst`]; see [`FallbackLayer::unlisted_model`]).
+    pub fn unlisted_model(mut self, unlisted: UnlistedModel) -> Self {
+        self.unlisted = unlisted;
+        self
+    }
+
     /// The default chain (used when the request names none).
     pub fn chain(mut self, chain: impl Into<Chain>) -> Self {
         self.chains = self.chains.with_default(chain);
@@ -474,6 +487,7 @@ impl<C> OpenRouterLayerBuilder<C> {
             window: self.window,
             routing: self.routing,
             wait_for_rate_limit: self.wait_for_rate_limit,
+            unlisted: self.unlisted,
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
             first_token: self.first_token,
@@ -565,6 +579,7 @@ impl<C> OpenRouterLayerBuilder<C> {
             .order(self.order)
             .server_side_window(self.window)
             .wait_for_rate_limit(self.wait_for_rate_limit)
+            .unlisted_model(self.unlisted)
             .health(tracker.clone());
         if let Some(h) = &self.header {
             let name = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {

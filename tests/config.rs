@@ -239,7 +239,7 @@ mod same_as_code {
     use std::time::Duration;
 
     use tower::{ServiceBuilder, ServiceExt};
-    use tower_openrouter::fallback::{Chain, ChainModel, ChainName, ServedBy};
+    use tower_openrouter::fallback::{Chain, ChainModel, ChainName, ServedBy, UnlistedModel};
     use tower_openrouter::health::HealthConfig;
     use tower_openrouter::mock::{MockOpenRouter, Reply};
     use tower_openrouter::stack::OpenRouterLayer;
@@ -257,7 +257,7 @@ mod same_as_code {
       ],
       "settings": {"max_retries_per_model": 1, "deadline_seconds": 120,
                    "attempt_timeout_seconds": 60, "consecutive_failures": 2,
-                   "chain_header": "x-chain"}
+                   "chain_header": "x-chain", "unlisted_model": "default_chain"}
     }"#;
 
     fn in_code() -> OpenRouterLayer {
@@ -283,6 +283,7 @@ mod same_as_code {
             .attempt_timeout(Duration::from_secs(60))
             .health_config(HealthConfig::default().consecutive_failures(2))
             .chain_header("x-chain")
+            .unlisted_model(UnlistedModel::UseDefaultChain)
             .build()
             .unwrap()
     }

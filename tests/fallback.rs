@@ -6,7 +6,9 @@ use bytes::Bytes;
 use http::{HeaderName, Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{service_fn, Layer, ServiceExt};
-use tower_openrouter::fallback::{Chain, ChainModel, ChainName, Chains, FallbackLayer, ServedBy};
+use tower_openrouter::fallback::{
+    Chain, ChainModel, ChainName, Chains, FallbackLayer, ServedBy, UnlistedModel,
+};
 use tower_openrouter::{Attempt, Error, ErrorKind, UpstreamInfo};
 
 type Calls = Arc<Mutex<Vec<(Attempt, Bytes)>>>;
@@ -52,6 +54,12 @@ fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
+/// These tests send a placeholder `model` and mean the default chain, so it replaces the
+/// caller's model.
+fn layer(chains: impl Into<Chains>) -> FallbackLayer {
+    FallbackLayer::new(chains).unlisted_model(UnlistedModel::UseDefaultChain)
+}
+
 fn request(body: &'static str) -> Request<Full<Bytes>> {
     Request::post("http://localhost/api/v1/chat/completions")
         .body(Full::new(Bytes::from_static(body.as_bytes())))
@@ -72,7 +80,7 @@ fn models(calls: &Calls) -> Vec<String> {
 #[tokio::test(start_paused = true)]
 async fn rate_limited_primary_falls_back_to_secondary() {
     let calls = Calls::default();
-    let svc = FallbackLayer::new([
+    let svc = layer([
         ChainModel::new("a/primary").label("primary"),
         ChainModel::new("b/secondary").label("secondary"),
     ])
@@ -110,7 +118,7 @@ async fn invalid_request_is_fatal_context_length_and_moderation_fall_back() {
         (ErrorKind::ContentModerated, 2),
     ] {
         let calls = Calls::default();
-        let svc = FallbackLayer::new(["a/1", "b/2"]).layer(upstream(calls.clone(), move |m| {
+        let svc = layer(["a/1", "b/2"]).layer(upstream(calls.clone(), move |m| {
             if m == "a/1" {
                 Err(kind)
             } else {
@@ -132,7 +140,7 @@ async fn invalid_request_is_fatal_context_length_and_moderation_fall_back() {
 #[tokio::test(start_paused = true)]
 async fn every_model_down_lists_every_attempt_in_order() {
     let calls = Calls::default();
-    let svc = FallbackLayer::new(["a/1", "b/2", "c/3"]).layer(upstream(calls.clone(), |m| {
+    let svc = layer(["a/1", "b/2", "c/3"]).layer(upstream(calls.clone(), |m| {
         Err(match m {
             "a/1" => ErrorKind::RateLimited,
             "b/2" => ErrorKind::ModelUnavailable,
@@ -171,8 +179,7 @@ fn named_chains() -> Chains {
 #[tokio::test(start_paused = true)]
 async fn unknown_chain_fails_with_zero_upstream_calls() {
     let calls = Calls::default();
-    let layer = FallbackLayer::new(named_chains())
-        .chain_header(HeaderName::from_static("x-openrouter-chain"));
+    let layer = layer(named_chains()).chain_header(HeaderName::from_static("x-openrouter-chain"));
     let svc = layer.layer(upstream(calls.clone(), |_| Ok(())));
 
     let mut req = request(BODY);
@@ -192,8 +199,7 @@ async fn unknown_chain_fails_with_zero_upstream_calls() {
 #[tokio::test(start_paused = true)]
 async fn chain_selected_by_extension_header_and_tier() {
     let calls = Calls::default();
-    let layer = FallbackLayer::new(named_chains())
-        .chain_header(HeaderName::from_static("x-openrouter-chain"));
+    let layer = layer(named_chains()).chain_header(HeaderName::from_static("x-openrouter-chain"));
     let svc = layer.layer(upstream(calls.clone(), |m| {
         if m == "d/default" || m == "t/mid" {
             Ok(())
@@ -235,7 +241,7 @@ async fn chain_selected_by_extension_header_and_tier() {
 #[tokio::test(start_paused = true)]
 async fn per_model_limits_reach_the_attempt_extension() {
     let calls = Calls::default();
-    let svc = FallbackLayer::new([ChainModel::new("a/1")
+    let svc = layer([ChainModel::new("a/1")
         .timeout(std::time::Duration::from_secs(30))
         .max_retries(2)
         .label("primary")])
@@ -251,7 +257,7 @@ async fn per_model_limits_reach_the_attempt_extension() {
 #[tokio::test(start_paused = true)]
 async fn hybrid_windows_are_sent_attempt_by_attempt() {
     let calls = Calls::default();
-    let svc = FallbackLayer::new(["a/1", "b/2", "c/3", "d/4", "e/5"])
+    let svc = layer(["a/1", "b/2", "c/3", "d/4", "e/5"])
         .server_side_window(3)
         .layer(upstream(calls.clone(), |m| {
             if m == "d/4" {
@@ -277,7 +283,7 @@ async fn hybrid_windows_are_sent_attempt_by_attempt() {
 #[tokio::test(start_paused = true)]
 async fn hybrid_on_the_messages_api_sends_fallbacks() {
     let calls = Calls::default();
-    let svc = FallbackLayer::new(["a/1", "b/2", "c/3", "d/4"])
+    let svc = layer(["a/1", "b/2", "c/3", "d/4"])
         .server_side_window(3)
         .layer(upstream(calls.clone(), |m| {
             if m == "d/4" {
@@ -307,7 +313,7 @@ async fn hybrid_on_the_messages_api_sends_fallbacks() {
 #[tokio::test(start_paused = true)]
 async fn the_callers_buffer_is_sent_when_the_model_is_unchanged() {
     let calls = Calls::default();
-    let svc = FallbackLayer::new(["x/y"]).layer(upstream(calls.clone(), |_| Ok(())));
+    let svc = layer(["x/y"]).layer(upstream(calls.clone(), |_| Ok(())));
     let body = Bytes::from_static(BODY.as_bytes());
     let req = Request::post("http://localhost/api/v1/chat/completions")
         .body(Full::new(body.clone()))
@@ -338,7 +344,7 @@ mod with_health {
         Error = Error,
         Future = impl Send,
     > + Clone {
-        let fallback = FallbackLayer::new(chain.to_vec()).health(tracker.clone());
+        let fallback = layer(chain.to_vec()).health(tracker.clone());
         fallback.layer(HealthLayer::new(tracker.clone()).layer(upstream(calls.clone(), script)))
     }
 
@@ -415,7 +421,7 @@ mod with_health {
             tracker.record("b/2", Ok(()));
         }
         let calls = Calls::default();
-        let svc = FallbackLayer::new(["a/1", "b/2", "c/3"])
+        let svc = layer(["a/1", "b/2", "c/3"])
             .health(tracker.clone())
             .order(Order::Health)
             .layer(upstream(calls.clone(), |_| {
@@ -441,7 +447,7 @@ async fn deadline_passed_ends_the_walk() {
             r
         })
         .service(inner);
-    let svc = FallbackLayer::new(["a/1", "b/2", "c/3"]).layer(slow);
+    let svc = layer(["a/1", "b/2", "c/3"]).layer(slow);
     let mut req = request(BODY);
     req.extensions_mut()
         .insert(tower_openrouter::Deadline::after(Duration::from_secs(6)));
@@ -461,7 +467,7 @@ async fn a_large_body_is_rewritten_byte_exact_for_every_model_of_the_chain() {
     let fill = "\\u00e9 x".repeat(128 * 1024 / 8);
     let body = format!("{head}{fill}{tail}");
     let calls: Calls = Arc::default();
-    let svc = FallbackLayer::new(["m/a", "m/bb", "m/c"]).layer(upstream(calls.clone(), |m| {
+    let svc = layer(["m/a", "m/bb", "m/c"]).layer(upstream(calls.clone(), |m| {
         if m == "m/c" {
             Ok(())
         } else {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_openrouter::fallback::{ChainModel, ChainName, ServedBy};
+use tower_openrouter::fallback::{ChainModel, ChainName, ServedBy, UnlistedModel};
 use tower_openrouter::health::HealthConfig;
 use tower_openrouter::mock::{MockOpenRouter, Reply};
 use tower_openrouter::retry::RetryPolicy;
@@ -19,9 +19,11 @@ const C: &str = "google/gemini-2.0-flash-001";
 
 type Svc = OpenRouter<MockOpenRouter>;
 
-/// Deterministic health (no jitter) and retries that sleep little.
+/// Deterministic health (no jitter) and retries that sleep little. These tests send a
+/// placeholder `model` and mean the default chain, so it replaces the caller's model.
 fn builder() -> OpenRouterLayerBuilder {
     OpenRouterLayer::builder()
+        .unlisted_model(UnlistedModel::UseDefaultChain)
         .deadline(Duration::from_secs(120))
         .attempt_timeout(Duration::from_secs(30))
         .health_config(HealthConfig::default().jitter(0.0))
@@ -212,9 +214,12 @@ async fn ten_thousand_requests_with_a_flaky_primary() {
 
 #[tokio::test(start_paused = true)]
 async fn hybrid_windows_through_the_stack() {
+    // The stand-in routes server-side like OpenRouter: [m/1, m/2, m/3] all fail there (one
+    // upstream call, answered with the last failure), then [m/4, m/5, m/6] is served by m/5.
     let mock = MockOpenRouter::new();
-    mock.model("m/1").respond(Reply::status(503));
-    mock.model("m/4").respond(Reply::ok().served_by("m/5"));
+    for m in ["m/1", "m/2", "m/3", "m/4"] {
+        mock.model(m).respond(Reply::status(503));
+    }
     let svc = stack(
         builder()
             .chain(["m/1", "m/2", "m/3", "m/4", "m/5", "m/6"])
@@ -225,6 +230,18 @@ async fn hybrid_windows_through_the_stack() {
     assert_eq!(&*served.model, "m/5");
     assert_eq!(&*served.requested, "m/4");
     assert!(served.fell_back);
+    assert_eq!(served.attempts.len(), 1);
+    assert_eq!(&*served.attempts[0].model, "m/1");
+    assert_eq!(
+        served.attempts[0].status(),
+        Some(http::StatusCode::SERVICE_UNAVAILABLE)
+    );
+    let calls: Vec<(String, u64)> = mock.calls_by_model().into_iter().collect();
+    let expected: Vec<(String, u64)> = ["m/1", "m/2", "m/3", "m/4", "m/5"]
+        .iter()
+        .map(|m| (m.to_string(), 1))
+        .collect();
+    assert_eq!(calls, expected, "m/6 is never tried");
     let bodies: Vec<Bytes> = mock.requests().iter().map(|r| r.body().clone()).collect();
     assert_eq!(
         bodies,

@@ -53,7 +53,7 @@ fn request(body: &'static str) -> Request<Body> {
         .unwrap()
 }
 
-const CHAT: &str = r#"{"model":"anything","messages":[{"role":"user","content":"hi"}]}"#;
+const CHAT: &str = r#"{"model":"a/primary","messages":[{"role":"user","content":"hi"}]}"#;
 
 async fn json(resp: Response<Body>) -> serde_json::Value {
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -148,7 +148,9 @@ async fn streams_pass_through() {
     let mock = MockOpenRouter::new();
     mock.model("a/primary").respond(Reply::status(502));
     let resp = gateway(&mock)
-        .oneshot(request(r#"{"model":"x","stream":true,"messages":[]}"#))
+        .oneshot(request(
+            r#"{"model":"a/primary","stream":true,"messages":[]}"#,
+        ))
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);

@@ -121,6 +121,13 @@ pub(crate) fn is_model_endpoint(method: &Method, path: &str) -> bool {
 /// The Responses API is checked and indexed only here: the routing layer's endpoints
 /// ([`is_model_endpoint`]) stay as they are.
 fn is_checked_endpoint(method: &Method, path: &str) -> bool {
+    is_generation_endpoint(method, path)
+}
+
+/// Whether a request goes to a generation endpoint (`POST` `/chat/completions`,
+/// `/completions`, `/messages`, `/responses`): the ones model fallback and native routing
+/// apply to. Every other request passes through with its body untouched.
+pub(crate) fn is_generation_endpoint(method: &Method, path: &str) -> bool {
     let trimmed = path.strip_suffix('/').unwrap_or(path);
     is_model_endpoint(method, path) || (method == Method::POST && trimmed.ends_with("/responses"))
 }

@@ -38,7 +38,7 @@ mod json;
 mod layer;
 
 pub use json::{edit_top_level, rewrite_model, Edit, JsonBody};
-pub(crate) use layer::{is_messages_endpoint, is_model_endpoint};
+pub(crate) use layer::{is_generation_endpoint, is_messages_endpoint};
 pub use layer::{BufferRequest, BufferRequestLayer, ResponseFuture, DEFAULT_BODY_LIMIT};
 
 use std::task::{Context, Poll, Waker};

@@ -14,6 +14,7 @@ use tower::Service;
 
 use super::chain::Chain;
 use super::layer::{Order, Shared};
+use super::select::Selected;
 use super::template::BodyTemplate;
 use super::ServedBy;
 use crate::error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
@@ -67,6 +68,8 @@ pub(crate) struct CallCtx<S> {
     shared: Arc<Shared>,
     name: Option<Arc<str>>,
     chain: Chain,
+    /// The `model` of the caller's body.
+    caller_model: Option<Arc<str>>,
     /// Chain positions in the order they are tried ([`Order::Health`] only).
     order: Option<Box<[usize]>>,
     next: usize,
@@ -91,11 +94,15 @@ impl<S> CallCtx<S> {
     pub(crate) fn new(
         svc: S,
         shared: Arc<Shared>,
-        name: Option<Arc<str>>,
-        chain: Chain,
+        selected: Selected,
         base: Request<Full<Bytes>>,
         log: AttemptLog,
     ) -> Self {
+        let Selected {
+            name,
+            chain,
+            caller_model,
+        } = selected;
         let template = BodyTemplate::new();
         let deadline = base.extensions().get::<Deadline>().copied();
         let order = match (&shared.order, &shared.health) {
@@ -116,6 +123,7 @@ impl<S> CallCtx<S> {
             shared,
             name,
             chain,
+            caller_model,
             order,
             next: 0,
             base,
@@ -358,6 +366,7 @@ impl<S> CallCtx<S> {
         let served = ServedBy {
             model: answered.unwrap_or_else(|| first.model_arc().clone()),
             requested: first.model_arc().clone(),
+            caller_model: self.caller_model.clone(),
             index: self.cur.window[0],
             label: first.label_arc().cloned(),
             chain: self.name.clone(),
@@ -385,6 +394,14 @@ where
     pub(crate) fn failed(error: Error) -> Self {
         ResponseFuture {
             state: State::Failed { error: Some(error) },
+            ctx: None,
+        }
+    }
+
+    /// A call without fallback (a non-generation endpoint): the inner future as it is.
+    pub(crate) fn passthrough(fut: S::Future) -> Self {
+        ResponseFuture {
+            state: State::Calling { fut },
             ctx: None,
         }
     }
@@ -438,7 +455,11 @@ where
                 }
                 StateProj::Calling { fut } => {
                     let res = ready!(fut.poll(cx));
-                    let ctx = this.ctx.as_mut().expect("polled after completion");
+                    let Some(ctx) = this.ctx.as_mut() else {
+                        // A pass-through call: no chain to walk.
+                        this.state.set(State::Done);
+                        return Poll::Ready(res.map_err(|e| Error::from_box(e.into())));
+                    };
                     match res {
                         Ok(mut resp) => {
                             ctx.served(&mut resp);

@@ -9,12 +9,16 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tower::{Layer, Service};
 
-use super::chain::{Chain, ChainName, Chains};
+use super::chain::Chains;
 use super::future::{CallCtx, ResponseFuture};
+use super::select::{
+    names_chain, passthrough_model, select_chain, strip_chain_header, UnlistedModel,
+};
+use crate::body::is_generation_endpoint;
 use crate::config::ConfigError;
-use crate::error::{BoxError, Error, ErrorKind};
+use crate::error::{BoxError, Error};
 use crate::health::HealthTracker;
-use crate::AttemptLog;
+use crate::{Attempt, AttemptLog};
 
 /// In what order a chain's models are tried.
 #[non_exhaustive]
@@ -41,6 +45,7 @@ pub(crate) struct Shared {
     pub(crate) window: usize,
     pub(crate) header: Option<HeaderName>,
     pub(crate) wait_for_rate_limit: bool,
+    pub(crate) unlisted: UnlistedModel,
 }
 
 /// Tries a chain of models in order until one answers. See the [module docs](super).
@@ -71,6 +76,7 @@ impl FallbackLayer {
                 window: 1,
                 header: None,
                 wait_for_rate_limit: true,
+                unlisted: UnlistedModel::TryFirst,
             }),
         }
     }
@@ -114,6 +120,13 @@ impl FallbackLayer {
     /// trip). OpenRouter advises exactly this for a 429 when no other model is healthy.
     pub fn wait_for_rate_limit(self, wait: bool) -> Self {
         self.edit(|s| s.wait_for_rate_limit = wait)
+    }
+
+    /// What a request whose `model` is neither a chain's name nor a chain's first model
+    /// gets (default [`UnlistedModel::TryFirst`]: its model first, then the default
+    /// chain's fallbacks).
+    pub fn unlisted_model(self, unlisted: UnlistedModel) -> Self {
+        self.edit(|s| s.unlisted = unlisted)
     }
 
     /// The chains.
@@ -221,7 +234,12 @@ where
     fn call(&mut self, mut req: Request<Full<Bytes>>) -> Self::Future {
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let (name, chain) = match select_chain(&self.shared, &mut req) {
+        if !is_generation_endpoint(req.method(), req.uri().path())
+            && !names_chain(&self.shared, &req)
+        {
+            return ResponseFuture::passthrough(passthrough(inner, &self.shared, req));
+        }
+        let selected = match select_chain(&self.shared, &mut req) {
             Ok(found) => found,
             Err(e) => return ResponseFuture::failed(e),
         };
@@ -233,50 +251,20 @@ where
                 log
             }
         };
-        ResponseFuture::start(CallCtx::new(
-            inner,
-            self.shared.clone(),
-            name,
-            chain,
-            req,
-            log,
-        ))
+        ResponseFuture::start(CallCtx::new(inner, self.shared.clone(), selected, req, log))
     }
 }
 
-/// Finds the request's chain: the [`ChainName`] extension, else the configured header,
-/// else the default chain. The header is removed from the request either way.
-fn select_chain<T>(
-    shared: &Shared,
-    req: &mut Request<T>,
-) -> Result<(Option<Arc<str>>, Chain), Error> {
-    let header = shared
-        .header
-        .as_ref()
-        .and_then(|h| req.headers_mut().remove(h));
-    if let Some(n) = req.extensions().get::<ChainName>() {
-        return lookup(&shared.chains, n.as_str());
+/// A request to an endpoint without model fallback (`GET /models`, `/key`, `POST
+/// /embeddings`, ...): sent once with its body untouched; the layers below still time it
+/// out, retry it on the same model (a GET, or a POST with a `model`) and classify it.
+fn passthrough<S, B>(mut inner: S, shared: &Shared, mut req: Request<Full<Bytes>>) -> S::Future
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+{
+    strip_chain_header(shared, &mut req);
+    if let Some(model) = passthrough_model(&req) {
+        req.extensions_mut().insert(Attempt::new(model));
     }
-    if let Some(value) = header {
-        let name = value.to_str().map_err(|_| {
-            Error::new(ErrorKind::UnknownChain).with_detail("the chain header is not visible ASCII")
-        })?;
-        return lookup(&shared.chains, name);
-    }
-    match shared.chains.default_chain() {
-        Some(c) => Ok((None, c.clone())),
-        None => Err(Error::new(ErrorKind::UnknownChain)
-            .with_detail("the request names no chain and there is no default chain")),
-    }
-}
-
-fn lookup(chains: &Chains, name: &str) -> Result<(Option<Arc<str>>, Chain), Error> {
-    match chains.get_key_value(name) {
-        Some((k, c)) => Ok((Some(k.clone()), c.clone())),
-        None => Err(Error::new(ErrorKind::UnknownChain).with_detail(format!(
-            "no chain named {:?}; configured: {}",
-            crate::error::truncate(name, 64).0,
-            chains.names().join(", ")
-        ))),
-    }
+    inner.call(req)
 }

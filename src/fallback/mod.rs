@@ -27,8 +27,21 @@
 //! time of a model's final failure counts from that model's first try, so after retries
 //! it includes them and their backoff.
 //!
-//! A request picks a named chain with the [`ChainName`] extension or a configurable
-//! header; an unknown name fails with `UnknownChain` before any upstream call.
+//! **Endpoints.** Only generation endpoints (`POST` `/chat/completions`, `/completions`,
+//! `/messages`, `/responses`) walk a chain. Every other request (`GET /models`, `/key`,
+//! `/credits`, `/generation`, `POST /embeddings`, ...) is passed on once with its body
+//! untouched (a POST's `model` goes into the [`Attempt`](crate::Attempt), so the retry,
+//! health and timeout layers below still apply to it); it never moves to another model
+//! unless the request names a chain ([`ChainName`] or the chain header).
+//!
+//! **Which chain.** A request picks a named chain with the [`ChainName`] extension or a
+//! configurable header; an unknown name fails with `UnknownChain` before any upstream
+//! call. Otherwise its `model` decides: a chain of that name (an alias, `"model":
+//! "coding"`) or a chain whose first model it is is used; any other model is tried first,
+//! followed by the default chain's fallbacks ([`UnlistedModel::TryFirst`]), or refused
+//! with `ModelNotAllowed` ([`UnlistedModel::Reject`]), or replaced by the default chain
+//! ([`UnlistedModel::UseDefaultChain`]). [`ServedBy::caller_model`] says what the caller
+//! asked for, [`ServedBy::model`] what served it.
 //!
 //! **Hybrid mode** ([`FallbackLayer::server_side_window`]): each attempt also sends the
 //! next models server-side, `model: a, models: [a, b, c]`; when it fails the next attempt
@@ -59,7 +72,7 @@
 //!     .layer(FallbackLayer::new(["anthropic/claude-3.5-sonnet", "openai/gpt-4o"]))
 //!     .service(upstream);
 //! let req = Request::post("http://localhost/api/v1/chat/completions")
-//!     .body(Full::new(Bytes::from_static(br#"{"model":"x","messages":[]}"#)))
+//!     .body(Full::new(Bytes::from_static(br#"{"model":"anthropic/claude-3.5-sonnet","messages":[]}"#)))
 //!     .unwrap();
 //! let resp = svc.oneshot(req).await?;
 //! let served = resp.extensions().get::<ServedBy>().unwrap();
@@ -72,6 +85,7 @@
 mod chain;
 mod future;
 mod layer;
+mod select;
 mod template;
 
 use std::sync::Arc;
@@ -79,6 +93,7 @@ use std::sync::Arc;
 pub use chain::{Chain, ChainModel, ChainName, Chains, PROVIDER_PREFIX, TIER_PREFIX};
 pub use future::ResponseFuture;
 pub use layer::{Fallback, FallbackLayer, Order, MAX_SERVER_SIDE_WINDOW};
+pub use select::UnlistedModel;
 
 use crate::AttemptRecord;
 
@@ -92,6 +107,10 @@ pub struct ServedBy {
     pub model: Arc<str>,
     /// The model this attempt asked for (the chain entry).
     pub requested: Arc<str>,
+    /// The `model` the caller's request named (`None` when its body had no string
+    /// `model`): compare with [`ServedBy::model`] to see whether the caller got what it
+    /// asked for.
+    pub caller_model: Option<Arc<str>>,
     /// Position of the requested model in the chain (0 = primary).
     pub index: usize,
     /// The requested model's label, if it has one.

@@ -90,10 +90,29 @@
 //! and every error is the envelope `{"type":"error","error":{"type":..,"message":..}}`
 //! (`event: error` in streams).
 //!
-//! Requests the script never sees: a path other than the two endpoints gets `404`, a
-//! method other than `POST` `405`, and a body that is not JSON with a string `model` gets
-//! OpenRouter's `400`. They count in [`total_calls`](MockOpenRouter::total_calls) and
-//! [`requests`](MockOpenRouter::requests), not per model.
+//! `/api/v1/completions`, `/api/v1/responses` and `/api/v1/embeddings` are answered by
+//! model like chat completions (script their successes with [`Reply::json`] when the test
+//! needs their real shape).
+//!
+//! # Server-side routing
+//!
+//! Like OpenRouter, a request with `models: [a, b, c]` (or, on `/messages`, `model: a`
+//! with `fallbacks: [{"model": b}, ..]`) is answered by the first listed model whose
+//! script step succeeds, in order, with that model in the response's `model`; every model
+//! tried counts a call ([`calls`](MockOpenRouter::calls)) and moves its script on. When
+//! all fail the answer is the last one's failure. A hang or a dropped connection ends the
+//! request where it happens. OpenRouter's documented limits are its `400`s: more than 3
+//! `models` or `fallbacks`, `fallbacks` together with `models`, a `fallbacks` entry with
+//! anything but a string `model`, `fallbacks` outside `/messages`.
+//!
+//! # Other requests
+//!
+//! A path with a script of its own ([`MockOpenRouter::route`], e.g. `GET /api/v1/key`)
+//! gets it, whatever the method. Otherwise requests the script never sees: another path
+//! gets `404`, a method other than `POST` `405`, and a body that is not JSON with a string
+//! `model` gets OpenRouter's `400`. They count in
+//! [`total_calls`](MockOpenRouter::total_calls) and [`requests`](MockOpenRouter::requests),
+//! not per model.
 //!
 //! The mock never logs request bodies or headers.
 
@@ -132,6 +151,8 @@ pub struct MockOpenRouter {
 
 struct State {
     scripts: HashMap<Arc<str>, Script>,
+    /// Scripts of other paths (`GET /api/v1/key`, ...), by path.
+    routes: HashMap<Arc<str>, Script>,
     default: Node,
     calls: BTreeMap<Arc<str>, u64>,
     total: u64,
@@ -144,6 +165,7 @@ impl Default for State {
     fn default() -> Self {
         State {
             scripts: HashMap::new(),
+            routes: HashMap::new(),
             default: Reply::ok().node,
             calls: BTreeMap::new(),
             total: 0,
@@ -279,6 +301,8 @@ impl std::fmt::Debug for ReceivedRequest {
 pub struct ModelScript {
     mock: MockOpenRouter,
     model: Arc<str>,
+    /// A path's script ([`MockOpenRouter::route`]), not a model's.
+    route: bool,
 }
 
 impl std::fmt::Debug for ModelScript {
@@ -292,7 +316,12 @@ impl std::fmt::Debug for ModelScript {
 impl ModelScript {
     fn with(&self, f: impl FnOnce(&mut Script)) {
         let mut state = self.mock.lock();
-        f(state.scripts.entry(self.model.clone()).or_default())
+        let scripts = if self.route {
+            &mut state.routes
+        } else {
+            &mut state.scripts
+        };
+        f(scripts.entry(self.model.clone()).or_default())
     }
 
     /// Starts the model's script anew with this step.
@@ -347,6 +376,7 @@ impl MockOpenRouter {
         ModelScript {
             mock: self.clone(),
             model: model.into(),
+            route: false,
         }
     }
 
@@ -417,6 +447,27 @@ impl MockOpenRouter {
             .collect()
     }
 
+    /// The script of `path` (e.g. `/api/v1/key`, `/api/v1/models`): every request to that
+    /// path whatever its method or body, unless the path is one the stand-in answers by
+    /// model. Such requests count in [`total_calls`](Self::total_calls), not per model.
+    ///
+    /// ```
+    /// use tower_openrouter::mock::{MockOpenRouter, Reply};
+    ///
+    /// let mock = MockOpenRouter::new();
+    /// mock.route("/api/v1/key")
+    ///     .respond(Reply::status(500))
+    ///     .once()
+    ///     .then(Reply::json(200, r#"{"data":{"limit_remaining":12.5}}"#));
+    /// ```
+    pub fn route(&self, path: &str) -> ModelScript {
+        ModelScript {
+            mock: self.clone(),
+            model: path.into(),
+            route: true,
+        }
+    }
+
     /// Forgets counts and received requests (the `gen-mock-{n}` numbering restarts).
     /// Scripts, their progress, the default reply and the
     /// [`keep_requests`](Self::keep_requests) bound stay as they are.
@@ -431,17 +482,13 @@ impl MockOpenRouter {
         let (parts, body) = req.into_parts();
         let bytes = crate::body::full_bytes(&body);
         let api = match parts.uri.path() {
-            "/api/v1/chat/completions" => Some(Api::Chat),
+            "/api/v1/chat/completions"
+            | "/api/v1/completions"
+            | "/api/v1/responses"
+            | "/api/v1/embeddings" => Some(Api::Chat),
             "/api/v1/messages" => Some(Api::Messages),
             _ => None,
         };
-        #[derive(serde::Deserialize)]
-        struct Peek<'a> {
-            #[serde(borrow)]
-            model: Option<Cow<'a, str>>,
-            #[serde(default)]
-            stream: Option<bool>,
-        }
         let peek = serde_json::from_slice::<Peek<'_>>(&bytes).ok();
         let model: Option<Arc<str>> = peek
             .as_ref()
@@ -468,11 +515,7 @@ impl MockOpenRouter {
             });
         }
         let outcome = match (api, model) {
-            (None, _) => Outcome::Respond(render::plain_error(
-                Api::Chat,
-                StatusCode::NOT_FOUND,
-                "Not Found",
-            )),
+            (None, _) => return route_reply(&mut state, parts.uri.path(), call),
             (Some(api), _) if parts.method != Method::POST => Outcome::Respond(
                 render::plain_error(api, StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed"),
             ),
@@ -485,29 +528,152 @@ impl MockOpenRouter {
                 Outcome::Respond(render::plain_error(api, StatusCode::BAD_REQUEST, message))
             }
             (Some(api), Some(model)) => {
-                *state.calls.entry(model.clone()).or_insert(0) += 1;
-                let State {
-                    scripts, default, ..
-                } = &mut *state;
-                let node = scripts
-                    .get_mut(&model)
-                    .and_then(Script::next)
-                    .unwrap_or(default);
-                let (delay, leaf) = node.resolve();
-                let ctx = Ctx {
-                    api,
-                    model: &model,
-                    stream,
-                    call,
-                };
-                let outcome = leaf.render(&ctx);
-                drop(state);
-                return ResponseFuture::new(delay, outcome);
+                let peek = peek.expect("a model was read from it");
+                match candidates(api, &model, &peek) {
+                    Ok(models) => return serve_models(&mut state, api, &models, stream, call),
+                    Err(message) => {
+                        Outcome::Respond(render::plain_error(api, StatusCode::BAD_REQUEST, message))
+                    }
+                }
             }
         };
         drop(state);
         ResponseFuture::new(std::time::Duration::ZERO, outcome)
     }
+}
+
+/// What the stand-in reads of a request body.
+#[derive(serde::Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    /// Server-side fallback models (chat, completions, responses).
+    #[serde(default, borrow)]
+    models: Option<Vec<Cow<'a, str>>>,
+    /// `/messages` server-side fallbacks, `[{"model": ..}]`.
+    #[serde(default)]
+    fallbacks: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
+}
+
+/// OpenRouter's limit on `models` and on `/messages` `fallbacks`.
+const MAX_SERVER_SIDE: usize = 3;
+
+/// The models OpenRouter tries for this request, in order (server-side routing: `models`,
+/// or `/messages` `fallbacks` after `model`), or the message of OpenRouter's 400 for a
+/// documented limit.
+fn candidates(api: Api, model: &Arc<str>, peek: &Peek<'_>) -> Result<Vec<Arc<str>>, &'static str> {
+    let mut out: Vec<Arc<str>> = Vec::with_capacity(MAX_SERVER_SIDE + 1);
+    let mut push = |m: &str| {
+        if !m.is_empty() && !out.iter().any(|o| &**o == m) {
+            out.push(Arc::from(m));
+        }
+    };
+    if let Some(fallbacks) = &peek.fallbacks {
+        if api != Api::Messages {
+            return Err("'fallbacks' is only supported on /api/v1/messages; use 'models'");
+        }
+        if peek.models.is_some() {
+            return Err("'fallbacks' cannot be used together with 'models'");
+        }
+        if fallbacks.len() > MAX_SERVER_SIDE {
+            return Err("'fallbacks' must have at most 3 entries");
+        }
+        push(model);
+        for f in fallbacks {
+            match f.get("model").and_then(|m| m.as_str()) {
+                Some(m) if f.len() == 1 => push(m),
+                _ => {
+                    return Err(
+                        "each 'fallbacks' entry must be an object with only a string 'model'",
+                    )
+                }
+            }
+        }
+        return Ok(out);
+    }
+    match &peek.models {
+        Some(models) if models.len() > MAX_SERVER_SIDE => {
+            Err("'models' array must have 3 items or fewer")
+        }
+        Some(models) if !models.is_empty() => {
+            for m in models {
+                push(m);
+            }
+            Ok(out)
+        }
+        _ => Ok(vec![model.clone()]),
+    }
+}
+
+/// Whether a step fails in a way OpenRouter's server-side routing moves past (an error
+/// answer; a hang or a dropped connection ends the request as it is).
+fn fails_over(kind: &reply::Kind) -> bool {
+    use reply::Kind;
+    match kind {
+        Kind::Status(..) | Kind::OkWithError(_) => true,
+        Kind::Body(status, _) => !status.is_success(),
+        Kind::Success(_) | Kind::Hang | Kind::Disconnect => false,
+    }
+}
+
+/// Answers from the first of `models` whose script succeeds (the last one's answer when
+/// none does), counting a call for every model tried; the answer names the serving model.
+fn serve_models(
+    state: &mut State,
+    api: Api,
+    models: &[Arc<str>],
+    stream: bool,
+    call: u64,
+) -> ResponseFuture {
+    let mut waited = std::time::Duration::ZERO;
+    for (i, model) in models.iter().enumerate() {
+        *state.calls.entry(model.clone()).or_insert(0) += 1;
+        let State {
+            scripts, default, ..
+        } = &mut *state;
+        let node = scripts
+            .get_mut(model)
+            .and_then(Script::next)
+            .unwrap_or(default);
+        let (delay, leaf) = node.resolve();
+        waited = waited.saturating_add(delay);
+        if i + 1 < models.len() && fails_over(&leaf.kind) {
+            continue;
+        }
+        let ctx = Ctx {
+            api,
+            model,
+            stream,
+            call,
+        };
+        return ResponseFuture::new(waited, leaf.render(&ctx));
+    }
+    unreachable!("a request has at least one model")
+}
+
+/// The answer for a path the stand-in does not answer by model: its route script
+/// ([`MockOpenRouter::route`]), else `404`.
+fn route_reply(state: &mut State, path: &str, call: u64) -> ResponseFuture {
+    let Some(node) = state.routes.get_mut(path).and_then(Script::next) else {
+        return ResponseFuture::new(
+            std::time::Duration::ZERO,
+            Outcome::Respond(render::plain_error(
+                Api::Chat,
+                StatusCode::NOT_FOUND,
+                "Not Found",
+            )),
+        );
+    };
+    let (delay, leaf) = node.resolve();
+    let ctx = Ctx {
+        api: Api::Chat,
+        model: "",
+        stream: false,
+        call,
+    };
+    ResponseFuture::new(delay, leaf.render(&ctx))
 }
 
 impl tower::Service<Request<Full<Bytes>>> for MockOpenRouter {

@@ -198,6 +198,17 @@ impl Reply {
         Reply::leaf(Kind::Body(status_code(status), body.into()))
     }
 
+    /// This status with exactly this JSON body: a success of an endpoint the stand-in does
+    /// not shape itself (`/embeddings`, `GET /key`, ...), or any verbatim answer. The same
+    /// as [`Reply::error_body`]; the name says what the test means.
+    ///
+    /// # Panics
+    ///
+    /// If `status` is not a valid HTTP status code.
+    pub fn json(status: u16, body: impl Into<Bytes>) -> Self {
+        Reply::error_body(status, body)
+    }
+
     /// A `400` context-length error, as OpenRouter words it (the "maximum context length
     /// is 131072 tokens" message, provider in `metadata`).
     pub fn context_length() -> Self {

@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 
 use super::config::{invalid_routing, Prepared, MAX_SERVER_MODELS};
 use super::{RoutingConfig, RoutingOverride};
-use crate::body::{is_messages_endpoint, is_model_endpoint, replace_body, Edit, JsonBody};
+use crate::body::{is_generation_endpoint, is_messages_endpoint, replace_body, Edit, JsonBody};
 use crate::{BoxError, Error};
 
 /// Injects OpenRouter's server-side routing parameters into chat-completion and
@@ -109,7 +109,7 @@ where
     fn call(&mut self, mut req: Request<Full<Bytes>>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if is_model_endpoint(req.method(), req.uri().path()) {
+        if is_generation_endpoint(req.method(), req.uri().path()) {
             if let Err(error) = route_request(&self.config, &mut req) {
                 return ResponseFuture::failed(error);
             }

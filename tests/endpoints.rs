@@ -1,0 +1,360 @@
+//! Every OpenRouter endpoint through one stack (issue 11): fallback only on generation
+//! endpoints, the caller's model honoured, the stand-in's server-side routing.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_openrouter::fallback::{Chains, ServedBy, UnlistedModel};
+use tower_openrouter::health::HealthConfig;
+use tower_openrouter::mock::{MockOpenRouter, Reply};
+use tower_openrouter::retry::RetryPolicy;
+use tower_openrouter::stack::{OpenRouter, OpenRouterLayer, OpenRouterLayerBuilder};
+use tower_openrouter::{Error, ErrorKind};
+
+const BASE: &str = "http://localhost/api/v1";
+
+fn builder() -> OpenRouterLayerBuilder {
+    OpenRouterLayer::builder()
+        .chains(
+            Chains::new(["a/head", "b/second", "c/third"])
+                .with_chain("coding", ["d/coder", "b/second"]),
+        )
+        .deadline(Duration::from_secs(120))
+        .attempt_timeout(Duration::from_secs(30))
+        .health_config(HealthConfig::default().jitter(0.0))
+        .retry_policy(
+            RetryPolicy::new()
+                .max_retries(1)
+                .backoff_base(Duration::from_millis(100))
+                .backoff_cap(Duration::from_secs(1)),
+        )
+}
+
+fn stack(b: OpenRouterLayerBuilder, mock: &MockOpenRouter) -> OpenRouter<MockOpenRouter> {
+    ServiceBuilder::new()
+        .layer(b.build().unwrap())
+        .service(mock.clone())
+}
+
+fn request(method: Method, path: &str, body: &'static str) -> http::Request<String> {
+    http::Request::builder()
+        .method(method)
+        .uri(format!("{BASE}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .unwrap()
+}
+
+/// Status, body and `ServedBy` of one call.
+async fn call(
+    svc: &OpenRouter<MockOpenRouter>,
+    req: http::Request<String>,
+) -> Result<(StatusCode, Bytes, Option<ServedBy>), Error> {
+    let resp = svc.clone().oneshot(req).await?;
+    let status = resp.status();
+    let served = resp.extensions().get::<ServedBy>().cloned();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Ok((status, body, served))
+}
+
+const KEY: &str = r#"{"data":{"label":"sk-or-v1-abc...","limit_remaining":12.5,"usage":3.25}}"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_get_passes_through_with_retry_and_its_bytes_untouched() {
+    let mock = MockOpenRouter::new();
+    mock.route("/api/v1/key")
+        .respond(Reply::status(500))
+        .once()
+        .then(Reply::json(200, KEY));
+    let svc = stack(builder(), &mock);
+    let (status, body, served) = call(&svc, request(Method::GET, "/key", "")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, KEY.as_bytes(), "the response is unchanged");
+    assert!(served.is_none(), "no model served a GET");
+    // The 500 was retried on the same path: two calls, both GETs with an empty body.
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 2);
+    for r in &seen {
+        assert_eq!(r.method(), Method::GET);
+        assert_eq!(r.uri().path(), "/api/v1/key");
+        assert!(r.body().is_empty());
+    }
+    assert!(mock.calls_by_model().is_empty(), "no model was called");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_get_is_a_classified_error() {
+    let mock = MockOpenRouter::new();
+    mock.route("/api/v1/credits").respond(Reply::status(401));
+    let svc = stack(builder(), &mock);
+    let err = call(&svc, request(Method::GET, "/credits", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized);
+    assert_eq!(mock.total_calls(), 1, "a fatal kind is not retried");
+}
+
+const EMBED: &str =
+    r#"{ "model" : "e/embed", "input": ["caf\u00e9", "x"], "encoding_format":"float"}"#;
+const EMBEDDING: &str = r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2]}],"model":"e/embed","usage":{"prompt_tokens":2,"total_tokens":2}}"#;
+
+#[tokio::test(start_paused = true)]
+async fn embeddings_keep_their_model_and_bytes_and_retry_on_it() {
+    let mock = MockOpenRouter::new();
+    mock.model("e/embed")
+        .respond(Reply::status(500))
+        .once()
+        .then(Reply::json(200, EMBEDDING));
+    let svc = stack(builder(), &mock);
+    let (status, body, _) = call(&svc, request(Method::POST, "/embeddings", EMBED))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, EMBEDDING.as_bytes());
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 2);
+    for r in &seen {
+        assert_eq!(r.body(), EMBED.as_bytes(), "bytes upstream == bytes sent");
+    }
+    assert_eq!(mock.calls("e/embed"), 2);
+    assert_eq!(mock.calls("a/head"), 0, "never the chat chain's model");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_embeddings_never_move_to_another_model() {
+    let mock = MockOpenRouter::new();
+    mock.model("e/embed").respond(Reply::status(503));
+    let svc = stack(builder(), &mock);
+    let err = call(&svc, request(Method::POST, "/embeddings", EMBED))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ModelUnavailable);
+    assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    let calls: Vec<(String, u64)> = mock.calls_by_model().into_iter().collect();
+    // 503 moves on to another model in a chain; here there is none, and it is not a
+    // same-model retry kind: one call, and the classified error itself.
+    assert_eq!(calls, [("e/embed".to_owned(), 1)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn embeddings_fall_back_when_they_name_a_chain() {
+    let mock = MockOpenRouter::new();
+    mock.model("d/coder").respond(Reply::status(503));
+    mock.model("b/second").respond(Reply::json(200, EMBEDDING));
+    let svc = stack(builder().chain_header("x-chain"), &mock);
+    let mut req = request(Method::POST, "/embeddings", EMBED);
+    req.headers_mut()
+        .insert("x-chain", "coding".parse().unwrap());
+    let (status, _, served) = call(&svc, req).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let served = served.unwrap();
+    assert_eq!(&*served.requested, "b/second");
+    assert_eq!(served.caller_model.as_deref(), Some("e/embed"));
+    let seen = mock.requests();
+    assert!(seen.iter().all(|r| r.headers().get("x-chain").is_none()));
+    assert_eq!(
+        seen.iter().map(|r| r.model().unwrap()).collect::<Vec<_>>(),
+        ["d/coder", "b/second"]
+    );
+}
+
+const CHAT_OTHER: &str = r#"{"model":"z/other","messages":[{"role":"user","content":"hi"}]}"#;
+
+#[tokio::test(start_paused = true)]
+async fn the_callers_model_goes_first_then_the_default_fallbacks() {
+    let mock = MockOpenRouter::new();
+    mock.model("z/other").respond(Reply::status(502));
+    let svc = stack(builder().max_retries(0), &mock);
+    let (_, _, served) = call(&svc, request(Method::POST, "/chat/completions", CHAT_OTHER))
+        .await
+        .unwrap();
+    let served = served.unwrap();
+    assert_eq!(served.caller_model.as_deref(), Some("z/other"));
+    assert_eq!(&*served.model, "b/second");
+    let models: Vec<String> = mock
+        .requests()
+        .iter()
+        .map(|r| r.model().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        models,
+        ["z/other", "b/second"],
+        "the default head is not tried"
+    );
+    // Served as asked: the body went up byte for byte.
+    assert_eq!(mock.requests()[0].body(), CHAT_OTHER.as_bytes());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_alias_or_a_chain_head_selects_that_chain() {
+    let mock = MockOpenRouter::new();
+    let svc = stack(builder(), &mock);
+    let alias = r#"{"model":"coding","messages":[]}"#;
+    let (_, body, served) = call(&svc, request(Method::POST, "/chat/completions", alias))
+        .await
+        .unwrap();
+    let served = served.unwrap();
+    assert_eq!(served.chain.as_deref(), Some("coding"));
+    assert_eq!(served.caller_model.as_deref(), Some("coding"));
+    assert_eq!(&*served.model, "d/coder");
+    assert!(body.windows(9).any(|w| w == b"\"d/coder\""));
+    let head = r#"{"model":"d/coder","messages":[]}"#;
+    let (_, _, served) = call(&svc, request(Method::POST, "/chat/completions", head))
+        .await
+        .unwrap();
+    assert_eq!(served.unwrap().chain.as_deref(), Some("coding"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_model_costs_no_call() {
+    let mock = MockOpenRouter::new();
+    let svc = stack(builder().unlisted_model(UnlistedModel::Reject), &mock);
+    let err = call(&svc, request(Method::POST, "/chat/completions", CHAT_OTHER))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ModelNotAllowed);
+    assert!(err.to_string().contains("z/other"), "{err}");
+    assert_eq!(mock.total_calls(), 0);
+    // A configured model still goes through.
+    let ok = r#"{"model":"a/head","messages":[]}"#;
+    call(&svc, request(Method::POST, "/chat/completions", ok))
+        .await
+        .unwrap();
+    assert_eq!(mock.total_calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hybrid_windows_on_the_responses_api() {
+    let mock = MockOpenRouter::new();
+    for m in ["a/head", "b/second", "c/third"] {
+        mock.model(m).respond(Reply::status(503));
+    }
+    let svc = stack(
+        builder()
+            .chain(["a/head", "b/second", "c/third", "d/4", "e/5", "f/6"])
+            .server_side_window(3)
+            .max_retries(0),
+        &mock,
+    );
+    let body = r#"{"model":"a/head","input":"hi"}"#;
+    let (status, _, served) = call(&svc, request(Method::POST, "/responses", body))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let served = served.unwrap();
+    assert_eq!(&*served.requested, "d/4");
+    assert_eq!(&*served.model, "d/4");
+    let bodies: Vec<Bytes> = mock.requests().iter().map(|r| r.body().clone()).collect();
+    assert_eq!(
+        bodies,
+        [
+            Bytes::from_static(
+                br#"{"model":"a/head","input":"hi","models":["a/head","b/second","c/third"]}"#
+            ),
+            Bytes::from_static(br#"{"model":"d/4","input":"hi","models":["d/4","e/5","f/6"]}"#),
+        ]
+    );
+}
+
+/// The stand-in's own server-side routing, without the stack.
+mod mock_routing {
+    use super::*;
+
+    async fn raw(mock: &MockOpenRouter, path: &str, body: &'static str) -> (StatusCode, String) {
+        let req = http::Request::post(format!("{BASE}{path}"))
+            .body(http_body_util::Full::new(Bytes::from_static(
+                body.as_bytes(),
+            )))
+            .unwrap();
+        let resp = mock.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn models_are_tried_in_order_and_the_server_names_the_one_that_served() {
+        let mock = MockOpenRouter::new();
+        mock.model("a/1").respond(Reply::status(429));
+        mock.model("b/2").respond(Reply::status(503)).once();
+        let (status, body) = raw(
+            &mock,
+            "/chat/completions",
+            r#"{"model":"a/1","models":["a/1","b/2","c/3"],"messages":[]}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains(r#""model":"c/3""#), "{body}");
+        assert_eq!(mock.calls("a/1"), 1);
+        assert_eq!(mock.calls("b/2"), 1);
+        assert_eq!(mock.calls("c/3"), 1);
+        // b/2's script moved on: the next request is served by it.
+        let (_, body) = raw(
+            &mock,
+            "/chat/completions",
+            r#"{"model":"a/1","models":["a/1","b/2"],"messages":[]}"#,
+        )
+        .await;
+        assert!(body.contains(r#""model":"b/2""#), "{body}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_model_failing_answers_with_the_last_failure() {
+        let mock = MockOpenRouter::new();
+        mock.model("a/1").respond(Reply::status(429));
+        mock.model("b/2").respond(Reply::status(502));
+        let (status, _) = raw(
+            &mock,
+            "/chat/completions",
+            r#"{"model":"a/1","models":["a/1","b/2"],"messages":[]}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(mock.total_calls(), 1);
+        assert_eq!(mock.calls("a/1") + mock.calls("b/2"), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_fallbacks_are_server_side_too() {
+        let mock = MockOpenRouter::new();
+        mock.model("a/1").respond(Reply::status(529));
+        let (status, body) = raw(
+            &mock,
+            "/messages",
+            r#"{"model":"a/1","max_tokens":5,"messages":[],"fallbacks":[{"model":"b/2"}]}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains(r#""model":"b/2""#), "{body}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn openrouters_documented_limits_are_400s() {
+        let mock = MockOpenRouter::new();
+        for (path, body) in [
+            (
+                "/messages",
+                r#"{"model":"a","messages":[],"fallbacks":[{"model":"b"},{"model":"c"},{"model":"d"},{"model":"e"}]}"#,
+            ),
+            (
+                "/messages",
+                r#"{"model":"a","messages":[],"models":["b"],"fallbacks":[{"model":"c"}]}"#,
+            ),
+            (
+                "/messages",
+                r#"{"model":"a","messages":[],"fallbacks":[{"model":"b","max_tokens":3}]}"#,
+            ),
+            (
+                "/chat/completions",
+                r#"{"model":"a","messages":[],"models":["a","b","c","d"]}"#,
+            ),
+        ] {
+            let (status, _) = raw(&mock, path, body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        }
+        assert!(mock.calls_by_model().is_empty(), "no model was tried");
+    }
+}
