@@ -88,10 +88,14 @@
 mod breaker;
 mod config;
 mod layer;
+#[cfg(feature = "redis")]
+mod redis;
 mod store;
 mod tracker;
 mod window;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisHealthStore, RedisStoreConfig};
 pub use breaker::BreakerState;
 pub use config::HealthConfig;
 pub use layer::{ForceAttempt, Health, HealthLayer, ResponseFuture};
