@@ -26,7 +26,8 @@ use tower_openrouter::stack::{OpenRouter, OpenRouterLayer};
 const P: &str = "anthropic/claude-sonnet-4.5";
 const Q: &str = "openai/gpt-4o";
 const BACKUP: &str = "google/gemini-2.5-flash";
-const BODY: &str = r#"{"model":"x/y","messages":[{"role":"user","content":"hi"}]}"#;
+const BODY: &str =
+    r#"{"model":"anthropic/claude-sonnet-4.5","messages":[{"role":"user","content":"hi"}]}"#;
 
 // ---------------------------------------------------------------------------------------
 // A real redis-server, started and killed by the test.
