@@ -358,3 +358,109 @@ mod mock_routing {
         assert!(mock.calls_by_model().is_empty(), "no model was tried");
     }
 }
+
+/// The Responses API stream: held until its first content event.
+mod responses_stream {
+    use super::*;
+
+    const CREATED: &str = r#"event: response.created
+data: {"type":"response.created","response":{"id":"resp_1","status":"in_progress","model":"a/head"}}"#;
+    const IN_PROGRESS: &str = r#"event: response.in_progress
+data: {"type":"response.in_progress","response":{"id":"resp_1","status":"in_progress"}}"#;
+    const RATE_LIMITED: &str = r#"event: error
+data: {"type":"error","code":"rate_limit_exceeded","message":"Rate limit exceeded","param":null}"#;
+    const DELTA: &str = r#"event: response.output_text.delta
+data: {"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi"}"#;
+    const COMPLETED: &str = r#"event: response.completed
+data: {"type":"response.completed","response":{"id":"resp_1","status":"completed"}}"#;
+    const FAILED: &str = r#"event: response.failed
+data: {"type":"response.failed","response":{"id":"resp_1","status":"failed","error":{"code":"server_error","message":"The provider failed"}}}"#;
+
+    const BODY: &str = r#"{"model":"a/head","input":"hi","stream":true}"#;
+
+    fn served_by_b(events: &[&str]) -> Reply {
+        let created = CREATED.replace("a/head", "b/second");
+        let mut all = vec![created];
+        all.extend(events.iter().map(|e| e.to_string()));
+        Reply::sse(all)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_error_after_the_opening_events_still_falls_over() {
+        let mock = MockOpenRouter::new();
+        mock.model("a/head")
+            .respond(Reply::sse([CREATED, IN_PROGRESS, RATE_LIMITED]));
+        mock.model("b/second")
+            .respond(served_by_b(&[DELTA, COMPLETED]));
+        let svc = stack(builder(), &mock);
+        let (status, body, served) = call(&svc, request(Method::POST, "/responses", BODY))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        let served = served.unwrap();
+        assert_eq!(&*served.model, "b/second");
+        assert_eq!(served.attempts.len(), 1);
+        assert_eq!(served.attempts[0].kind(), ErrorKind::RateLimited);
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            !text.contains("rate_limit_exceeded"),
+            "a/head's bytes never reach the caller"
+        );
+        assert!(
+            text.contains(r#""delta":"Hi""#) && text.ends_with("\n\n"),
+            "{text}"
+        );
+        assert_eq!(mock.calls("a/head"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn response_failed_before_content_is_a_typed_error() {
+        let mock = MockOpenRouter::new();
+        mock.model("a/head").respond(Reply::sse([CREATED, FAILED]));
+        mock.model("b/second")
+            .respond(Reply::sse([CREATED, FAILED]));
+        mock.model("c/third").respond(Reply::sse([CREATED, FAILED]));
+        let svc = stack(builder().max_retries(0), &mock);
+        let err = call(&svc, request(Method::POST, "/responses", BODY))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Exhausted);
+        let attempts = err.attempts();
+        assert_eq!(attempts.len(), 3);
+        for a in attempts {
+            assert_eq!(a.kind(), ErrorKind::ProviderError);
+            assert_eq!(a.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn response_failed_after_content_ends_the_body_with_an_error() {
+        let mock = MockOpenRouter::new();
+        mock.model("a/head")
+            .respond(Reply::sse([CREATED, DELTA, FAILED]));
+        let svc = stack(builder(), &mock);
+        let resp = svc
+            .clone()
+            .oneshot(request(Method::POST, "/responses", BODY))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut body = resp.into_body();
+        let mut seen = Vec::new();
+        let err = loop {
+            match body.frame().await {
+                Some(Ok(f)) => seen.extend_from_slice(&f.into_data().unwrap_or_default()),
+                Some(Err(e)) => break e,
+                None => panic!("the stream ended without its error"),
+            }
+        };
+        assert_eq!(err.kind(), ErrorKind::StreamInterrupted);
+        let text = String::from_utf8(seen).unwrap();
+        assert!(text.contains(r#""delta":"Hi""#));
+        assert!(
+            !text.contains("response.failed"),
+            "the failing event is cut: {text}"
+        );
+        assert_eq!(mock.total_calls(), 1, "never replayed after content");
+    }
+}

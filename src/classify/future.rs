@@ -32,6 +32,8 @@ pub(crate) struct RequestInfo {
     idle: Option<Duration>,
     /// An `/api/v1/messages` request (its streams end without `[DONE]`).
     messages: bool,
+    /// An `/api/v1/responses` request (its stream events are typed `response.*`).
+    responses: bool,
 }
 
 impl RequestInfo {
@@ -43,6 +45,7 @@ impl RequestInfo {
             first_token_by: None,
             idle: None,
             messages: req.uri().path().ends_with("/messages"),
+            responses: req.uri().path().ends_with("/responses"),
         };
         if let Some(limits) = ext.get::<StreamLimits>() {
             let deadline = ext.get::<Deadline>();
@@ -335,7 +338,8 @@ where
                             this.info.messages,
                             this.info.model.clone(),
                             this.info.hook.clone(),
-                        );
+                        )
+                        .responses_api(this.info.responses);
                         this.state.set(State::Peeking {
                             parts: Some(parts),
                             body: Some(body),

@@ -614,7 +614,7 @@ fn fails_over(kind: &reply::Kind) -> bool {
     match kind {
         Kind::Status(..) | Kind::OkWithError(_) => true,
         Kind::Body(status, _) => !status.is_success(),
-        Kind::Success(_) | Kind::Hang | Kind::Disconnect => false,
+        Kind::Success(_) | Kind::Sse(_) | Kind::Hang | Kind::Disconnect => false,
     }
 }
 

@@ -179,6 +179,9 @@ impl Leaf {
                 self.error_body(ctx, *status, *flavor),
             )),
             Kind::Body(status, body) => Outcome::Respond(json_response(*status, body.clone())),
+            Kind::Sse(frames) => Outcome::Respond(stream_http_response(
+                frames.iter().cloned().map(Step::Data).collect(),
+            )),
             Kind::OkWithError(code) => Outcome::Respond(json_response(
                 StatusCode::OK,
                 self.ok_with_error(ctx, *code),

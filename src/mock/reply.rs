@@ -66,6 +66,8 @@ pub(crate) enum Kind {
     Body(StatusCode, Bytes),
     /// A 200 whose body has a top-level `error` with this code.
     OkWithError(u16),
+    /// A `200` event stream of exactly these events, one frame each.
+    Sse(Vec<Bytes>),
     /// Never answer.
     Hang,
     /// Fail like a dropped connection.
@@ -207,6 +209,37 @@ impl Reply {
     /// If `status` is not a valid HTTP status code.
     pub fn json(status: u16, body: impl Into<Bytes>) -> Self {
         Reply::error_body(status, body)
+    }
+
+    /// A `200` `text/event-stream` of exactly these events, one body frame each (a blank
+    /// line is added after each): the shape of an endpoint the stand-in does not render
+    /// itself, such as a Responses API stream.
+    ///
+    /// ```
+    /// use tower_openrouter::mock::Reply;
+    ///
+    /// let reply = Reply::sse([
+    ///     r#"event: response.created
+    /// data: {"type":"response.created","response":{"model":"a/b"}}"#,
+    ///     r#"event: response.output_text.delta
+    /// data: {"type":"response.output_text.delta","delta":"Hi"}"#,
+    /// ]);
+    /// # let _ = reply;
+    /// ```
+    pub fn sse<I, S>(events: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let frames = events
+            .into_iter()
+            .map(|e| {
+                let mut e: String = e.into();
+                e.push_str("\n\n");
+                Bytes::from(e)
+            })
+            .collect();
+        Reply::leaf(Kind::Sse(frames))
     }
 
     /// A `400` context-length error, as OpenRouter words it (the "maximum context length

@@ -56,6 +56,7 @@
 //! [`StreamErrorHook`]: crate::StreamErrorHook
 //! [`Deadline`]: crate::Deadline
 
+mod responses;
 mod sse;
 pub(crate) mod watch;
 

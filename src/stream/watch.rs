@@ -38,6 +38,8 @@ struct EventState {
     classifier: Arc<dyn Classify>,
     /// `/api/v1/messages` (Anthropic-shaped) rather than chat completions.
     messages: bool,
+    /// `/api/v1/responses` (the Responses API; see [`super::responses`]).
+    responses: bool,
     content_seen: bool,
     done: bool,
     info: Option<UpstreamInfo>,
@@ -109,6 +111,42 @@ const MESSAGES_CONTENT: [&str; 4] = [
 ];
 
 impl EventState {
+    /// A Responses API event: `true` when it was one (handled), `false` to read it as a
+    /// chat chunk.
+    fn responses_event(&mut self, ev: &Event<'_>, failure: &mut Option<Failure>) -> bool {
+        use super::responses::{self, Kind};
+        if let Some(verdict) = responses::failure(&*self.classifier, ev.data) {
+            *failure = Some(Failure {
+                at: ev.start,
+                after_content: self.content_seen,
+                from_event: true,
+                verdict,
+            });
+            return true;
+        }
+        let kind = responses::kind(ev.name, ev.data);
+        if kind == Kind::Other {
+            return false;
+        }
+        if self.info.is_none() {
+            if let Some(model) = responses::served_model(ev.data) {
+                self.info = Some(UpstreamInfo {
+                    model: Some(Arc::from(model)),
+                    provider: None,
+                });
+            }
+        }
+        match kind {
+            Kind::Opening | Kind::Other => {}
+            Kind::Content => self.content_seen = true,
+            Kind::End => {
+                self.content_seen = true;
+                self.done = true;
+            }
+        }
+        true
+    }
+
     /// Looks at one event; sets `failure` at the first failing one.
     fn event(&mut self, ev: Event<'_>, failure: &mut Option<Failure>) {
         if failure.is_some() {
@@ -129,6 +167,9 @@ impl EventState {
                 from_event: true,
                 verdict,
             });
+            return;
+        }
+        if self.responses && self.responses_event(&ev, failure) {
             return;
         }
         if self.content_seen {
@@ -191,6 +232,7 @@ impl Watcher {
             state: EventState {
                 classifier,
                 messages,
+                responses: false,
                 content_seen: false,
                 done: false,
                 info: None,
@@ -198,6 +240,13 @@ impl Watcher {
             model,
             hook,
         }
+    }
+
+    /// Watches a Responses API stream (`/api/v1/responses`): its own content, end and
+    /// failure events.
+    pub(crate) fn responses_api(mut self, responses: bool) -> Self {
+        self.state.responses = responses;
+        self
     }
 
     /// Stream offset of the next chunk.
