@@ -179,6 +179,47 @@ pub struct Config {
     /// Stack settings.
     #[serde(default)]
     pub settings: Settings,
+    /// Health settings beyond `settings`: `{"shared": {...}}` shares model health across
+    /// replicas ([`HealthSection`]).
+    #[serde(default)]
+    pub health: Option<HealthSection>,
+}
+
+/// The `health` key: `{"shared": {"redis_url", "prefix", "reconcile_ms"}}`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HealthSection {
+    /// Model health shared across replicas through Redis (needs the `redis` feature).
+    #[serde(default)]
+    pub shared: Option<SharedHealthConfig>,
+}
+
+/// The `health.shared` key: where replicas share model health (see
+/// [`RedisHealthStore`](crate::health) with the `redis` feature). Its `Debug` output
+/// hides the URL's password.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SharedHealthConfig {
+    /// `redis://[user][:password@]host[:port][/db]`, or `rediss://` for TLS.
+    pub redis_url: String,
+    /// Namespace of the keys (default `tower-openrouter:`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// How often the trips in force are read back, in milliseconds (default 1000).
+    #[serde(default)]
+    pub reconcile_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for SharedHealthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedHealthConfig")
+            .field("redis_url", &crate::health::redact_url(&self.redis_url))
+            .field("prefix", &self.prefix)
+            .field("reconcile_ms", &self.reconcile_ms)
+            .finish()
+    }
 }
 
 /// The `native_routing` key: what [`RoutingConfig`](crate::routing::RoutingConfig) injects

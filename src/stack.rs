@@ -236,6 +236,7 @@ pub struct OpenRouterLayerBuilder<C = OpenRouterClassifier> {
     max_retries: Option<u32>,
     retry: RetryPolicy,
     health: HealthSource,
+    shared_health: SharedHealth,
     classifier: Arc<C>,
     max_body_bytes: usize,
 }
@@ -243,6 +244,16 @@ pub struct OpenRouterLayerBuilder<C = OpenRouterClassifier> {
 enum HealthSource {
     Config(HealthConfig),
     Tracker(HealthTracker),
+}
+
+/// Where the stack's tracker shares health with other replicas (none by default).
+#[derive(Default)]
+enum SharedHealth {
+    #[default]
+    Local,
+    Store(Arc<dyn crate::health::HealthStore>),
+    #[cfg(feature = "redis")]
+    Redis(crate::health::RedisStoreConfig),
 }
 
 impl Default for OpenRouterLayerBuilder {
@@ -269,6 +280,7 @@ impl OpenRouterLayerBuilder {
             max_retries: None,
             retry: RetryPolicy::default(),
             health: HealthSource::Config(HealthConfig::default()),
+            shared_health: SharedHealth::Local,
             classifier: Arc::new(OpenRouterClassifier::default()),
             max_body_bytes: DEFAULT_BODY_LIMIT,
         }
@@ -320,6 +332,9 @@ impl OpenRouterLayerBuilder {
             )
         })?;
         b = b.health_config(health);
+        if let Some(shared) = config.health.as_ref().and_then(|h| h.shared.as_ref()) {
+            b = shared_health(b, shared)?;
+        }
         if let Some(o) = s.order {
             b = b.order(o.into());
         }
@@ -472,6 +487,25 @@ impl<C> OpenRouterLayerBuilder<C> {
         self
     }
 
+    /// Shares the tracker's trips, recoveries and probe slot with other replicas through
+    /// `store` ([`HealthTracker::with_store`]). Not with
+    /// [`health_tracker`](Self::health_tracker): such a tracker brings its own store.
+    pub fn health_store(mut self, store: Arc<dyn crate::health::HealthStore>) -> Self {
+        self.shared_health = SharedHealth::Store(store);
+        self
+    }
+
+    /// Shares model health across replicas through Redis: [`build`](Self::build) starts a
+    /// [`RedisHealthStore`](crate::health::RedisHealthStore) (so it must run inside a
+    /// Tokio runtime). The trips in force arrive in the background; to know them before
+    /// the first request, [`connect`](crate::health::RedisHealthStore::connect) yourself
+    /// and pass the store to [`health_store`](Self::health_store).
+    #[cfg(feature = "redis")]
+    pub fn redis_health(mut self, config: crate::health::RedisStoreConfig) -> Self {
+        self.shared_health = SharedHealth::Redis(config);
+        self
+    }
+
     /// The largest request body accepted, in bytes.
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
@@ -495,6 +529,7 @@ impl<C> OpenRouterLayerBuilder<C> {
             max_retries: self.max_retries,
             retry: self.retry,
             health: self.health,
+            shared_health: self.shared_health,
             classifier: Arc::new(classifier),
             max_body_bytes: self.max_body_bytes,
         }
@@ -558,7 +593,16 @@ impl<C> OpenRouterLayerBuilder<C> {
                     c = c.model_disable_duration(*model, *d);
                 }
                 c.validate()?;
-                HealthTracker::new(c)
+                match self.shared_health.store()? {
+                    Some(store) => HealthTracker::with_store(c, store),
+                    None => HealthTracker::new(c),
+                }
+            }
+            HealthSource::Tracker(_) if !matches!(self.shared_health, SharedHealth::Local) => {
+                return Err(ConfigError::new(
+                    "health_store",
+                    "a shared health_tracker brings its own store: make it with HealthTracker::with_store instead of setting health_store or redis_health",
+                ));
             }
             HealthSource::Tracker(t) => {
                 // A shared tracker keeps its own settings: they must already say the same.
@@ -612,6 +656,51 @@ impl<C> OpenRouterLayerBuilder<C> {
             attempt_timeout,
             classify: ClassifyLayer::with_shared_classifier(self.classifier),
         })
+    }
+}
+
+impl SharedHealth {
+    fn store(self) -> Result<Option<Arc<dyn crate::health::HealthStore>>, ConfigError> {
+        match self {
+            SharedHealth::Local => Ok(None),
+            SharedHealth::Store(s) => Ok(Some(s)),
+            #[cfg(feature = "redis")]
+            SharedHealth::Redis(c) => Ok(Some(
+                crate::health::RedisHealthStore::spawn(c)?.into_store(),
+            )),
+        }
+    }
+}
+
+/// The `health.shared` key of a settings file, as the builder takes it.
+fn shared_health(
+    b: OpenRouterLayerBuilder,
+    shared: &crate::config::SharedHealthConfig,
+) -> Result<OpenRouterLayerBuilder, ConfigError> {
+    #[cfg(feature = "redis")]
+    {
+        let mut c = crate::health::RedisStoreConfig::new(shared.redis_url.clone());
+        if let Some(p) = &shared.prefix {
+            c = c.prefix(p.clone());
+        }
+        if let Some(ms) = shared.reconcile_ms {
+            c = c.reconcile(Duration::from_millis(ms));
+        }
+        c.validate().map_err(|e| {
+            ConfigError::new(
+                format!("health.shared.{}", e.field()),
+                e.message().to_owned(),
+            )
+        })?;
+        Ok(b.redis_health(c))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (b, shared);
+        Err(ConfigError::new(
+            "health.shared",
+            "health.shared needs tower-openrouter's `redis` feature",
+        ))
     }
 }
 

@@ -488,3 +488,56 @@ fn tower_openrouter_now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settings_file_turns_sharing_on() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let json = |url: &str| {
+        format!(
+            r#"{{"default_chain": ["{P}", "{Q}"], "settings": {{"consecutive_failures": 2}},
+                "health": {{"shared": {{"redis_url": "{url}", "prefix": "json:", "reconcile_ms": 100}}}}}}"#
+        )
+    };
+    let a = OpenRouterLayer::from_json(&json(&redis.url())).unwrap();
+    let store = a.health().store().expect("sharing is on").clone();
+    let status = store.status();
+    assert_eq!(
+        (status.backend, status.target.as_deref()),
+        ("redis", Some(&*redis.url()))
+    );
+    // A replica made from the builder shares with it.
+    let mock = MockOpenRouter::new();
+    let b = replica(&redis, "json:", health(Duration::from_secs(60)), &mock).await;
+    eventually(Duration::from_secs(2), "the file's store connects", || {
+        store.status().connected
+    })
+    .await;
+    trip(&b, &mock, P).await;
+    eventually(
+        Duration::from_secs(1),
+        "the file's replica sees the trip",
+        || !a.health().is_available(P),
+    )
+    .await;
+
+    // Bad settings: typed errors naming the key, the password never shown.
+    let err = OpenRouterLayer::from_json(&json("http://:hunter2@h")).unwrap_err();
+    assert_eq!(err.field(), "health.shared.redis_url");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let config = tower_openrouter::Config::from_json(&json("redis://:hunter2@h:1/0")).unwrap();
+    let debug = format!("{config:?}");
+    assert!(
+        debug.contains("redis://***@h:1/0") && !debug.contains("hunter2"),
+        "{debug}"
+    );
+    let err = OpenRouterLayer::from_json(
+        &json(&redis.url()).replace(r#""reconcile_ms": 100"#, r#""reconcile_ms": 0"#),
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), "health.shared.reconcile_ms");
+    let err =
+        OpenRouterLayer::from_json(&json(&redis.url()).replace("prefix", "prefx")).unwrap_err();
+    assert!(err.field().starts_with("health"), "{err}");
+}

@@ -7,11 +7,12 @@ pub(crate) struct Args {
     pub(crate) config: Option<String>,
     pub(crate) threads: Option<usize>,
     pub(crate) mock_fail: Vec<(String, u16)>,
+    pub(crate) redis: Option<String>,
 }
 
 pub(crate) fn usage() -> ! {
     eprintln!(
-        "usage: proxy [--port N] [--upstream URL] [--config FILE] [--threads N] [--mock-fail MODEL=STATUS]..."
+        "usage: proxy [--port N] [--upstream URL] [--config FILE] [--threads N] [--mock-fail MODEL=STATUS]... [--redis URL]"
     );
     std::process::exit(2)
 }
@@ -32,6 +33,7 @@ pub(crate) fn parse_args() -> Args {
             "--port" => args.port = Some(value.parse().unwrap_or_else(|_| usage())),
             "--upstream" => args.upstream = Some(value),
             "--config" => args.config = Some(value),
+            "--redis" => args.redis = Some(value),
             "--threads" => args.threads = Some(value.parse().unwrap_or_else(|_| usage())),
             "--mock-fail" => {
                 let (m, s) = value.rsplit_once('=').unwrap_or_else(|| usage());

@@ -38,6 +38,7 @@
 //! | | `PRIMARY_MODEL`, `FALLBACK_MODELS` (comma-separated) | `openai/gpt-4o-mini`, `anthropic/claude-3-haiku` (when no `--config`) |
 //! | `--threads N` | `THREADS` | `1`: a current-thread runtime (one core); more: a multi-thread runtime |
 //! | `--mock-fail MODEL=STATUS` | | stand-in only: that model always answers STATUS (repeatable) |
+//! | `--redis URL` | `REDIS_URL` (and `REDIS_PREFIX`) | off: share model health with the other gateways on this Redis (`redis://`, `rediss://`; feature `redis`); `GET /health` shows it |
 //!
 //! Logs go to stderr through `tracing` (`RUST_LOG`, e.g. `info` or `debug`; default
 //! `info`): start-up, one line per failed request at `warn`, one per request at `debug`.
@@ -46,6 +47,7 @@
 
 mod args;
 mod error;
+mod fleet;
 mod gateway;
 #[cfg(test)]
 mod tests;
@@ -116,7 +118,10 @@ fn start() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let layer = layer(&args)?;
+    let store = fleet::health_store(&args).await?;
+    let sharing = store.as_ref().map(|s| s.status());
+    let layer = layer(&args, store)?;
+    let tracker = layer.health().clone();
     let upstream = upstream(&args).await?;
     let port = match args.port {
         Some(p) => p,
@@ -149,7 +154,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let app = Router::new()
         .route_service("/v1/chat/completions", gateway.clone())
-        .route_service("/api/v1/chat/completions", gateway);
+        .route_service("/api/v1/chat/completions", gateway)
+        .route(
+            "/health",
+            axum::routing::get(move || {
+                let tracker = tracker.clone();
+                async move { fleet::health_response(&tracker) }
+            }),
+        );
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -159,6 +171,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         key = if shared.auth.is_some() { "set" } else { "none" },
         default_chain = ?chains.default_chain().map(|c| c.iter().map(|m| m.model().to_owned()).collect::<Vec<_>>()),
         named_chains = ?chains.names(),
+        shared_health = ?sharing.as_ref().map(|s| (s.target.clone(), s.connected)),
         "gateway listening (POST /v1/chat/completions, /api/v1/chat/completions)"
     );
     serve(listener, app).await

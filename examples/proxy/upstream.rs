@@ -13,8 +13,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::Service;
+use tower_openrouter::health::HealthStore;
 use tower_openrouter::mock::{MockOpenRouter, MockServer, Reply};
-use tower_openrouter::stack::OpenRouterLayer;
+use tower_openrouter::stack::{OpenRouterLayer, OpenRouterLayerBuilder};
 
 use crate::args::{env, Args};
 use crate::CHAIN_HEADER;
@@ -26,7 +27,20 @@ const DEFAULT_FALLBACKS: &str = "anthropic/claude-3-haiku";
 pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The stack: from the JSON config, or a chain from the environment.
-pub(crate) fn layer(args: &Args) -> Result<OpenRouterLayer, Box<dyn std::error::Error>> {
+/// With `store`, the tracker shares model health through it (`--redis`).
+pub(crate) fn layer(
+    args: &Args,
+    store: Option<Arc<dyn HealthStore>>,
+) -> Result<OpenRouterLayer, Box<dyn std::error::Error>> {
+    let builder = builder(args)?;
+    Ok(match store {
+        Some(store) => builder.health_store(store),
+        None => builder,
+    }
+    .build()?)
+}
+
+fn builder(args: &Args) -> Result<OpenRouterLayerBuilder, Box<dyn std::error::Error>> {
     if let Some(path) = &args.config {
         let json = std::fs::read_to_string(path).map_err(|e| format!("--config {path}: {e}"))?;
         let mut config = tower_openrouter::config::Config::from_json(&json)
@@ -34,9 +48,8 @@ pub(crate) fn layer(args: &Args) -> Result<OpenRouterLayer, Box<dyn std::error::
         if config.settings.chain_header.is_none() {
             config.settings.chain_header = Some(CHAIN_HEADER.to_owned());
         }
-        return Ok(
-            OpenRouterLayer::from_config(&config).map_err(|e| format!("--config {path}: {e}"))?
-        );
+        return Ok(OpenRouterLayerBuilder::from_config(&config)
+            .map_err(|e| format!("--config {path}: {e}"))?);
     }
     let primary = env("PRIMARY_MODEL").unwrap_or_else(|| DEFAULT_PRIMARY.to_owned());
     let fallbacks = env("FALLBACK_MODELS").unwrap_or_else(|| DEFAULT_FALLBACKS.to_owned());
@@ -53,8 +66,7 @@ pub(crate) fn layer(args: &Args) -> Result<OpenRouterLayer, Box<dyn std::error::
         .chain(chain)
         .chain_header(CHAIN_HEADER)
         .attempt_timeout(Duration::from_secs(60))
-        .deadline(Duration::from_secs(180))
-        .build()?)
+        .deadline(Duration::from_secs(180)))
 }
 
 /// How many received requests the stand-in keeps (its counters stay exact regardless).

@@ -99,5 +99,6 @@ pub use self::redis::{RedisHealthStore, RedisStoreConfig};
 pub use breaker::BreakerState;
 pub use config::HealthConfig;
 pub use layer::{ForceAttempt, Health, HealthLayer, ResponseFuture};
+pub(crate) use store::redact_url;
 pub use store::{HealthSink, HealthStore, SharedEvent, StoreStatus, TripReason};
 pub use tracker::{Admission, HealthTracker, ModelHealth};

@@ -58,7 +58,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::store::{
-    from_wall_ms, now_ms, wall_ms, HealthSink, HealthStore, SharedEvent, StoreStatus, TripReason,
+    from_wall_ms, now_ms, redact_url as redact, wall_ms, HealthSink, HealthStore, SharedEvent,
+    StoreStatus, TripReason,
 };
 use crate::config::ConfigError;
 
@@ -385,19 +386,6 @@ fn replica_id() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
     format!("{:016x}", h.finish())
-}
-
-/// `url` without credentials: `redis://user:secret@host/0` -> `redis://***@host/0`.
-pub(crate) fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return "<not a URL>".to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}***{}", &url[..scheme_end], &rest[at..]),
-        None => url.to_owned(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -321,6 +321,19 @@ impl SharedSlot {
     }
 }
 
+/// `url` without credentials: `redis://user:secret@host/0` -> `redis://***@host/0`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return "<not a URL>".to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end], &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
 /// Milliseconds since the Unix epoch (0 before it).
 pub(crate) fn wall_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
