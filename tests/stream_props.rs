@@ -26,11 +26,11 @@ fn parse(chunks: &[&[u8]]) -> Vec<Ev> {
     out
 }
 
-/// Cuts `bytes` at the given (sorted, deduplicated) points.
+/// Cuts `bytes` at the given points (sorted; a point given twice, or one at either end,
+/// makes an empty chunk, as a body may yield).
 fn split<'a>(bytes: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {
     let mut cuts: Vec<usize> = points.iter().map(|p| p % (bytes.len() + 1)).collect();
     cuts.sort_unstable();
-    cuts.dedup();
     let mut out = Vec::new();
     let mut last = 0;
     for c in cuts {
@@ -75,6 +75,19 @@ proptest! {
         prop_assert_eq!(parse(&chunks), whole.clone());
         // One byte at a time too.
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        prop_assert_eq!(parse(&bytes), whole);
+    }
+
+    #[test]
+    fn empty_chunks_anywhere_change_nothing(stream in sse_stream(), points in prop::collection::vec(any::<usize>(), 0..12)) {
+        let whole = parse(&[&stream]);
+        // Every cut doubled: an empty chunk after each one (after a CR, too).
+        let doubled: Vec<usize> = points.iter().flat_map(|&p| [p, p]).collect();
+        prop_assert_eq!(parse(&split(&stream, &doubled)), whole.clone());
+        let mut bytes: Vec<&[u8]> = Vec::new();
+        for b in stream.chunks(1) {
+            bytes.extend([b, &b""[..]]);
+        }
         prop_assert_eq!(parse(&bytes), whole);
     }
 
@@ -142,8 +155,36 @@ data: {\"id\":\"g\",\"choices\":[{\"delta\":{\"content\":\" you\"}}]}\n\n\
 data: {\"id\":\"g\",\"error\":{\"code\":502,\"message\":\"x\"},\"choices\":[{\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}\n\n\
 data: [DONE]\n\n";
 
+/// `BAD` with CR and CRLF line ends, its error event's data on two lines: a cut between
+/// the CR and the LF of a line end, with an empty chunk in it, must not make the error
+/// event's lines look like two events (two halves of JSON that would pass as content).
+const BAD_CR: &str = ": OPENROUTER PROCESSING\r\r\
+data: {\"id\":\"g\",\"choices\":[{\"delta\":{\"content\":\"Hello\"}}]}\r\r\
+data: {\"id\":\"g\",\r\n\
+data: \"error\":{\"code\":502,\"message\":\"x\"},\"choices\":[{\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}\r\n\r\n\
+data: [DONE]\r\n\r\n";
+
+#[test]
+fn an_error_event_split_after_a_cr_by_an_empty_chunk_is_still_an_error() {
+    // Between the CR and the LF inside the two-line error event, an empty chunk there.
+    let cr = BAD_CR.find("\"g\",\r\n").unwrap() + "\"g\",\r".len();
+    let (bytes, err) = deliver(BAD_CR.as_bytes(), &[cr, cr]);
+    assert_eq!(err, Some(ErrorKind::StreamInterrupted));
+    let error_at = BAD_CR.find("data: {\"id\":\"g\",\r").unwrap();
+    assert_eq!(&bytes[..], &BAD_CR.as_bytes()[..error_at]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn a_split_error_event_is_an_error_with_empty_chunks_too(points in prop::collection::vec(any::<usize>(), 0..16)) {
+        let doubled: Vec<usize> = points.iter().flat_map(|&p| [p, p]).collect();
+        let (bytes, err) = deliver(BAD_CR.as_bytes(), &doubled);
+        prop_assert_eq!(err, Some(ErrorKind::StreamInterrupted));
+        let error_at = BAD_CR.find("data: {\"id\":\"g\",\r").unwrap();
+        prop_assert_eq!(&bytes[..], &BAD_CR.as_bytes()[..error_at]);
+    }
 
     #[test]
     fn the_consumer_gets_exactly_the_upstream_bytes(points in prop::collection::vec(any::<usize>(), 0..16)) {

@@ -79,10 +79,15 @@ impl SseParser {
 
     /// Feeds the next chunk; `on_event` is called for every event it completes.
     pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(Event<'_>)) {
+        // An empty chunk says nothing about the byte after a CR: keep the flag for the
+        // next one, or a CR, an empty chunk and an LF would count as two line ends.
+        if chunk.is_empty() {
+            return;
+        }
         let base = self.pos;
         self.pos += chunk.len() as u64;
         let mut i = 0;
-        if std::mem::take(&mut self.pending_cr) && chunk.first() == Some(&b'\n') {
+        if std::mem::take(&mut self.pending_cr) && chunk[0] == b'\n' {
             i = 1;
         }
         while i < chunk.len() {
@@ -133,6 +138,9 @@ impl SseParser {
     }
 
     fn process_line(&mut self, mut line: &[u8], start: u64, on_event: &mut impl FnMut(Event<'_>)) {
+        // A line read in place is cut where a buffered one stops growing, so the limit
+        // holds the same whether the line came whole or split.
+        line = &line[..line.len().min(MAX_LINE)];
         if start == 0 {
             line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         }
@@ -223,6 +231,28 @@ mod tests {
                 (String::new(), "c".into(), 18)
             ]
         );
+    }
+
+    #[test]
+    fn an_empty_chunk_after_a_cr_keeps_the_crlf_one_line_end() {
+        let whole = events(&[b"data: a\r\ndata: b\n\n"]);
+        assert_eq!(whole, [(String::new(), "a\nb".into(), 0)]);
+        assert_eq!(events(&[b"data: a\r", b"", b"\ndata: b\n\n"]), whole);
+        assert_eq!(events(&[b"data: a\r", b"", b"", b"\n", b"", b"data: b\n\n"]), whole);
+    }
+
+    #[test]
+    fn the_line_limit_is_the_same_whole_or_split() {
+        let mut line = b"data: ".to_vec();
+        line.resize(MAX_LINE + 100, b'x');
+        let stream = [&line[..], b"\n\n"].concat();
+        let whole = events(&[&stream]);
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].1.len(), MAX_LINE - "data: ".len());
+        let (a, b) = stream.split_at(1000);
+        assert_eq!(events(&[a, b]), whole);
+        let (a, b) = stream.split_at(MAX_LINE + 50);
+        assert_eq!(events(&[a, b]), whole);
     }
 
     #[test]
