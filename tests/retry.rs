@@ -438,9 +438,22 @@ fn full_jitter_ceilings_double_up_to_the_cap() {
     }
     // Retry-After jitter: 10% of the hint, at most 500 ms.
     let p = RetryPolicy::new().rng(MAX);
-    assert_eq!(p.retry_after_delay(secs(2)), ms(2200));
-    assert_eq!(p.retry_after_delay(secs(30)), ms(30_500));
-    assert_eq!(p.retry_after_delay(secs(60)), secs(60));
+    assert_eq!(p.retry_after_delay(secs(2)), Some(ms(2200)));
+    assert_eq!(p.retry_after_delay(secs(30)), Some(ms(30_500)));
+    assert_eq!(p.retry_after_delay(secs(60)), Some(secs(60)));
+}
+
+#[test]
+fn a_hint_over_the_cap_is_no_wait_never_a_clamped_one() {
+    // The doc says "never past retry_after_cap": a 90 s hint against the 60 s cap is not a
+    // 60 s wait (calling again before the server said it may) nor a 90 s one: no wait.
+    let p = RetryPolicy::new().rng(MAX);
+    assert_eq!(p.retry_after_delay(secs(90)), None);
+    assert_eq!(p.retry_after_delay(secs(60) + ms(1)), None);
+    let p = RetryPolicy::new().retry_after_cap(secs(5)).rng(MAX);
+    assert_eq!(p.retry_after_delay(secs(5)), Some(secs(5)));
+    assert_eq!(p.retry_after_delay(ms(4900)), Some(secs(5)));
+    assert_eq!(p.retry_after_delay(secs(6)), None);
 }
 
 #[test]
@@ -510,8 +523,14 @@ proptest::proptest! {
         proptest::prop_assert!(p.backoff(n) <= ceiling);
         // The hint's wait is within [hint, hint + min(hint / 10, 500 ms)].
         let hint = ms(extra_ms);
-        let wait = p.retry_after_delay(hint);
+        let wait = p.retry_after_delay(hint).unwrap();
         proptest::prop_assert!(wait >= hint && wait <= hint + (hint / 10).min(ms(500)));
+        // Never past the cap, never shorter than the hint; a hint over the cap, no wait.
+        let p = p.retry_after_cap(ms(base_ms + 1));
+        match p.retry_after_delay(hint) {
+            Some(wait) => proptest::prop_assert!(hint <= wait && wait <= ms(base_ms + 1)),
+            None => proptest::prop_assert!(hint > ms(base_ms + 1)),
+        }
     }
 }
 

@@ -46,12 +46,11 @@ impl RetryState {
         let delay = match err.retry_after() {
             Some(hint) => {
                 // A hint too long to wait for goes back at once, so a fallback can move on.
-                if hint > policy.retry_after_cap || !fits(hint) {
+                if !fits(hint) {
                     return None;
                 }
-                Some(policy.retry_after_delay(hint))
-                    .filter(|d| fits(*d))
-                    .unwrap_or(hint)
+                let wait = policy.retry_after_delay(hint)?;
+                Some(wait).filter(|d| fits(*d)).unwrap_or(hint)
             }
             None => Some(policy.backoff(self.retries)).filter(|d| fits(*d))?,
         };

@@ -239,12 +239,31 @@ impl RetryPolicy {
     }
 
     /// The wait for a `Retry-After` hint: the hint plus a jitter of up to 10% of it, at most
-    /// [`RETRY_AFTER_JITTER_MAX`], never past [`retry_after_cap`](Self::retry_after_cap).
-    pub fn retry_after_delay(&self, hint: Duration) -> Duration {
+    /// [`RETRY_AFTER_JITTER_MAX`], never past [`retry_after_cap`](Self::retry_after_cap)
+    /// and never shorter than the hint.
+    ///
+    /// `None` when the hint itself is longer than the cap: that is not a wait at all (the
+    /// caller moves on, a fallback to the next model), because a wait cut to the cap would
+    /// call again before the server said it may.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_openrouter::retry::RetryPolicy;
+    ///
+    /// let p = RetryPolicy::new().retry_after_cap(Duration::from_secs(60));
+    /// let wait = p.retry_after_delay(Duration::from_secs(2)).unwrap();
+    /// assert!(wait >= Duration::from_secs(2) && wait <= Duration::from_millis(2200));
+    /// assert_eq!(p.retry_after_delay(Duration::from_secs(60)), Some(Duration::from_secs(60)));
+    /// assert_eq!(p.retry_after_delay(Duration::from_secs(90)), None);
+    /// ```
+    pub fn retry_after_delay(&self, hint: Duration) -> Option<Duration> {
+        if hint > self.retry_after_cap {
+            return None;
+        }
         let jitter = (hint / 10)
             .min(RETRY_AFTER_JITTER_MAX)
             .mul_f64(self.random());
-        (hint + jitter).min(self.retry_after_cap.max(hint))
+        Some((hint + jitter).min(self.retry_after_cap))
     }
 
     /// A random number in `[0, 1]`.
