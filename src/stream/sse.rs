@@ -238,7 +238,10 @@ mod tests {
         let whole = events(&[b"data: a\r\ndata: b\n\n"]);
         assert_eq!(whole, [(String::new(), "a\nb".into(), 0)]);
         assert_eq!(events(&[b"data: a\r", b"", b"\ndata: b\n\n"]), whole);
-        assert_eq!(events(&[b"data: a\r", b"", b"", b"\n", b"", b"data: b\n\n"]), whole);
+        assert_eq!(
+            events(&[b"data: a\r", b"", b"", b"\n", b"", b"data: b\n\n"]),
+            whole
+        );
     }
 
     #[test]
