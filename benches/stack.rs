@@ -155,7 +155,59 @@ fn bench_bare(c: &mut Criterion) {
             |b, body| b.iter_custom(|iters| run(&rt, &stack, body, iters)),
         );
     }
+    #[cfg(feature = "redis")]
+    shared_health(&rt, &mut group);
     group.finish();
+}
+
+/// The same stack with health shared through a real Redis (feature `redis`; needs
+/// `redis-server` on the PATH, started here on a free loopback port, killed at the end).
+/// On the happy path nothing is published: the difference is the store's presence.
+#[cfg(feature = "redis")]
+fn shared_health(
+    rt: &tokio::runtime::Runtime,
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+) {
+    use tower_openrouter::health::{RedisHealthStore, RedisStoreConfig};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Ok(mut server) = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    else {
+        eprintln!("skipping stack/openrouter_layer_shared: no redis-server");
+        return;
+    };
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stack = rt.block_on(async {
+        let store =
+            RedisHealthStore::connect(RedisStoreConfig::new(format!("redis://127.0.0.1:{port}/0")))
+                .await
+                .unwrap();
+        let layer = OpenRouterLayer::builder()
+            .chain(["openai/gpt-4o-mini", "anthropic/claude-3-haiku"])
+            .attempt_timeout(Duration::from_secs(60))
+            .deadline(Duration::from_secs(180))
+            .health_store(store.into_store())
+            .build()
+            .unwrap();
+        layer.layer(client())
+    });
+    let body = body(1024);
+    group.bench_with_input(
+        BenchmarkId::new("openrouter_layer_shared", "1KB"),
+        &body,
+        |b, body| b.iter_custom(|iters| run(rt, &stack, body, iters)),
+    );
+    let _ = server.kill();
+    let _ = server.wait();
 }
 
 criterion_group!(benches, bench);

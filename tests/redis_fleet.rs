@@ -477,6 +477,15 @@ async fn foreign_data_under_the_prefix_is_ignored() {
     assert!(r.tracker.is_available("a/b") && r.tracker.is_available("c/d"));
     // Still connected and sharing after the garbage.
     trip(&r, &mock, Q).await;
+    let key = format!("odd:trip:{Q}");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !redis::AsyncCommands::exists::<_, bool>(&mut conn, &key)
+        .await
+        .unwrap()
+    {
+        assert!(Instant::now() < deadline, "the trip never reached Redis");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let other = replica(&redis, "odd:", health(Duration::from_secs(60)), &mock).await;
     assert!(!other.tracker.is_available(Q));
     assert!(r.store.status().connected);

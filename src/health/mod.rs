@@ -41,6 +41,13 @@
 //! * An attempt whose future is dropped (cancelled, timed out by an outer layer) records
 //!   nothing, and gives back the probe slot if it held it.
 //!
+//! # Sharing across a fleet
+//!
+//! [`HealthTracker::with_store`] shares trips, recoveries and the probe slot with other
+//! replicas through a [`HealthStore`] (see [`store`'s docs](HealthStore) for what is and
+//! is not shared); with the `redis` feature, `RedisHealthStore` is one on Redis. The
+//! rolling window stays per replica. Checking a model never waits for the store.
+//!
 //! # Performance
 //!
 //! Checking a model and recording an outcome take no lock: the model map is an
