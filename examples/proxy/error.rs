@@ -5,6 +5,10 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use tower_openrouter::{Error, ErrorKind};
 
+/// Tells the OpenAI and Anthropic SDKs whether retrying can help: every failure the
+/// gateway answers already went through the chain's own retries and fallbacks.
+pub(crate) static SHOULD_RETRY: http::HeaderName = http::HeaderName::from_static("x-should-retry");
+
 /// The status a failure is answered with: what the upstream said last, or one that fits.
 pub(crate) fn status_of(e: &Error) -> StatusCode {
     if let Some(s) = e.status() {
@@ -32,9 +36,12 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
     use ErrorKind::*;
     match kind {
         BodyTooLarge | PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        InvalidBody | InvalidRouting | UnknownChain | InvalidRequest | ContextLengthExceeded => {
-            StatusCode::BAD_REQUEST
-        }
+        InvalidBody
+        | InvalidRouting
+        | UnknownChain
+        | ModelNotAllowed
+        | InvalidRequest
+        | ContextLengthExceeded => StatusCode::BAD_REQUEST,
         Unauthorized => StatusCode::UNAUTHORIZED,
         InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
         ContentModerated | Forbidden => StatusCode::FORBIDDEN,
@@ -83,6 +90,10 @@ pub(crate) fn error_response(e: &Error) -> Response<Body> {
     tracing::warn!(
         status = status.as_u16(),
         kind = e.kind().as_str(),
+        model = e
+            .model()
+            .or_else(|| e.attempts().last().map(|a| &*a.model))
+            .unwrap_or("-"),
         attempts = e.attempts().len(),
         "request failed: {e}"
     );
@@ -92,10 +103,18 @@ pub(crate) fn error_response(e: &Error) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Some(wait) = retry_after {
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    // A hint says when coming back may help; without one, a client retry would only
+    // repeat what the chain already did (or a fatal kind, which cannot change).
+    match retry_after {
+        Some(wait) => {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        None => {
+            resp.headers_mut()
+                .insert(SHOULD_RETRY.clone(), HeaderValue::from_static("false"));
+        }
     }
     resp
 }

@@ -68,11 +68,22 @@ where
                 state: State::Failed { error: Some(e) },
             };
         }
+        let route = match crate::routes::resolve(req.method(), req.uri().path()) {
+            Ok(route) => route,
+            Err(resp) => return GatewayFuture::answered(*resp),
+        };
+        if !self.shared.authorized(req.headers()) {
+            return GatewayFuture::answered(crate::routes::json_error(
+                http::StatusCode::UNAUTHORIZED,
+                "this gateway needs one of its keys: Authorization: Bearer <key>",
+            ));
+        }
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         GatewayFuture {
             state: State::Calling {
-                future: inner.call(prepare(&self.shared, req)),
+                future: inner.call(prepare(&self.shared, route, req)),
+                route,
             },
         }
     }
@@ -89,8 +100,18 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     pub(crate) enum State<F> {
-        Calling { #[pin] future: F },
+        Calling { #[pin] future: F, route: usize },
         Failed { error: Option<Error> },
+        Answered { resp: Option<Response<Body>> },
+    }
+}
+
+impl<F> GatewayFuture<F> {
+    /// An answer the gateway gives itself (nothing goes upstream).
+    fn answered(resp: Response<Body>) -> Self {
+        GatewayFuture {
+            state: State::Answered { resp: Some(resp) },
+        }
     }
 }
 
@@ -104,7 +125,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Calling { future } => Poll::Ready(respond(ready!(future.poll(cx)))),
+            StateProj::Calling { future, route } => {
+                Poll::Ready(respond(ready!(future.poll(cx)), *route))
+            }
+            StateProj::Answered { resp } => {
+                Poll::Ready(Ok(resp.take().expect("polled after completion")))
+            }
             StateProj::Failed { error } => Poll::Ready(Ok(error_response(
                 &error.take().expect("polled after completion"),
             ))),
@@ -114,7 +140,7 @@ where
 
 /// The request as it goes into the stack: the upstream URL, our own key, a few of the
 /// caller's headers; nothing else of the caller's (its `Authorization` above all).
-fn prepare(shared: &Shared, req: Request<Body>) -> Request<Body> {
+fn prepare(shared: &Shared, route: usize, req: Request<Body>) -> Request<Body> {
     let (mut parts, body) = req.into_parts();
     let mut headers = HeaderMap::with_capacity(8);
     headers.insert(
@@ -132,7 +158,14 @@ fn prepare(shared: &Shared, req: Request<Body>) -> Request<Body> {
     if let Some(v) = parts.headers.get(CHAIN_HEADER) {
         headers.insert(HeaderName::from_static(CHAIN_HEADER), v.clone());
     }
-    parts.uri = shared.target.clone();
+    let target = &shared.targets[route];
+    parts.uri = match parts.uri.query() {
+        // `GET /models?supported_parameters=tools`: the caller's query goes along.
+        Some(q) => format!("{target}?{q}")
+            .parse()
+            .unwrap_or_else(|_| target.clone()),
+        None => target.clone(),
+    };
     parts.headers = headers;
     parts.extensions = Extensions::new();
     Request::from_parts(parts, body)
@@ -150,6 +183,7 @@ static HOP_BY_HOP: [HeaderName; 6] = [
 
 fn respond<B>(
     result: Result<Response<ResponseBody<B>>, Error>,
+    route: usize,
 ) -> Result<Response<Body>, Infallible>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -183,7 +217,19 @@ where
                     "served"
                 );
             }
-            Response::from_parts(parts, Body::new(body))
+            let sse = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+            let ending = if sse {
+                crate::stream_end::Ending::for_route(route)
+            } else {
+                crate::stream_end::Ending::Close
+            };
+            Response::from_parts(
+                parts,
+                Body::new(crate::stream_end::Guarded::new(body, ending)),
+            )
         }
         Err(e) => error_response(&e),
     })

@@ -10,38 +10,58 @@
 //! cargo run --release --example proxy -- --config chains.json
 //! ```
 //!
-//! Serves `POST /v1/chat/completions` and `POST /api/v1/chat/completions` on
-//! `127.0.0.1:PORT` and forwards them to `UPSTREAM/chat/completions`:
+//! Serves, on `LISTEN:PORT` (default `127.0.0.1:8080`), each under `/v1` and `/api/v1`:
+//! `POST chat/completions`, `completions`, `responses`, `messages` (the Anthropic SDK's
+//! endpoint), `embeddings` and `GET models`, forwarded to `UPSTREAM/<endpoint>` (a query
+//! string goes along). Any other path is a 404, a wrong method a 405 with `Allow`, both
+//! as OpenRouter-shaped error JSON, and nothing goes upstream.
 //!
-//! * the `model` the client sends is replaced by the models of the chain: the default
-//!   chain, or the named chain the `x-openrouter-chain` header picks (`--config`);
+//! * generation endpoints get the chain: the caller's `model` picks it (a chain's name or
+//!   first model), any other model is tried first with the default chain's fallbacks
+//!   after it (`--unlisted-model reject` refuses it instead, `default_chain` replaces
+//!   it); the `x-openrouter-chain` header names a chain explicitly. `embeddings` and
+//!   `models` pass through with retries but never another model;
 //! * streams (`"stream": true`) pass through chunk by chunk; failover happens before the
-//!   first token;
+//!   first token. A stream that fails after it ends with a last error event in the
+//!   endpoint's shape (`data: {"error":{"code":..,"message":..}}` for chat, `event: error`
+//!   for `/messages` and `/responses`), so SDKs raise the message, not "connection error";
 //! * a success carries `x-openrouter-served-by` (the model that answered),
 //!   `x-openrouter-attempts` (upstream calls made for this request) and, when models were
 //!   skipped because they were cooling down, `x-openrouter-skipped`;
 //! * when every model failed the client gets OpenRouter's error shape,
 //!   `{"error":{"code":429,"message":"..","metadata":{"kind":"exhausted","attempts":[..]}}}`,
 //!   with the status of the last upstream answer (or one that fits the failure: 502
-//!   transport, 504 timeouts, 413/400 for a bad body) and `Retry-After` when known;
+//!   transport, 504 timeouts, 413/400 for a bad body), and `Retry-After` when there is a
+//!   hint, else `x-should-retry: false` (the OpenAI and Anthropic SDKs then do not retry
+//!   on top of the chain's own retries);
 //! * the caller's `Authorization` is dropped: upstream calls carry the proxy's own key, and
-//!   no log line shows either.
+//!   no log line shows either. With `GATEWAY_KEYS` set, a caller must send one of them
+//!   (`Authorization: Bearer <key>`) or gets a 401 with nothing sent upstream;
+//! * a client that stalls is dropped: request headers must arrive within 10 s, the body
+//!   within 30 s (a 400 and the connection closed); a request head over about 64 KiB is a
+//!   431 (hyper's own, without a JSON body).
 //!
 //! Settings (flag, then environment, then default):
 //!
 //! | flag | env | default |
 //! |---|---|---|
 //! | `--port N` | `PORT` | `8080` |
+//! | `--listen ADDR` | `LISTEN` | `127.0.0.1` |
 //! | `--upstream URL` | `UPSTREAM_URL` | `https://openrouter.ai/api/v1` when `OPENROUTER_API_KEY` is set, else the stand-in ([`MockOpenRouter`](tower_openrouter::mock::MockOpenRouter)) served on loopback (keeping only its last 1,000 received requests, so memory stays flat) |
 //! | | `UPSTREAM_API_KEY`, else `OPENROUTER_API_KEY` | none (no `Authorization` upstream) |
+//! | | `GATEWAY_KEYS` (comma-separated) | none: any caller |
 //! | `--config FILE` | | a JSON [`Config`](tower_openrouter::config::Config) (chains and settings) |
 //! | | `PRIMARY_MODEL`, `FALLBACK_MODELS` (comma-separated) | `openai/gpt-4o-mini`, `anthropic/claude-3-haiku` (when no `--config`) |
+//! | `--SETTING VALUE` for every `settings` key of the config, `-` for `_` (`--deadline-seconds 30`, `--attempt-timeout-seconds 10`, `--max-retries-per-model 1`, `--unlisted-model reject`, ...) | the key in capitals (`DEADLINE_SECONDS`, ...) | the config file's value; without `--config` a 60 s attempt timeout and a 180 s deadline |
+//! | `--header-timeout-seconds S` | `HEADER_TIMEOUT_SECONDS` | `10` |
+//! | `--body-timeout-seconds S` | `BODY_TIMEOUT_SECONDS` | `30` |
 //! | `--threads N` | `THREADS` | `1`: a current-thread runtime (one core); more: a multi-thread runtime |
 //! | `--mock-fail MODEL=STATUS` | | stand-in only: that model always answers STATUS (repeatable) |
 //! | `--redis URL` | `REDIS_URL` (and `REDIS_PREFIX`) | off: share model health with the other gateways on this Redis (`redis://`, `rediss://`; feature `redis`); `GET /health` shows it |
 //!
 //! Logs go to stderr through `tracing` (`RUST_LOG`, e.g. `info` or `debug`; default
-//! `info`): start-up, one line per failed request at `warn`, one per request at `debug`.
+//! `info`): start-up, one line per failed request and one per mid-stream failure at `warn`
+//! (with model, kind and status), one per request at `debug`.
 //! The benchmark harness (`OURS_CMD`) sets `PORT`, `UPSTREAM_URL`, `PRIMARY_MODEL`,
 //! `FALLBACK_MODELS` and `UPSTREAM_API_KEY`, so it runs as is.
 
@@ -49,21 +69,25 @@ mod args;
 mod error;
 mod fleet;
 mod gateway;
+mod routes;
+mod stream_end;
 #[cfg(test)]
 mod tests;
 mod upstream;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use http::{HeaderValue, Request, Uri};
+use http::{HeaderValue, Request};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tower::{Service, ServiceBuilder};
 
 use args::{env, parse_args, Args};
 use gateway::Gateway;
+use stream_end::ReadTimeout;
 use upstream::{http_client, layer, upstream, Shared, SharedClient};
 
 /// The header a client names a chain with (unless the config sets another).
@@ -117,6 +141,35 @@ fn start() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(run(args))
 }
 
+/// Default limits on a slow client: the request headers, then its body.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head (request line and headers); more is a 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// How connections are served.
+#[derive(Clone, Copy)]
+pub(crate) struct ConnLimits {
+    pub(crate) header_timeout: Duration,
+    pub(crate) body_timeout: Duration,
+}
+
+fn seconds(flag: Option<f64>, var: &str, default: Duration) -> Result<Duration, String> {
+    let value = match flag {
+        Some(v) => v,
+        None => match env(var) {
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("{var}: not a number of seconds"))?,
+            None => return Ok(default),
+        },
+    };
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{var}: must be a positive number of seconds"))
+}
+
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let store = fleet::health_store(&args).await?;
     let sharing = store.as_ref().map(|s| s.status());
@@ -127,9 +180,18 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => p,
         None => env("PORT").map_or(Ok(8080), |p| p.parse())?,
     };
-    let target: Uri = format!("{}/chat/completions", upstream.base.trim_end_matches('/'))
-        .parse()
-        .map_err(|e| format!("upstream URL {:?}: {e}", upstream.base))?;
+    let listen: IpAddr = match args.listen {
+        Some(a) => a,
+        None => env("LISTEN").map_or(Ok(IpAddr::from([127, 0, 0, 1])), |a| a.parse())?,
+    };
+    let limits = ConnLimits {
+        header_timeout: seconds(
+            args.header_timeout,
+            "HEADER_TIMEOUT_SECONDS",
+            HEADER_TIMEOUT,
+        )?,
+        body_timeout: seconds(args.body_timeout, "BODY_TIMEOUT_SECONDS", BODY_TIMEOUT)?,
+    };
     let auth = match &upstream.key {
         Some(key) => {
             let mut v = HeaderValue::try_from(format!("Bearer {key}"))
@@ -139,7 +201,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => None,
     };
-    let shared = Arc::new(Shared { target, auth });
+    let keys: Vec<String> = env("GATEWAY_KEYS")
+        .map(|k| {
+            k.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let shared = Arc::new(Shared::new(&upstream.base, auth, &keys)?);
 
     let client = http_client()?;
 
@@ -152,35 +223,38 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         shared: shared.clone(),
         not_ready: None,
     };
+    // Every other path goes to the gateway, which routes itself (404 / 405 JSON, never
+    // upstream).
     let app = Router::new()
-        .route_service("/v1/chat/completions", gateway.clone())
-        .route_service("/api/v1/chat/completions", gateway)
         .route(
             "/health",
             axum::routing::get(move || {
                 let tracker = tracker.clone();
                 async move { fleet::health_response(&tracker) }
             }),
-        );
+        )
+        .fallback_service(gateway);
 
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let addr = SocketAddr::from((listen, port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(
         %addr,
-        upstream = %shared.target,
+        upstream = %upstream.base,
         key = if shared.auth.is_some() { "set" } else { "none" },
+        inbound_keys = keys.len(),
         default_chain = ?chains.default_chain().map(|c| c.iter().map(|m| m.model().to_owned()).collect::<Vec<_>>()),
         named_chains = ?chains.names(),
         shared_health = ?sharing.as_ref().map(|s| (s.target.clone(), s.connected)),
-        "gateway listening (POST /v1/chat/completions, /api/v1/chat/completions)"
+        "gateway listening (/v1 and /api/v1: chat/completions, completions, responses, messages, embeddings, models; GET /health)"
     );
-    serve(listener, app).await
+    serve(listener, app, limits).await
 }
 
 /// Accepts connections and serves `app` on each with hyper's HTTP/1 server.
-async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
+    limits: ConnLimits,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = tokio::signal::ctrl_c();
     tokio::pin!(shutdown);
@@ -199,16 +273,24 @@ async fn serve(
             }
         };
         let _ = sock.set_nodelay(true);
-        let app = app.clone();
-        tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req: Request<Incoming>| app.clone().call(req));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(sock), svc)
-                .await
-            {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+        tokio::spawn(serve_connection(sock, app.clone(), limits));
+    }
+}
+
+/// One connection: a stalled head is dropped after `header_timeout`, an oversized one is
+/// a 431, a body must arrive within `body_timeout`.
+pub(crate) async fn serve_connection(sock: tokio::net::TcpStream, app: Router, limits: ConnLimits) {
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        app.clone()
+            .call(req.map(|b| ReadTimeout::new(b, limits.body_timeout)))
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(sock), svc)
+        .await
+    {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }

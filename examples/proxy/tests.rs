@@ -24,6 +24,13 @@ const CALLER_KEY: &str = "sk-caller-key";
 fn gateway(
     mock: &MockOpenRouter,
 ) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone {
+    gateway_with_keys(mock, &[])
+}
+
+fn gateway_with_keys(
+    mock: &MockOpenRouter,
+    keys: &[String],
+) -> Gateway<tower_openrouter::stack::OpenRouter<MockOpenRouter>> {
     let layer = OpenRouterLayer::builder()
         .chain(["a/primary", "b/secondary"])
         .chain_header(CHAIN_HEADER)
@@ -33,12 +40,7 @@ fn gateway(
     auth.set_sensitive(true);
     Gateway {
         inner: layer.layer(mock.clone()),
-        shared: Arc::new(Shared {
-            target: "http://127.0.0.1:9/api/v1/chat/completions"
-                .parse()
-                .unwrap(),
-            auth: Some(auth),
-        }),
+        shared: Arc::new(Shared::new("http://127.0.0.1:9/api/v1", Some(auth), keys).unwrap()),
         not_ready: None,
     }
 }
@@ -184,4 +186,280 @@ fn statuses_for_failures_without_an_upstream_answer() {
     );
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.headers()["retry-after"], "3");
+}
+
+fn req(method: &str, path: &str, body: &'static str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_paths_and_wrong_methods_are_answered_here() {
+    let mock = MockOpenRouter::new();
+    let svc = gateway(&mock);
+    let resp = svc
+        .clone()
+        .oneshot(req("POST", "/v1/nope", CHAT))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(resp.headers()["x-should-retry"], "false");
+    assert_eq!(json(resp).await["error"]["code"], 404);
+    for method in ["GET", "PUT", "DELETE"] {
+        let resp = svc
+            .clone()
+            .oneshot(req(method, "/v1/chat/completions", CHAT))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(resp.headers()["allow"], "POST");
+        assert_eq!(json(resp).await["error"]["code"], 405);
+    }
+    let resp = svc
+        .clone()
+        .oneshot(req("POST", "/api/v1/models", ""))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers()["allow"], "GET, HEAD");
+    assert_eq!(mock.total_calls(), 0, "nothing went upstream");
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_endpoint_is_served_under_v1_and_api_v1() {
+    let mock = MockOpenRouter::new();
+    mock.route("/api/v1/models")
+        .respond(Reply::json(200, r#"{"data":[]}"#));
+    mock.model("e/embed")
+        .respond(Reply::json(200, r#"{"object":"list","data":[]}"#));
+    let svc = gateway(&mock);
+    let resp = svc
+        .clone()
+        .oneshot(req("GET", "/v1/models?supported_parameters=tools", ""))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(json(resp).await, serde_json::json!({"data": []}));
+    let embed = r#"{"model":"e/embed","input":"x"}"#;
+    let resp = svc
+        .clone()
+        .oneshot(req("POST", "/api/v1/embeddings", embed))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let messages =
+        r#"{"model":"a/primary","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    mock.model("a/primary").respond(Reply::status(529)).once();
+    let resp = svc
+        .clone()
+        .oneshot(req("POST", "/v1/messages", messages))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-openrouter-served-by"], "b/secondary");
+    assert_eq!(json(resp).await["type"], "message");
+    let responses = r#"{"model":"a/primary","input":"hi"}"#;
+    let resp = svc
+        .clone()
+        .oneshot(req("POST", "/v1/responses", responses))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen: Vec<String> = mock
+        .requests()
+        .iter()
+        .map(|r| r.uri().to_string())
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "http://127.0.0.1:9/api/v1/models?supported_parameters=tools",
+            "http://127.0.0.1:9/api/v1/embeddings",
+            "http://127.0.0.1:9/api/v1/messages",
+            "http://127.0.0.1:9/api/v1/messages",
+            "http://127.0.0.1:9/api/v1/responses",
+        ]
+    );
+    assert_eq!(mock.requests()[1].body(), embed.as_bytes());
+}
+
+#[tokio::test(start_paused = true)]
+async fn inbound_keys_are_checked_before_anything_goes_upstream() {
+    let mock = MockOpenRouter::new();
+    let svc = gateway_with_keys(&mock, &["gw-key-1".to_owned(), "gw-key-2".to_owned()]);
+    // `request` sends the caller key, which is not one of the gateway's.
+    let resp = svc.clone().oneshot(request(CHAT)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json(resp).await["error"]["code"], 401);
+    let resp = svc
+        .clone()
+        .oneshot(req("POST", "/v1/chat/completions", CHAT))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(mock.total_calls(), 0);
+    let mut ok = req("POST", "/v1/chat/completions", CHAT);
+    ok.headers_mut()
+        .insert("authorization", "Bearer gw-key-2".parse().unwrap());
+    let resp = svc.clone().oneshot(ok).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // The gateway's own key goes upstream, never the inbound one.
+    assert_eq!(
+        mock.requests()[0].headers()["authorization"],
+        format!("Bearer {PROXY_KEY}").as_str()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_retry_is_discouraged_when_the_chain_already_tried() {
+    let mock = MockOpenRouter::new();
+    mock.model("a/primary").respond(Reply::status(503));
+    mock.model("b/secondary").respond(Reply::status(503));
+    let resp = gateway(&mock).oneshot(request(CHAT)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["x-should-retry"], "false");
+    assert!(resp.headers().get("retry-after").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limit_hint_is_passed_on() {
+    let mock = MockOpenRouter::new();
+    mock.model("a/primary")
+        .respond(Reply::status(429).retry_after(7));
+    mock.model("b/secondary")
+        .respond(Reply::status(429).retry_after(9));
+    let layer = OpenRouterLayer::builder()
+        .chain(["a/primary", "b/secondary"])
+        .wait_for_rate_limit(false)
+        .build()
+        .unwrap();
+    let svc = Gateway {
+        inner: layer.layer(mock.clone()),
+        shared: Arc::new(Shared::new("http://127.0.0.1:9/api/v1", None, &[]).unwrap()),
+        not_ready: None,
+    };
+    let resp = svc.oneshot(request(CHAT)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()["retry-after"], "9");
+    assert!(resp.headers().get("x-should-retry").is_none());
+}
+
+async fn text(resp: Response<Body>) -> String {
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_failing_after_its_first_token_ends_with_an_error_event() {
+    let mock = MockOpenRouter::new();
+    mock.model("a/primary")
+        .respond(Reply::stream(["Hel", "lo"]).error_after(1));
+    let svc = gateway(&mock);
+    let resp = svc
+        .clone()
+        .oneshot(request(
+            r#"{"model":"a/primary","stream":true,"messages":[]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = text(resp).await;
+    assert!(body.contains(r#""content":"Hel""#), "{body}");
+    let last = body.trim_end().rsplit("\n\n").next().unwrap();
+    let event: serde_json::Value =
+        serde_json::from_str(last.strip_prefix("data: ").expect(last)).unwrap();
+    assert_eq!(event["error"]["code"], 502);
+    assert!(event["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("stream interrupted"));
+
+    let messages = r#"{"model":"a/primary","stream":true,"max_tokens":5,"messages":[]}"#;
+    let resp = svc
+        .clone()
+        .oneshot(req("POST", "/v1/messages", messages))
+        .await
+        .unwrap();
+    let body = text(resp).await;
+    let last = body.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("event: error\ndata: "), "{last}");
+    let event: serde_json::Value =
+        serde_json::from_str(last.trim_start_matches("event: error\ndata: ")).unwrap();
+    assert_eq!(event["type"], "error");
+    assert_eq!(event["error"]["type"], "api_error");
+}
+
+/// Over loopback: stalled clients lose their connection.
+mod slow_clients {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn start(limits: crate::ConnLimits) -> std::net::SocketAddr {
+        let mock = MockOpenRouter::new();
+        let app = axum::Router::new().fallback_service(gateway_with_keys(&mock, &[]));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(crate::serve_connection(sock, app.clone(), limits));
+            }
+        });
+        addr
+    }
+
+    /// Reads until the server closes; bounded so the test always ends.
+    async fn read_to_close(sock: &mut tokio::net::TcpStream) -> String {
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut out))
+            .await
+            .expect("the gateway closed the connection in time")
+            .ok();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    const LIMITS: crate::ConnLimits = crate::ConnLimits {
+        header_timeout: Duration::from_millis(200),
+        body_timeout: Duration::from_millis(200),
+    };
+
+    #[tokio::test]
+    async fn a_stalled_head_is_closed() {
+        let addr = start(LIMITS).await;
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sock.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let answer = read_to_close(&mut sock).await;
+        assert!(!answer.contains("200 OK"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_is_refused_and_closed() {
+        let addr = start(LIMITS).await;
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sock.write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-length: 100\r\n\r\n{\"model\"",
+        )
+        .await
+        .unwrap();
+        let answer = read_to_close(&mut sock).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("invalid_body"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_head_is_a_431() {
+        let addr = start(LIMITS).await;
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut head = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nx-big: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', 300 * 1024));
+        head.extend_from_slice(b"\r\n\r\n");
+        let _ = sock.write_all(&head).await;
+        let answer = read_to_close(&mut sock).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    }
 }

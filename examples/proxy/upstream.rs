@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri};
@@ -13,11 +12,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::Service;
+use tower_openrouter::config::Config;
 use tower_openrouter::health::HealthStore;
 use tower_openrouter::mock::{MockOpenRouter, MockServer, Reply};
 use tower_openrouter::stack::{OpenRouterLayer, OpenRouterLayerBuilder};
 
-use crate::args::{env, Args};
+use crate::args::{env, settings_overlay, Args};
 use crate::CHAIN_HEADER;
 
 const OPENROUTER_URL: &str = "https://openrouter.ai/api/v1";
@@ -26,8 +26,9 @@ const DEFAULT_FALLBACKS: &str = "anthropic/claude-3-haiku";
 
 pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// The stack: from the JSON config, or a chain from the environment.
-/// With `store`, the tracker shares model health through it (`--redis`).
+/// The stack: the JSON config (`--config`), or a chain from the environment, with every
+/// `settings` key given as a flag or variable laid over it. With `store`, the tracker
+/// shares model health through it (`--redis`).
 pub(crate) fn layer(
     args: &Args,
     store: Option<Arc<dyn HealthStore>>,
@@ -41,32 +42,50 @@ pub(crate) fn layer(
 }
 
 fn builder(args: &Args) -> Result<OpenRouterLayerBuilder, Box<dyn std::error::Error>> {
-    if let Some(path) = &args.config {
-        let json = std::fs::read_to_string(path).map_err(|e| format!("--config {path}: {e}"))?;
-        let mut config = tower_openrouter::config::Config::from_json(&json)
-            .map_err(|e| format!("--config {path}: {e}"))?;
-        if config.settings.chain_header.is_none() {
-            config.settings.chain_header = Some(CHAIN_HEADER.to_owned());
+    let (mut config, source) = match &args.config {
+        Some(path) => {
+            let json =
+                std::fs::read_to_string(path).map_err(|e| format!("--config {path}: {e}"))?;
+            let value: serde_json::Value =
+                serde_json::from_str(&json).map_err(|e| format!("--config {path}: {e}"))?;
+            (value, format!("--config {path}"))
         }
-        return Ok(OpenRouterLayerBuilder::from_config(&config)
-            .map_err(|e| format!("--config {path}: {e}"))?);
-    }
+        None => (env_config(), "settings".to_owned()),
+    };
+    let root = config
+        .as_object_mut()
+        .ok_or_else(|| format!("{source}: not a JSON object"))?;
+    let settings = root
+        .entry("settings")
+        .or_insert_with(|| serde_json::json!({}))
+        .as_object_mut()
+        .ok_or_else(|| format!("{source}: settings is not an object"))?;
+    settings
+        .entry("chain_header")
+        .or_insert_with(|| CHAIN_HEADER.into());
+    settings.extend(settings_overlay(args));
+    let config = Config::from_json(&config.to_string()).map_err(|e| format!("{source}: {e}"))?;
+    Ok(OpenRouterLayerBuilder::from_config(&config).map_err(|e| format!("{source}: {e}"))?)
+}
+
+/// The config of a start without `--config`: `PRIMARY_MODEL` then `FALLBACK_MODELS`, a
+/// 60 s attempt timeout and a 180 s deadline (each overridable).
+fn env_config() -> serde_json::Value {
     let primary = env("PRIMARY_MODEL").unwrap_or_else(|| DEFAULT_PRIMARY.to_owned());
     let fallbacks = env("FALLBACK_MODELS").unwrap_or_else(|| DEFAULT_FALLBACKS.to_owned());
-    let chain: Vec<String> = std::iter::once(primary)
+    let chain: Vec<serde_json::Value> = std::iter::once(primary.as_str())
         .chain(
             fallbacks
                 .split(',')
                 .map(str::trim)
-                .filter(|m| !m.is_empty())
-                .map(str::to_owned),
+                .filter(|m| !m.is_empty()),
         )
+        .map(|m| serde_json::json!({ "model": m }))
         .collect();
-    Ok(OpenRouterLayer::builder()
-        .chain(chain)
-        .chain_header(CHAIN_HEADER)
-        .attempt_timeout(Duration::from_secs(60))
-        .deadline(Duration::from_secs(180)))
+    serde_json::json!({
+        "default_chain": chain,
+        "settings": { "attempt_timeout_seconds": 60, "deadline_seconds": 180 },
+    })
 }
 
 /// How many received requests the stand-in keeps (its counters stay exact regardless).
@@ -113,10 +132,58 @@ pub(crate) async fn upstream(args: &Args) -> Result<Upstream, Box<dyn std::error
 
 /// What every request needs, built once.
 pub(crate) struct Shared {
-    /// `UPSTREAM/chat/completions`.
-    pub(crate) target: Uri,
+    /// `UPSTREAM/<endpoint>` for each of [`ROUTES`](crate::routes::ROUTES).
+    pub(crate) targets: Vec<Uri>,
     /// `Bearer <key>`, marked sensitive (hyper and `Debug` never show it).
     pub(crate) auth: Option<HeaderValue>,
+    /// The inbound keys callers may use (`GATEWAY_KEYS`), as `Bearer <key>`; empty: any
+    /// caller.
+    pub(crate) keys: Vec<Vec<u8>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        base: &str,
+        auth: Option<HeaderValue>,
+        keys: &[String],
+    ) -> Result<Self, String> {
+        let base = base.trim_end_matches('/');
+        let targets = crate::routes::ROUTES
+            .iter()
+            .map(|(path, _)| {
+                format!("{base}{path}")
+                    .parse()
+                    .map_err(|e| format!("upstream URL {base:?}: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Shared {
+            targets,
+            auth,
+            keys: keys
+                .iter()
+                .map(|k| format!("Bearer {k}").into_bytes())
+                .collect(),
+        })
+    }
+
+    /// Whether the caller may use the gateway: no keys configured, or its
+    /// `Authorization` is one of them (compared in constant time).
+    pub(crate) fn authorized(&self, headers: &http::HeaderMap) -> bool {
+        if self.keys.is_empty() {
+            return true;
+        }
+        let Some(given) = headers.get(http::header::AUTHORIZATION) else {
+            return false;
+        };
+        let given = given.as_bytes();
+        self.keys
+            .iter()
+            .fold(false, |ok, k| ok | constant_time_eq(k, given))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The hyper client behind one `Arc`: the stack clones its inner service for every call
