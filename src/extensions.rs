@@ -203,3 +203,13 @@ pub struct StreamLimits {
     /// Longest gap between two chunks once content flows.
     pub idle: Option<Duration>,
 }
+
+/// Request extension: this attempt is not the first upstream attempt of its call (a
+/// fallback model after another one failed, or a call again after waiting out a
+/// `Retry-After`).
+///
+/// The fallback layer inserts it; the retry layer deposits nothing into its retry budget
+/// for such an attempt, so the budget grows with the calls made, not with the failures
+/// that make a call fall back (which would let retries grow with an outage).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LaterAttempt;

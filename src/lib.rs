@@ -117,7 +117,9 @@ pub use body::BufferRequestLayer;
 pub use classify::{Classify, ClassifyLayer, OpenRouterClassifier};
 pub use config::{Config, ConfigError};
 pub use error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
-pub use extensions::{Attempt, AttemptLog, Deadline, StreamErrorHook, StreamLimits, UpstreamInfo};
+pub use extensions::{
+    Attempt, AttemptLog, Deadline, LaterAttempt, StreamErrorHook, StreamLimits, UpstreamInfo,
+};
 pub use fallback::{Chain, ChainModel, ChainName, Chains, FallbackLayer, ServedBy};
 pub use health::{HealthConfig, HealthLayer, HealthTracker};
 pub use retry::{RetryLayer, RetryPolicy};

@@ -345,17 +345,29 @@ async fn retry_after_cools_at_least_that_long_and_is_never_shortened() {
             .with_retry_after(secs(s))
     };
 
-    // One 429 with Retry-After: 60 s, no trip needed.
+    // One 429 with Retry-After: 60 s holds back that request only: the model stays in
+    // service (the fallback layer moves on, and may wait the hint out itself).
     up.fail_with(Some(limited(60)));
     svc.clone().oneshot(req(MODEL)).await.unwrap_err();
     let s = state(&tracker, MODEL);
-    assert_eq!(s.state, BreakerState::Open);
-    assert_eq!(s.trips, 0);
+    assert_eq!(
+        (s.state, s.trips, s.cooldown_until),
+        (BreakerState::Closed, 0, None)
+    );
+    assert!(tracker.is_available(MODEL));
+    // Four more in a row (5 while the window is thin) trip it: the cooldown is the
+    // hint, longer than the trip's 15 s.
+    for _ in 0..4 {
+        let err = svc.clone().oneshot(req(MODEL)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RateLimited);
+    }
+    let s = state(&tracker, MODEL);
+    assert_eq!((s.state, s.trips), (BreakerState::Open, 1));
     assert_eq!(s.cooldown_until, Some(start + secs(60)));
     let err = svc.clone().oneshot(req(MODEL)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ModelCoolingDown);
     assert_eq!(err.retry_after(), Some(secs(60)));
-    assert_eq!(up.calls(), 1);
+    assert_eq!(up.calls(), 5);
 
     // A later, shorter hint (from an attempt still in flight) does not shorten it.
     advance(secs(10)).await;
@@ -384,10 +396,15 @@ async fn retry_after_cools_at_least_that_long_and_is_never_shortened() {
     assert_eq!(tracker.cooldown_until("m"), Some(Instant::now() + secs(15)));
 
     // Hints can be ignored, and are capped.
-    let tracker = HealthTracker::new(config().respect_retry_after(false));
+    let tracker = HealthTracker::new(config().consecutive_failures(1).respect_retry_after(false));
     tracker.record("m", Err(&limited(60)));
-    assert!(tracker.is_available("m"));
-    let tracker = HealthTracker::new(config().max_retry_after(secs(20)));
+    assert_eq!(tracker.cooldown_until("m"), Some(Instant::now() + secs(15)));
+    let tracker = HealthTracker::new(
+        config()
+            .consecutive_failures(1)
+            .cooldown(secs(1))
+            .max_retry_after(secs(20)),
+    );
     tracker.record("m", Err(&limited(3600)));
     assert_eq!(tracker.cooldown_until("m"), Some(Instant::now() + secs(20)));
 }

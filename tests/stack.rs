@@ -300,11 +300,17 @@ async fn all_cooling_sends_one_forced_probe_to_the_earliest() {
     let mock = MockOpenRouter::new();
     mock.model(A).respond(Reply::status(429).retry_after(60));
     mock.model(B).respond(Reply::status(429).retry_after(30));
-    let svc = stack(builder().chain([A, B]).wait_for_rate_limit(false), &mock);
+    // One failure trips a model here, so one request cools both.
+    let b = builder()
+        .chain([A, B])
+        .wait_for_rate_limit(false)
+        .health_config(HealthConfig::default().jitter(0.0).consecutive_failures(1));
+    let svc = stack(b, &mock);
     let err = send(&svc, BODY).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Exhausted);
     assert_eq!(mock.total_calls(), 2);
-    // Both cool down (Retry-After); B's cooldown ends first: one forced attempt to B.
+    // Both cool down (for their Retry-After); B's cooldown ends first: one forced attempt
+    // to B.
     mock.model(B).respond(Reply::ok());
     let served = send(&svc, BODY).await.unwrap();
     assert_eq!(&*served.model, B);

@@ -294,6 +294,9 @@ impl<S> CallCtx<S> {
         if force {
             req.extensions_mut().insert(ForceAttempt);
         }
+        if self.upstream > 0 || self.waited {
+            req.extensions_mut().insert(crate::LaterAttempt);
+        }
         self.cur.window[..window.len()].copy_from_slice(window);
         self.cur.len = window.len();
         self.cur.started = Some(Instant::now());

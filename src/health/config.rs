@@ -13,7 +13,7 @@ use crate::config::ConfigError;
 ///
 /// | setting | default | meaning |
 /// |---|---|---|
-/// | [`consecutive_failures`](Self::consecutive_failures) | 5 | trip after this many counted failures in a row |
+/// | [`consecutive_failures`](Self::consecutive_failures) | 5 | trip after this many counted failures in a row, while the window is too thin to judge a ratio (see the [module docs](super)) |
 /// | [`failure_ratio`](Self::failure_ratio) | 0.5 | trip when failures / calls over the window reach this ... |
 /// | [`min_calls`](Self::min_calls) | 20 | ... with at least this many calls in the window (also for the skip threshold) |
 /// | [`window`](Self::window) | 30 s | length of the rolling window |
@@ -23,7 +23,7 @@ use crate::config::ConfigError;
 /// | [`max_cooldown`](Self::max_cooldown) | 300 s | ... capped at this |
 /// | [`jitter`](Self::jitter) | 0.1 | a cooldown is shortened by a random fraction up to this |
 /// | [`jitter_seed`](Self::jitter_seed) | random | seed of the jitter's random source |
-/// | [`respect_retry_after`](Self::respect_retry_after) | on | a failure's `Retry-After` hint cools the model at least that long ... |
+/// | [`respect_retry_after`](Self::respect_retry_after) | on | a failure that trips the model cools it for at least its `Retry-After` hint ... |
 /// | [`max_retry_after`](Self::max_retry_after) | 3600 s | ... hints longer than this are cut to it |
 /// | [`max_models`](Self::max_models) | 1024 | models tracked at most; further ones are never skipped |
 /// | [`model_disable_duration`](Self::model_disable_duration) | none | a fixed cooldown for one model |
@@ -100,7 +100,14 @@ impl HealthConfig {
         Self::default()
     }
 
-    /// Trips the breaker after `n` counted failures in a row (at least 1). Default 5.
+    /// Trips the breaker after `n` counted failures in a row (at least 1) while the window
+    /// holds fewer than [`min_calls`](Self::min_calls) calls. Default 5.
+    ///
+    /// Once the window holds enough calls to judge a ratio, a run trips the model only when
+    /// it is at least `n` long and longer than the window's own failure rate would produce
+    /// by chance (less than once in a billion calls); with both ratio rules off
+    /// ([`without_failure_ratio`](Self::without_failure_ratio), no skip threshold) `n` in a
+    /// row always trips.
     pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.consecutive_failures = n;
         self
@@ -258,7 +265,11 @@ impl HealthConfig {
     }
 
     /// Whether a counted failure's [`retry_after`](crate::Error::retry_after) hint (a 429's
-    /// `Retry-After`) cools the model for at least that long. Default on.
+    /// `Retry-After`) makes the cooldown at least that long when the failure trips the model,
+    /// or extends the cooldown of a model that is cooling already. Default on.
+    ///
+    /// A hint alone never cools a closed model: it holds back the request that got it (the
+    /// fallback layer may wait it out), not the model for every request.
     pub fn respect_retry_after(mut self, respect: bool) -> Self {
         self.respect_retry_after = respect;
         self

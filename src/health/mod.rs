@@ -13,15 +13,31 @@
 //! * Only errors that [count for health](crate::Error::counts_for_health) count: the
 //!   caller's own mistakes (400 invalid request, 401, 402, moderation, context length)
 //!   and our own decisions never trip a breaker.
-//! * A model **trips** on 5 counted failures in a row, or when at least 50% of at least 20
-//!   calls over the last 30 s failed, or (when set) when its success rate over the window
-//!   falls below [`skip_below_success_rate`](HealthConfig::skip_below_success_rate).
+//! * While the window is **too thin to judge a ratio** (fewer than
+//!   [`min_calls`](HealthConfig::min_calls), 20, counted calls over the last 30 s: a model
+//!   seen for the first time, one back from a cooldown, or one with little traffic), a
+//!   model **trips** on 5 counted failures in a row.
+//! * Once the window holds enough calls, its **ratio** decides: a model trips when at
+//!   least 50% of its calls in the window failed (or, when set, when its success rate falls
+//!   below [`skip_below_success_rate`](HealthConfig::skip_below_success_rate)). A run of
+//!   failures still trips it, but only a run its own failure rate would produce by chance
+//!   less than once in a billion calls (at least 5: 18 in a row for a model failing 30% of
+//!   the time, 5 for one that was healthy), so a model that breaks all at once is benched
+//!   at once, and one that fails now and then is not.
+//! * So a primary failing 30% of the time at random stays in service (each failed request
+//!   retries or falls back on its own) however busy it is, and a primary that fails every
+//!   call is benched after 5 failures.
 //! * A tripped model **cools down** for 15 s times the number of trips in a row, capped
 //!   at 300 s, shortened by up to 10% of jitter (randomly seeded; fix the seed with
-//!   [`jitter_seed`](HealthConfig::jitter_seed) for reproducible cooldowns). Trips in a row start again at 1 when a
-//!   model trips after having been back in service for a whole window.
-//! * A counted failure with a `Retry-After` hint (a 429) cools the model for at least
-//!   that long, tripped or not; a later, shorter hint never shortens a cooldown.
+//!   [`jitter_seed`](HealthConfig::jitter_seed) for reproducible cooldowns). Trips in a row
+//!   start again at 1 when a model trips after having been back in service for a whole
+//!   window.
+//! * A `Retry-After` hint (a 429's) **holds back the request that got it**, not the model
+//!   for everyone: the fallback layer moves on and may wait the hint out before calling the
+//!   model again. The hint cools the model only when the failure trips it (then for at
+//!   least the hint, up to [`max_retry_after`](HealthConfig::max_retry_after)), or while it
+//!   is cooling already (a longer hint extends the cooldown; a shorter one never shortens
+//!   it).
 //! * After the cooldown, exactly **one** request **probes** the model (half-open); the
 //!   others are rejected while it is in flight. Its success closes the breaker and starts
 //!   a fresh window; a counted failure opens it again, for longer; an error that does not

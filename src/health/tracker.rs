@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::breaker::{self, Breaker, BreakerState, Jitter, Word};
 use super::config::HealthConfig;
 use super::store::{self as shared, HealthSink, HealthStore, SharedEvent, SharedSlot, TripReason};
-use super::window::{Totals, Update, Window};
+use super::window::{Update, Window};
 use crate::{Error, StreamErrorHook};
 
 /// Whether one attempt of a model may go upstream, as [`HealthTracker::check`] decides.
@@ -346,6 +346,21 @@ impl Inner {
     }
 }
 
+/// How likely a run of failures may be, by chance alone, before it trips a model whose
+/// window is judged by its ratio.
+const CHANCE_RUN_ODDS: f64 = 1e-9;
+
+/// The shortest run of failures in a row that a model failing at `failure_rate` at random
+/// produces by chance less than once in a billion calls (never below `floor`): a run that
+/// long says the model broke just now, before the ratio can show it.
+fn chance_run(failure_rate: f64, floor: u32) -> u32 {
+    if !(failure_rate > 0.0 && failure_rate < 1.0) {
+        return floor;
+    }
+    let run = (CHANCE_RUN_ODDS.ln() / failure_rate.ln()).ceil();
+    floor.max(run.min(f64::from(u32::MAX)) as u32)
+}
+
 impl Inner {
     /// Nanoseconds since the epoch, kept below 2^62 (the breaker word's range).
     fn now(&self) -> u64 {
@@ -499,9 +514,9 @@ impl Inner {
                 BreakerState::Closed if self.should_trip(state, consecutive, now) => {
                     Some(self.trip(state, w, now, hint_until))
                 }
-                BreakerState::Closed => {
-                    hint_until.map(|h| (Word::new(BreakerState::Open, h.max(w.until)), None))
-                }
+                // A hint alone holds back the request that got it (the fallback and retry
+                // layers wait for it), not the model for everyone: see the module docs.
+                BreakerState::Closed => None,
                 // The probe failed: open again, for longer.
                 BreakerState::HalfOpen => Some(self.trip(state, w, now, hint_until)),
                 // Already open: only a longer hint changes anything.
@@ -523,27 +538,21 @@ impl Inner {
         }
     }
 
+    /// Whether a counted failure trips a closed breaker (the policy of the module docs).
     fn should_trip(&self, state: &ModelState, consecutive: u32, now: u64) -> bool {
         let c = &self.config;
-        if consecutive >= c.consecutive_failures {
-            return true;
+        let totals = state.window.totals(now);
+        let judged = c.failure_ratio.is_some() || c.skip_below_success_rate.is_some();
+        if !judged || totals.calls() < u64::from(c.min_calls.max(1)) {
+            // Too few calls to judge a ratio: a run of failures decides.
+            return consecutive >= c.consecutive_failures;
         }
-        if c.failure_ratio.is_none() && c.skip_below_success_rate.is_none() {
-            return false;
-        }
-        let Totals {
-            successes,
-            failures,
-        } = state.window.totals(now);
-        let calls = successes + failures;
-        if calls == 0 || calls < u64::from(c.min_calls) {
-            return false;
-        }
-        let calls = calls as f64;
-        c.failure_ratio
-            .is_some_and(|r| failures as f64 / calls >= r)
+        let calls = totals.calls() as f64;
+        let failure_rate = totals.failures as f64 / calls;
+        let by_ratio = c.failure_ratio.is_some_and(|r| failure_rate >= r)
             || c.skip_below_success_rate
-                .is_some_and(|r| (successes as f64 / calls) < r)
+                .is_some_and(|r| (totals.successes as f64 / calls) < r);
+        by_ratio || consecutive >= chance_run(failure_rate, c.consecutive_failures)
     }
 
     /// The open word of a trip from `w` at `now`, and the new trip count.

@@ -14,7 +14,7 @@ use super::future::{ResponseFuture, RetryState};
 use super::policy::RetryPolicy;
 use crate::config::ConfigError;
 use crate::error::{BoxError, Error};
-use crate::extensions::{Attempt, AttemptLog, Deadline};
+use crate::extensions::{Attempt, AttemptLog, Deadline, LaterAttempt};
 
 /// The settings shared by every service of one layer.
 #[derive(Debug)]
@@ -105,10 +105,11 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
-        if let Some(budget) = &shared.budget {
+        let ext = req.extensions();
+        // Only a call's first attempt earns retries: see `LaterAttempt`.
+        if let (Some(budget), None) = (&shared.budget, ext.get::<LaterAttempt>()) {
             budget.deposit();
         }
-        let ext = req.extensions();
         let attempt = ext.get::<Attempt>();
         let max_retries = attempt
             .and_then(|a| a.max_retries)
