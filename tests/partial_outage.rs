@@ -17,7 +17,8 @@ use tower_openrouter::{Error, ErrorKind};
 const A: &str = "anthropic/claude-3.5-sonnet";
 const B: &str = "openai/gpt-4o";
 const N: usize = 10_000;
-const BODY: &str = r#"{"model":"x/y","messages":[{"role":"user","content":"hi"}]}"#;
+const BODY: &str =
+    r#"{"model":"anthropic/claude-3.5-sonnet","messages":[{"role":"user","content":"hi"}]}"#;
 /// Upstream think time: with 200 callers in flight, about 4,000 requests a second.
 const LATENCY: Duration = Duration::from_millis(50);
 
