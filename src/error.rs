@@ -114,6 +114,13 @@ pub enum ErrorKind {
     /// The request's `model` is outside the configured chains and the stack is set to
     /// refuse such models (no upstream call was made).
     ModelNotAllowed,
+    /// The model catalog says the model cannot serve this request (a feature it lacks, a
+    /// context too small, over the price ceiling, retired); it was skipped without an
+    /// upstream call. [`Error::detail`] is the reason (`"no tools"`).
+    Incapable,
+    /// No model of the chain can serve the request according to the model catalog; no
+    /// upstream call was made. [`Error::attempts`] lists each model and its reason.
+    NoCapableModel,
     /// The request's routing parameters break one of OpenRouter's documented limits (no
     /// upstream call was made).
     InvalidRouting,
@@ -130,8 +137,8 @@ impl ErrorKind {
         match self {
             InsufficientCredits | Unauthorized | InvalidRequest | PayloadTooLarge
             | BodyTooLarge | InvalidBody | UnknownChain | ModelNotAllowed | InvalidRouting
-            | Exhausted | DeadlineExceeded | StreamInterrupted | StreamTruncated
-            | UnexpectedStatus => Action::Fatal,
+            | Exhausted | NoCapableModel | DeadlineExceeded | StreamInterrupted
+            | StreamTruncated | UnexpectedStatus => Action::Fatal,
             ContextLengthExceeded
             | ContentModerated
             | Forbidden
@@ -141,6 +148,7 @@ impl ErrorKind {
             | AttemptTimeout
             | StreamTimeout
             | ModelCoolingDown
+            | Incapable
             | RateLimited => Action::Fallback,
             ProviderError | UpstreamTimeout | Transport => Action::Retry,
         }
@@ -196,6 +204,8 @@ impl ErrorKind {
             ModelCoolingDown => "model_cooling_down",
             UnknownChain => "unknown_chain",
             ModelNotAllowed => "model_not_allowed",
+            Incapable => "incapable",
+            NoCapableModel => "no_capable_model",
             InvalidRouting => "invalid_routing",
             Exhausted => "exhausted",
             UnexpectedStatus => "unexpected_status",
@@ -230,6 +240,8 @@ impl ErrorKind {
             ModelCoolingDown => "model cooling down",
             UnknownChain => "unknown chain",
             ModelNotAllowed => "model not allowed",
+            Incapable => "model cannot serve this request",
+            NoCapableModel => "no model of the chain can serve this request",
             InvalidRouting => "invalid routing parameters",
             Exhausted => "all fallbacks exhausted",
             UnexpectedStatus => "unexpected upstream status",
@@ -277,6 +289,10 @@ impl ErrorKind {
             UnknownChain => "use one of the configured chain names",
             ModelNotAllowed => {
                 "use a configured chain's name or model; no upstream call was made"
+            }
+            Incapable => "it was skipped without an upstream call; the reason says why",
+            NoCapableModel => {
+                "add a model that supports what the request uses, or raise the price ceiling; no upstream call was made"
             }
             InvalidRouting => "fix the routing parameters; no upstream call was made",
             Exhausted => "every attempt is listed; see the last one",

@@ -97,6 +97,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
+pub mod catalog;
 pub mod classify;
 pub mod config;
 pub mod error;

@@ -82,6 +82,7 @@ use http::HeaderName;
 use tower::Layer;
 
 use crate::body::{BufferRequest, BufferRequestLayer, DEFAULT_BODY_LIMIT};
+use crate::catalog::{CatalogPolicy, MaxPrice, ModelCatalog};
 use crate::classify::{Classify, ClassifyLayer, ClassifyService, OpenRouterClassifier};
 use crate::config::{Config, ConfigError};
 use crate::fallback::{Chain, ChainModel, Chains, Fallback, FallbackLayer, Order, UnlistedModel};
@@ -189,6 +190,12 @@ impl<C> OpenRouterLayer<C> {
     pub fn retry_policy(&self) -> &RetryPolicy {
         self.retry.policy()
     }
+
+    /// The model catalog, when one is set: refresh it with
+    /// [`ModelCatalog::spawn_refresh`] through your client.
+    pub fn catalog(&self) -> Option<&ModelCatalog> {
+        self.fallback.catalog_policy().map(CatalogPolicy::catalog)
+    }
 }
 
 impl<C> std::fmt::Debug for OpenRouterLayer<C> {
@@ -239,6 +246,49 @@ pub struct OpenRouterLayerBuilder<C = OpenRouterClassifier> {
     shared_health: SharedHealth,
     classifier: Arc<C>,
     max_body_bytes: usize,
+    catalog: CatalogSettings,
+}
+
+/// The catalog settings of the builder, applied to the fallback layer at build time.
+#[derive(Default)]
+struct CatalogSettings {
+    policy: Option<CatalogPolicy>,
+    max_price: Option<MaxPrice>,
+    chain_max_price: Vec<(String, MaxPrice)>,
+    header: Option<String>,
+}
+
+impl CatalogSettings {
+    /// The policy for the fallback layer, or why the settings cannot hold.
+    fn build(self) -> Result<Option<CatalogPolicy>, ConfigError> {
+        let priced =
+            self.max_price.is_some() || !self.chain_max_price.is_empty() || self.header.is_some();
+        let Some(mut policy) = self.policy else {
+            if priced {
+                return Err(ConfigError::new(
+                    "max_price",
+                    "max_price needs the model catalog (its prices): set catalog",
+                ));
+            }
+            return Ok(None);
+        };
+        if let Some(p) = self.max_price {
+            policy = policy.max_price(p);
+        }
+        for (chain, p) in &self.chain_max_price {
+            policy = policy.chain_max_price(chain, *p);
+        }
+        if let Some(h) = &self.header {
+            let name = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                ConfigError::new(
+                    "max_price_header",
+                    format!("max_price_header is not a valid header name: {h:?}"),
+                )
+            })?;
+            policy = policy.max_price_header(name);
+        }
+        Ok(Some(policy))
+    }
 }
 
 enum HealthSource {
@@ -283,6 +333,7 @@ impl OpenRouterLayerBuilder {
             shared_health: SharedHealth::Local,
             classifier: Arc::new(OpenRouterClassifier::default()),
             max_body_bytes: DEFAULT_BODY_LIMIT,
+            catalog: CatalogSettings::default(),
         }
     }
 
@@ -532,7 +583,44 @@ impl<C> OpenRouterLayerBuilder<C> {
             shared_health: self.shared_health,
             classifier: Arc::new(classifier),
             max_body_bytes: self.max_body_bytes,
+            catalog: self.catalog,
         }
+    }
+
+    /// The model catalog: models that cannot serve a request (a feature it lacks, too
+    /// small a context, over the price ceiling, retired) are skipped without an upstream
+    /// call. Refresh it with [`ModelCatalog::spawn_refresh`]. See [`crate::catalog`].
+    pub fn catalog(mut self, catalog: ModelCatalog) -> Self {
+        self.catalog.policy = Some(CatalogPolicy::new(catalog));
+        self
+    }
+
+    /// A whole [`CatalogPolicy`] (catalog and ceilings); the builder's own
+    /// [`max_price`](Self::max_price) settings are added to it.
+    pub fn catalog_policy(mut self, policy: CatalogPolicy) -> Self {
+        self.catalog.policy = Some(policy);
+        self
+    }
+
+    /// A price ceiling for every chain (needs [`catalog`](Self::catalog)).
+    pub fn max_price(mut self, ceiling: MaxPrice) -> Self {
+        self.catalog.max_price = Some(ceiling);
+        self
+    }
+
+    /// A price ceiling for the chain named `chain` (needs [`catalog`](Self::catalog)).
+    pub fn chain_max_price(mut self, chain: &str, ceiling: MaxPrice) -> Self {
+        self.catalog
+            .chain_max_price
+            .push((chain.to_owned(), ceiling));
+        self
+    }
+
+    /// A request header carrying the request's own price ceiling (it can only lower the
+    /// configured one; see [`CatalogPolicy::max_price_header`]).
+    pub fn max_price_header(mut self, header: &str) -> Self {
+        self.catalog.header = Some(header.to_owned());
+        self
     }
 
     /// Checks every setting and builds the layer.
@@ -633,6 +721,9 @@ impl<C> OpenRouterLayerBuilder<C> {
                 )
             })?;
             fallback = fallback.chain_header(name);
+        }
+        if let Some(policy) = self.catalog.build()? {
+            fallback = fallback.catalog(policy);
         }
         fallback.validate()?;
         if self.window > 1

@@ -215,6 +215,13 @@ impl JsonBody {
         std::str::from_utf8(&self.bytes[e.value_start..e.value_end]).ok()
     }
 
+    /// The raw JSON bytes of the top-level member `key` (its last occurrence), without
+    /// the UTF-8 check of [`get_raw`](Self::get_raw): for scans that read bytes anyway.
+    pub fn get_raw_bytes(&self, key: &str) -> Option<&[u8]> {
+        let e = self.index.entries[self.find_last(key)?];
+        Some(&self.bytes[e.value_start..e.value_end])
+    }
+
     /// The top-level `model`, unescaped, when it is a string.
     pub fn model(&self) -> Option<Cow<'_, str>> {
         let e = self.index.entries[self.index.model?];

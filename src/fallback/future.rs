@@ -17,6 +17,7 @@ use super::layer::{Order, Shared};
 use super::select::Selected;
 use super::template::BodyTemplate;
 use super::ServedBy;
+use crate::catalog::CallFilter;
 use crate::error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
 use crate::health::ForceAttempt;
 use crate::{Attempt, AttemptLog, Deadline, UpstreamInfo};
@@ -88,6 +89,8 @@ pub(crate) struct CallCtx<S> {
     /// The rate-limited model that may be retried after its Retry-After: (ready at, pos).
     rate_wait: Option<(Instant, usize)>,
     waited: bool,
+    /// The catalog's view of this call: models that cannot serve it are skipped.
+    filter: Option<CallFilter>,
 }
 
 impl<S> CallCtx<S> {
@@ -137,7 +140,25 @@ impl<S> CallCtx<S> {
             forced: false,
             rate_wait: None,
             waited: false,
+            filter: None,
         }
+    }
+
+    pub(crate) fn with_filter(mut self, filter: Option<CallFilter>) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Skips the model at `pos` if the catalog says it cannot serve this call.
+    fn skip_unfit(&mut self, pos: usize) -> bool {
+        let m = &self.chain.models()[pos];
+        let Some(why) = self.filter.as_ref().and_then(|f| f.unfit(m.model())) else {
+            return false;
+        };
+        self.log
+            .push(crate::catalog::skipped(m.model_arc(), pos, &why));
+        self.models_before += 1;
+        true
     }
 
     fn position(&self, i: usize) -> usize {
@@ -206,6 +227,9 @@ impl<S> CallCtx<S> {
         while len < width && self.next < self.chain.len() {
             let pos = self.position(self.next);
             self.next += 1;
+            if self.skip_unfit(pos) {
+                continue;
+            }
             let available = match &self.shared.health {
                 Some(h) => h.is_available(self.chain.models()[pos].model()),
                 None => true,
@@ -247,6 +271,9 @@ impl<S> CallCtx<S> {
             }
         }
         let attempts = self.log.snapshot();
+        if let Some(e) = crate::catalog::no_capable_model(&attempts) {
+            return Step::Fail(e);
+        }
         let detail = if attempts.is_empty() {
             "the chain has no model"
         } else {

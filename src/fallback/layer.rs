@@ -15,6 +15,7 @@ use super::select::{
     names_chain, passthrough_model, select_chain, strip_chain_header, UnlistedModel,
 };
 use crate::body::is_generation_endpoint;
+use crate::catalog::CatalogPolicy;
 use crate::config::ConfigError;
 use crate::error::{BoxError, Error};
 use crate::health::HealthTracker;
@@ -46,6 +47,7 @@ pub(crate) struct Shared {
     pub(crate) header: Option<HeaderName>,
     pub(crate) wait_for_rate_limit: bool,
     pub(crate) unlisted: UnlistedModel,
+    pub(crate) catalog: Option<CatalogPolicy>,
 }
 
 /// Tries a chain of models in order until one answers. See the [module docs](super).
@@ -77,6 +79,7 @@ impl FallbackLayer {
                 header: None,
                 wait_for_rate_limit: true,
                 unlisted: UnlistedModel::TryFirst,
+                catalog: None,
             }),
         }
     }
@@ -129,6 +132,21 @@ impl FallbackLayer {
         self.edit(|s| s.unlisted = unlisted)
     }
 
+    /// The model catalog and price ceilings to apply: a model that cannot serve the
+    /// request (a feature it lacks, too small a context, over the price ceiling, retired)
+    /// is skipped without an upstream call, recorded as an
+    /// [`Incapable`](crate::ErrorKind::Incapable) attempt with the reason; when no model
+    /// can serve, the call fails with [`NoCapableModel`](crate::ErrorKind::NoCapableModel).
+    /// See [`catalog`](crate::catalog).
+    pub fn catalog(self, policy: CatalogPolicy) -> Self {
+        self.edit(|s| s.catalog = Some(policy))
+    }
+
+    /// The catalog policy, when one is set.
+    pub fn catalog_policy(&self) -> Option<&CatalogPolicy> {
+        self.shared.catalog.as_ref()
+    }
+
     /// The chains.
     pub fn chains(&self) -> &Chains {
         &self.shared.chains
@@ -142,6 +160,9 @@ impl FallbackLayer {
     /// Checks the settings: every chain (see [`Chains::validate`]) and the window.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.shared.chains.validate()?;
+        if let Some(policy) = &self.shared.catalog {
+            policy.validate()?;
+        }
         let w = self.shared.window;
         if w == 0 || w > MAX_SERVER_SIDE_WINDOW {
             return Err(ConfigError::new(
@@ -164,6 +185,7 @@ impl std::fmt::Debug for FallbackLayer {
             .field("window", &s.window)
             .field("header", &s.header)
             .field("health", &s.health.is_some())
+            .field("catalog", &s.catalog)
             .finish()
     }
 }
@@ -243,6 +265,13 @@ where
             Ok(found) => found,
             Err(e) => return ResponseFuture::failed(e),
         };
+        let filter = match self.shared.catalog.as_ref() {
+            Some(policy) => match policy.prepare(&mut req, selected.name.as_deref()) {
+                Ok(f) => Some(f),
+                Err(e) => return ResponseFuture::failed(e),
+            },
+            None => None,
+        };
         let log = match req.extensions().get::<AttemptLog>() {
             Some(log) => log.clone(),
             None => {
@@ -251,7 +280,9 @@ where
                 log
             }
         };
-        ResponseFuture::start(CallCtx::new(inner, self.shared.clone(), selected, req, log))
+        ResponseFuture::start(
+            CallCtx::new(inner, self.shared.clone(), selected, req, log).with_filter(filter),
+        )
     }
 }
 

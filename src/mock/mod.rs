@@ -107,6 +107,8 @@
 //!
 //! # Other requests
 //!
+//! `GET /api/v1/models` answers with the stand-in's catalog (see
+//! [`catalog_model`](MockOpenRouter::catalog_model)) unless its route is scripted.
 //! A path with a script of its own ([`MockOpenRouter::route`], e.g. `GET /api/v1/key`)
 //! gets it, whatever the method. Otherwise requests the script never sees: another path
 //! gets `404`, a method other than `POST` `405`, and a body that is not JSON with a string
@@ -117,11 +119,13 @@
 //! The mock never logs request bodies or headers.
 
 mod body;
+mod catalog;
 mod render;
 mod reply;
 mod server;
 
 pub use body::MockBody;
+pub use catalog::MockModel;
 pub use reply::Reply;
 pub use server::MockServer;
 
@@ -159,6 +163,8 @@ struct State {
     requests: VecDeque<ReceivedRequest>,
     /// How many received requests to keep (the newest); `None` keeps all.
     keep: Option<usize>,
+    /// What `GET /api/v1/models` lists, by id.
+    catalog: BTreeMap<String, serde_json::Value>,
 }
 
 impl Default for State {
@@ -171,6 +177,7 @@ impl Default for State {
             total: 0,
             requests: VecDeque::new(),
             keep: None,
+            catalog: catalog::fixture(),
         }
     }
 }
@@ -468,6 +475,36 @@ impl MockOpenRouter {
         }
     }
 
+    /// Adds `model` to what `GET /api/v1/models` lists, or replaces the entry with its
+    /// id. The catalog starts with nine real models in OpenRouter's shape
+    /// (`anthropic/claude-sonnet-4.5`, `openai/gpt-4o`, `openai/gpt-4o-mini`,
+    /// `google/gemini-2.5-flash`, `meta-llama/llama-3.1-8b-instruct` (no tools, text only),
+    /// `mistralai/mistral-7b-instruct` (32k context, no tools), `deepseek/deepseek-r1`,
+    /// `anthropic/claude-3-opus` (retired 2026-01-05), `openrouter/auto`).
+    pub fn catalog_model(&self, model: MockModel) -> &Self {
+        self.lock().catalog.insert(model.id(), model.into_value());
+        self
+    }
+
+    /// Removes `id` from the catalog.
+    pub fn remove_catalog_model(&self, id: &str) -> &Self {
+        self.lock().catalog.remove(id);
+        self
+    }
+
+    /// The body `GET /api/v1/models` answers with now (`{"data": [...]}`).
+    pub fn catalog_json(&self) -> String {
+        catalog::render(&self.lock().catalog)
+    }
+
+    /// The script of `GET /api/v1/models`: while it has steps they answer (a
+    /// `Reply::status(500)`, a `Reply::error_body(200, "not json")`, a delay); when it runs
+    /// out the catalog is served. Script it like a model, e.g.
+    /// `mock.catalog_script().respond(Reply::status(500)).once()`.
+    pub fn catalog_script(&self) -> ModelScript {
+        self.route(catalog::PATH)
+    }
+
     /// Forgets counts and received requests (the `gen-mock-{n}` numbering restarts).
     /// Scripts, their progress, the default reply and the
     /// [`keep_requests`](Self::keep_requests) bound stay as they are.
@@ -657,6 +694,13 @@ fn serve_models(
 /// ([`MockOpenRouter::route`]), else `404`.
 fn route_reply(state: &mut State, path: &str, call: u64) -> ResponseFuture {
     let Some(node) = state.routes.get_mut(path).and_then(Script::next) else {
+        if path == catalog::PATH {
+            let body = catalog::render(&state.catalog);
+            return ResponseFuture::new(
+                std::time::Duration::ZERO,
+                Outcome::Respond(render::json_response(StatusCode::OK, body)),
+            );
+        }
         return ResponseFuture::new(
             std::time::Duration::ZERO,
             Outcome::Respond(render::plain_error(
