@@ -50,7 +50,7 @@
 //!     .layer(FallbackLayer::new(["small/model", "big/model"]).catalog(CatalogPolicy::new(catalog)))
 //!     .service(upstream);
 //! let req = Request::post("http://localhost/api/v1/chat/completions")
-//!     .body(Full::new(Bytes::from_static(br#"{"model":"x","tools":[{"type":"function","function":{"name":"f"}}],"messages":[]}"#)))
+//!     .body(Full::new(Bytes::from_static(br#"{"model":"small/model","tools":[{"type":"function","function":{"name":"f"}}],"messages":[]}"#)))
 //!     .unwrap();
 //! let resp = svc.oneshot(req).await?;
 //! let served = resp.extensions().get::<ServedBy>().unwrap();

@@ -552,7 +552,10 @@ impl MockOpenRouter {
             });
         }
         let outcome = match (api, model) {
-            (None, _) => return route_reply(&mut state, parts.uri.path(), call),
+            (None, _) => {
+                let get = parts.method == Method::GET;
+                return route_reply(&mut state, parts.uri.path(), get, call);
+            }
             (Some(api), _) if parts.method != Method::POST => Outcome::Respond(
                 render::plain_error(api, StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed"),
             ),
@@ -692,9 +695,9 @@ fn serve_models(
 
 /// The answer for a path the stand-in does not answer by model: its route script
 /// ([`MockOpenRouter::route`]), else `404`.
-fn route_reply(state: &mut State, path: &str, call: u64) -> ResponseFuture {
+fn route_reply(state: &mut State, path: &str, get: bool, call: u64) -> ResponseFuture {
     let Some(node) = state.routes.get_mut(path).and_then(Script::next) else {
-        if path == catalog::PATH {
+        if get && path == catalog::PATH {
             let body = catalog::render(&state.catalog);
             return ResponseFuture::new(
                 std::time::Duration::ZERO,
