@@ -8,7 +8,9 @@
 //! it, whether that was a fallback, the upstream calls it cost and every failed or
 //! skipped attempt before the answer; for each model, the health changes
 //! (`HealthTracker::snapshot`) as it trips, cools down, gets its one probe (half-open) and
-//! recovers. Then a summary, and three failures that are not outages (402, 403, 400).
+//! recovers. Then a summary, three failures that are not outages (402, 403, 400), and two
+//! requests the model catalog keeps away from models that cannot serve them (a tools
+//! request and a 150k-token prompt), with no call spent on those models.
 //!
 //! Time is tokio's paused clock: the cooldowns (15 s, then 30 s) pass at once and
 //! `t=+15.0s` is virtual time. The cooldowns keep their default 10% jitter and the retry
@@ -26,6 +28,7 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower::util::rng::Rng;
 use tower::{Layer, ServiceExt};
+use tower_openrouter::catalog::ModelCatalog;
 use tower_openrouter::health::BreakerState;
 use tower_openrouter::mock::{MockOpenRouter, Reply};
 use tower_openrouter::{
@@ -36,6 +39,8 @@ use tower_openrouter::{
 const PRIMARY: &str = "anthropic/claude-sonnet-4.5";
 const SECONDARY: &str = "openai/gpt-4o";
 const THIRD: &str = "google/gemini-2.5-flash";
+/// No tools, a 131k context (in the stand-in's catalog).
+const SMALL: &str = "meta-llama/llama-3.1-8b-instruct";
 
 /// One request every `EVERY`, `REQUESTS` of them.
 const EVERY: Duration = Duration::from_secs(5);
@@ -226,6 +231,7 @@ were skipped before the answer (model_cooling_down: skipped without an upstream 
     story.changes = watch.changes;
     summary(&story, out)?;
     not_outages(out).await?;
+    capabilities(out).await?;
     Ok(story)
 }
 
@@ -315,6 +321,64 @@ async fn not_outages(out: &mut impl Write) -> io::Result<()> {
         out,
         "Every failure kind, one by one: cargo run --example classify"
     )
+}
+
+/// A model that cannot serve a request is skipped without a call: the catalog (the
+/// stand-in's `GET /api/v1/models`, read through the same client) says what each supports.
+async fn capabilities(out: &mut impl Write) -> io::Result<()> {
+    let openrouter = MockOpenRouter::new();
+    let catalog = ModelCatalog::new();
+    let uri = http::Uri::from_static("https://openrouter.ai/api/v1/models");
+    let n = catalog
+        .refresh_from(openrouter.clone(), &uri)
+        .await
+        .map_err(io::Error::other)?;
+    let chain = [SMALL, SECONDARY, THIRD];
+    let client = OpenRouterLayer::builder()
+        .chain(chain)
+        .catalog(catalog)
+        .build()
+        .expect("valid settings")
+        .layer(openrouter.clone());
+    writeln!(
+        out,
+        "\nRequests a model cannot serve (catalog: {n} models from GET /api/v1/models)"
+    )?;
+    writeln!(out, "  chain: {}", chain.map(short).join(" -> "))?;
+    let tools = format!(
+        r#"{{"model":"{SMALL}","messages":[{{"role":"user","content":"Weather in Oslo?"}}],"tools":[{{"type":"function","function":{{"name":"get_weather"}}}}]}}"#
+    );
+    // About 150k tokens of English (a long document to summarize).
+    let text =
+        "The quick brown fox jumps over the lazy dog near the river bank today. ".repeat(13_400);
+    let long = format!(
+        r#"{{"model":"{SMALL}","max_tokens":1000,"messages":[{{"role":"user","content":"Summarize: {text}"}}]}}"#
+    );
+    for (what, body) in [("tools request", tools), ("150k-token prompt", long)] {
+        let before = openrouter.total_calls();
+        let req = http::Request::post("https://openrouter.ai/api/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(body)
+            .expect("a valid request");
+        let resp = client
+            .clone()
+            .oneshot(req)
+            .await
+            .map_err(io::Error::other)?;
+        let served = resp
+            .extensions()
+            .get::<ServedBy>()
+            .cloned()
+            .expect("ServedBy");
+        writeln!(
+            out,
+            "  {what:<18} -> served by {} ({}){}",
+            short(&served.model),
+            plural(openrouter.total_calls() - before, "call"),
+            attempts(&served.attempts),
+        )?;
+    }
+    Ok(())
 }
 
 /// Sends one request (streamed or not) and reads its answer to the end: the model that
@@ -468,7 +532,11 @@ fn attempts(records: &[AttemptRecord]) -> String {
             } else {
                 String::new()
             };
-            format!("{} {}{status}{retry}", short(&a.model), a.kind())
+            let why = match (a.kind(), a.error.detail()) {
+                (ErrorKind::Incapable, Some(why)) => format!(" ({why})"),
+                _ => String::new(),
+            };
+            format!("{} {}{status}{retry}{why}", short(&a.model), a.kind())
         })
         .collect();
     format!("  after: {}", list.join(", "))
@@ -549,6 +617,9 @@ mod tests {
             "Add more using https://openrouter.ai/settings/credits; retrying will not help",
             "served by gpt-4o (2 calls)  after: claude-sonnet-4.5 content_moderated 403",
             "served by gpt-4o (2 calls)  after: claude-sonnet-4.5 context_length_exceeded 400",
+            // The catalog: a tools request and a long prompt skip models without a call.
+            "tools request      -> served by gpt-4o (1 call)  after: llama-3.1-8b-instruct incapable (no tools)",
+            "150k-token prompt  -> served by gemini-2.5-flash (1 call)  after: llama-3.1-8b-instruct incapable (context 131072 < estimated 151415), gpt-4o incapable (context 128000 < estimated 151415)",
         ] {
             assert!(text.contains(line), "{line:?} not in\n{text}");
         }
