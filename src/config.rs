@@ -127,6 +127,8 @@ use crate::fallback::{Chain, ChainModel, Chains, Order};
 /// | `cost_tiers` | `[{"name": "budget", "models": [..]}, ..]` cheapest first; selects as `tier:<max tier>` |
 /// | `providers` | `[{"name": "anthropic", "models": [..]}, ..]`; selects as `provider:<primary>` |
 /// | `native_routing` | OpenRouter's server-side `models`, `provider`, `route`, `fallbacks` ([`NativeRoutingConfig`]) |
+/// | `catalog` | the model catalog: `refresh_seconds`, `strict`, `snapshot` ([`CatalogSection`]) |
+/// | `max_price` | price ceilings: `per_request`, `prompt`, `completion`, `chains`, `header` ([`MaxPriceSection`]) |
 /// | `settings` | the [`Settings`] |
 ///
 /// A model is an id (`"openai/gpt-4o"`) or an object `{"id", "timeout_seconds",
@@ -183,6 +185,76 @@ pub struct Config {
     /// replicas ([`HealthSection`]).
     #[serde(default)]
     pub health: Option<HealthSection>,
+    /// The model catalog: `{"refresh_seconds", "strict", "snapshot"}` ([`CatalogSection`]).
+    #[serde(default)]
+    pub catalog: Option<CatalogSection>,
+    /// Price ceilings ([`MaxPriceSection`]); needs `catalog`.
+    #[serde(default)]
+    pub max_price: Option<MaxPriceSection>,
+}
+
+/// The `catalog` key: OpenRouter's model catalog, so models that cannot serve a request
+/// are skipped (see [`crate::catalog`]).
+///
+/// ```
+/// use tower_openrouter::config::Config;
+///
+/// let c = Config::from_json(r#"{"default_chain": ["a/b"],
+///   "catalog": {"refresh_seconds": 600, "strict": false},
+///   "max_price": {"per_request": 0.05, "completion": 15, "header": "x-max-price",
+///                 "chains": {"budget": {"per_request": 0.01}}}}"#).unwrap();
+/// assert_eq!(c.catalog.unwrap().refresh_seconds, Some(600.0));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CatalogSection {
+    /// Seconds between background refreshes (default 3600); start them with
+    /// [`ModelCatalog::spawn_refresh`](crate::catalog::ModelCatalog::spawn_refresh) on
+    /// [`OpenRouterLayer::catalog`](crate::stack::OpenRouterLayer::catalog).
+    #[serde(default)]
+    pub refresh_seconds: Option<f64>,
+    /// A model the catalog does not list is not capable (default false).
+    #[serde(default)]
+    pub strict: Option<bool>,
+    /// A `GET /api/v1/models` body saved to a file, loaded at build time.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+}
+
+/// The `max_price` key: ceilings for every chain (`per_request` USD per attempt,
+/// `prompt` / `completion` USD per million tokens), per chain (`chains`), and the header a
+/// request may lower them with (`header`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MaxPriceSection {
+    /// USD: the most one attempt may cost (estimated).
+    #[serde(default)]
+    pub per_request: Option<f64>,
+    /// USD per million prompt tokens.
+    #[serde(default)]
+    pub prompt: Option<f64>,
+    /// USD per million completion tokens.
+    #[serde(default)]
+    pub completion: Option<f64>,
+    /// Ceilings of named chains.
+    #[serde(default)]
+    pub chains: BTreeMap<String, crate::catalog::MaxPrice>,
+    /// The request header carrying a request's own ceiling.
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+impl MaxPriceSection {
+    /// The ceiling for every chain.
+    pub fn ceiling(&self) -> crate::catalog::MaxPrice {
+        crate::catalog::MaxPrice {
+            per_request: self.per_request,
+            prompt: self.prompt,
+            completion: self.completion,
+        }
+    }
 }
 
 /// The `health` key: `{"shared": {"redis_url", "prefix", "reconcile_ms"}}`.

@@ -404,6 +404,18 @@ impl OpenRouterLayerBuilder {
         if let Some(r) = &config.native_routing {
             b = b.native_routing(r.to_routing()?);
         }
+        if let Some(c) = &config.catalog {
+            b = b.catalog(catalog_from_config(c)?);
+        }
+        if let Some(p) = &config.max_price {
+            b = b.max_price(p.ceiling());
+            for (chain, c) in &p.chains {
+                b = b.chain_max_price(chain, *c);
+            }
+            if let Some(h) = &p.header {
+                b = b.max_price_header(h);
+            }
+        }
         Ok(b)
     }
 }
@@ -793,6 +805,20 @@ fn shared_health(
             "health.shared needs tower-openrouter's `redis` feature",
         ))
     }
+}
+
+/// The catalog of the `catalog` key: its snapshot loaded, strict mode, the interval.
+fn catalog_from_config(c: &crate::config::CatalogSection) -> Result<ModelCatalog, ConfigError> {
+    let catalog = match &c.snapshot {
+        Some(path) => ModelCatalog::from_file(path)
+            .map_err(|e| ConfigError::new("catalog.snapshot", format!("catalog.snapshot: {e}")))?,
+        None => ModelCatalog::new(),
+    };
+    let mut catalog = catalog.strict(c.strict.unwrap_or(false));
+    if let Some(s) = c.refresh_seconds {
+        catalog = catalog.refresh_interval(crate::config::seconds("catalog.refresh_seconds", s)?);
+    }
+    Ok(catalog)
 }
 
 fn check_model_timeout(field: &str, m: &ChainModel, deadline: Duration) -> Result<(), ConfigError> {

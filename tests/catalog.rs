@@ -437,3 +437,45 @@ fn max_price_without_a_catalog_is_a_config_error() {
         "max_price.per_request must be a number >= 0, got -1"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_settings_file_sets_catalog_and_price_ceilings() {
+    let mock = MockOpenRouter::new();
+    let path = std::env::temp_dir().join(format!("i13-models-{}.json", std::process::id()));
+    std::fs::write(&path, mock.catalog_json()).unwrap();
+    let json = format!(
+        r#"{{"default_chain": ["{SONNET}", "{LLAMA}", "{MINI}"],
+            "catalog": {{"refresh_seconds": 600, "strict": true, "snapshot": {:?}}},
+            "max_price": {{"completion": 10, "header": "x-max-price"}}}}"#,
+        path.display().to_string()
+    );
+    let layer = OpenRouterLayer::from_json(&json).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let catalog = layer.catalog().unwrap();
+    assert_eq!(catalog.len(), 9);
+    assert!(catalog.is_strict());
+    assert_eq!(catalog.get_refresh_interval(), Duration::from_secs(600));
+    let svc = ServiceBuilder::new().layer(layer).service(mock.clone());
+    let served = send(&svc, request(SONNET, TOOLS)).await.unwrap();
+    assert_eq!(&*served.model, MINI);
+    let reasons: Vec<_> = served
+        .attempts
+        .iter()
+        .map(|a| a.error.detail().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["price completion $15.00/M > ceiling $10.00/M", "no tools"]
+    );
+
+    let e = OpenRouterLayer::from_json(
+        r#"{"default_chain": ["a/b"], "catalog": {"snapshot": "/nonexistent/models.json"}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.field(), "catalog.snapshot");
+    let e = OpenRouterLayer::from_json(
+        r#"{"default_chain": ["a/b"], "max_price": {"per_request": 1}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.field(), "max_price");
+}
