@@ -467,3 +467,27 @@ mod slow_clients {
         assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     }
 }
+
+#[test]
+fn the_harness_style_start_builds_its_stack() {
+    // No --config: the chain from PRIMARY_MODEL / FALLBACK_MODELS (their defaults here),
+    // settings from flags.
+    let args = crate::args::Args {
+        settings: vec![
+            ("deadline_seconds", "30".to_owned()),
+            ("attempt_timeout_seconds", "10".to_owned()),
+        ],
+        ..Default::default()
+    };
+    let layer = crate::upstream::layer(&args, None).unwrap();
+    assert_eq!(layer.deadline(), Duration::from_secs(30));
+    assert_eq!(layer.attempt_timeout(), Duration::from_secs(10));
+    let chain: Vec<&str> = layer
+        .chains()
+        .default_chain()
+        .unwrap()
+        .iter()
+        .map(|m| m.model())
+        .collect();
+    assert_eq!(chain.len(), 2);
+}

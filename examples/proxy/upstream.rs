@@ -80,7 +80,7 @@ fn env_config() -> serde_json::Value {
                 .map(str::trim)
                 .filter(|m| !m.is_empty()),
         )
-        .map(|m| serde_json::json!({ "model": m }))
+        .map(|m| serde_json::json!({ "id": m }))
         .collect();
     serde_json::json!({
         "default_chain": chain,
@@ -118,6 +118,16 @@ pub(crate) async fn upstream(args: &Args) -> Result<Upstream, Box<dyn std::error
     // The stand-in keeps received requests for inspection; a long-running proxy only needs
     // the counters, so bound the history (memory stays flat however long it serves).
     mock.keep_requests(MOCK_KEPT_REQUESTS);
+    // `GET /v1/models` lists the stand-in's models (the default chain's).
+    let listed: Vec<serde_json::Value> = [DEFAULT_PRIMARY, DEFAULT_FALLBACKS]
+        .into_iter()
+        .chain(env("PRIMARY_MODEL").as_deref())
+        .map(|id| serde_json::json!({ "id": id, "object": "model", "created": 1700000000, "owned_by": "mock" }))
+        .collect();
+    mock.route("/api/v1/models").respond(Reply::json(
+        200,
+        serde_json::json!({ "object": "list", "data": listed }).to_string(),
+    ));
     for (model, status) in &args.mock_fail {
         mock.model(model).respond(Reply::status(*status));
     }

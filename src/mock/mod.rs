@@ -90,9 +90,11 @@
 //! and every error is the envelope `{"type":"error","error":{"type":..,"message":..}}`
 //! (`event: error` in streams).
 //!
-//! `/api/v1/completions`, `/api/v1/responses` and `/api/v1/embeddings` are answered by
-//! model like chat completions (script their successes with [`Reply::json`] when the test
-//! needs their real shape).
+//! `/api/v1/completions` and `/api/v1/embeddings` are answered by model like chat
+//! completions (script their successes with [`Reply::json`] when the test needs their real
+//! shape). `/api/v1/responses` is answered by model too, successes in the Responses API
+//! shape (a `response` object; streamed, `response.created` .. `response.output_text.delta`
+//! .. `response.completed`, a mid-stream error as `response.failed`), errors as chat's.
 //!
 //! # Server-side routing
 //!
@@ -122,6 +124,7 @@ mod body;
 mod catalog;
 mod render;
 mod reply;
+mod responses;
 mod server;
 
 pub use body::MockBody;
@@ -519,10 +522,10 @@ impl MockOpenRouter {
         let (parts, body) = req.into_parts();
         let bytes = crate::body::full_bytes(&body);
         let api = match parts.uri.path() {
-            "/api/v1/chat/completions"
-            | "/api/v1/completions"
-            | "/api/v1/responses"
-            | "/api/v1/embeddings" => Some(Api::Chat),
+            "/api/v1/chat/completions" | "/api/v1/completions" | "/api/v1/embeddings" => {
+                Some(Api::Chat)
+            }
+            "/api/v1/responses" => Some(Api::Responses),
             "/api/v1/messages" => Some(Api::Messages),
             _ => None,
         };

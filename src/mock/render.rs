@@ -19,6 +19,8 @@ const CONTEXT_LENGTH: &str = "This endpoint's maximum context length is 131072 t
 pub(crate) enum Api {
     Chat,
     Messages,
+    /// The Responses API (its successes have their own shape; errors are chat's).
+    Responses,
 }
 
 /// What one call turns into.
@@ -37,7 +39,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 /// A JSON string literal.
-fn q(s: &str) -> String {
+pub(crate) fn q(s: &str) -> String {
     serde_json::to_string(s).expect("a string always serializes")
 }
 
@@ -125,7 +127,7 @@ pub(crate) fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Respo
 /// A plain OpenRouter error for `api` (used for requests the script never sees).
 pub(crate) fn plain_error(api: Api, status: StatusCode, message: &str) -> Response<MockBody> {
     let body = match api {
-        Api::Chat => format!(
+        Api::Chat | Api::Responses => format!(
             r#"{{"error":{}}}"#,
             error_object(status.as_u16(), message, None)
         ),
@@ -146,6 +148,14 @@ fn usage_json(leaf: &Leaf) -> String {
 }
 
 impl Leaf {
+    pub(crate) fn provider_label(&self) -> &str {
+        self.provider_name()
+    }
+
+    pub(crate) fn served_name<'a>(&'a self, ctx: &'a Ctx<'_>) -> &'a str {
+        self.served(ctx)
+    }
+
     fn provider_name(&self) -> &str {
         self.provider.as_deref().unwrap_or("Mock")
     }
@@ -168,7 +178,13 @@ impl Leaf {
                         &default
                     }
                 };
-                if ctx.stream || self.stream.force {
+                if ctx.api == Api::Responses {
+                    if ctx.stream || self.stream.force {
+                        super::responses::stream(self, ctx, chunks)
+                    } else {
+                        super::responses::success(self, ctx, chunks)
+                    }
+                } else if ctx.stream || self.stream.force {
                     Outcome::Respond(self.stream_response(ctx, chunks))
                 } else {
                     self.success(ctx, chunks)
@@ -207,7 +223,7 @@ impl Leaf {
                 ctx.model
             ),
             (None, Flavor::Unavailable(_)) => match ctx.api {
-                Api::Chat => "No endpoints available".to_owned(),
+                Api::Chat | Api::Responses => "No endpoints available".to_owned(),
                 Api::Messages => "Overloaded".to_owned(),
             },
         };
@@ -248,7 +264,7 @@ impl Leaf {
             .unwrap_or_else(|| status_message(code, ctx.model));
         match ctx.api {
             Api::Messages => messages_envelope(code, &message),
-            Api::Chat => format!(
+            Api::Chat | Api::Responses => format!(
                 r#"{{"id":"gen-mock-{}","object":"chat.completion","created":{CREATED},"model":{},"provider":{},"error":{},"choices":[{{"index":0,"finish_reason":null,"message":{{"role":"assistant","content":null}}}}]}}"#,
                 ctx.call,
                 q(self.served(ctx)),
@@ -289,7 +305,7 @@ impl Leaf {
                 self.usage.completion,
                 self.usage.cost
             ),
-            (Api::Chat, error) => {
+            (Api::Chat | Api::Responses, error) => {
                 let (finish, error_field) = if error {
                     let code = self.stream_error_code();
                     (
@@ -378,7 +394,7 @@ impl Leaf {
                         let code = self.stream_error_code();
                         let message = status_message(code, ctx.model);
                         let bytes = match ctx.api {
-                            Api::Chat => sse(
+                            Api::Chat | Api::Responses => sse(
                                 None,
                                 format!(
                                     r#"{{{head},"error":{},"choices":[{{"index":0,"delta":{{"content":""}},"finish_reason":"error","native_finish_reason":"error"}}]}}"#,
@@ -396,7 +412,7 @@ impl Leaf {
             }
             let Some(chunk) = chunks.get(i) else { break };
             let bytes = match ctx.api {
-                Api::Chat => sse(
+                Api::Chat | Api::Responses => sse(
                     None,
                     format!(
                         r#"{{{head},"choices":[{{"index":0,"delta":{{"role":"assistant","content":{}}},"finish_reason":null,"native_finish_reason":null,"logprobs":null}}]}}"#,
@@ -414,7 +430,7 @@ impl Leaf {
             event(&mut steps, extra, bytes);
         }
         match ctx.api {
-            Api::Chat => {
+            Api::Chat | Api::Responses => {
                 event(
                     &mut steps,
                     Duration::ZERO,
@@ -463,7 +479,7 @@ impl Leaf {
     }
 }
 
-fn stream_http_response(steps: Vec<Step>) -> Response<MockBody> {
+pub(crate) fn stream_http_response(steps: Vec<Step>) -> Response<MockBody> {
     let mut resp = Response::new(MockBody::stream(steps));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
