@@ -289,14 +289,26 @@ impl Task {
             return Ok(()); // a later cooldown is known, or the slot is ours already
         }
         *entry = (until_ms, false);
-        let key = self.probe_key(model, until_ms);
         let expires = until_ms.saturating_add(millis(self.config.probe_hold));
+        self.take_slot(conn, model, until_ms, ("PXAT", expires))
+            .await
+    }
+
+    /// `SET NX` of the probe slot with `expiry` (`PXAT ms` or `PX ms`); grants it to the
+    /// tracker when taken.
+    async fn take_slot(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        model: &Arc<str>,
+        until_ms: u64,
+        expiry: (&str, u64),
+    ) -> Result<(), Lost> {
         let set = ::redis::cmd("SET")
-            .arg(&key)
+            .arg(self.probe_key(model, until_ms))
             .arg(&self.shared.replica)
             .arg("NX")
-            .arg("PXAT")
-            .arg(expires)
+            .arg(expiry.0)
+            .arg(expiry.1)
             .to_owned();
         let taken: Option<String> = self.timed(set.query_async(conn)).await?;
         if taken.is_some() {
@@ -439,20 +451,8 @@ impl Task {
         until_ms: u64,
     ) -> Result<(), Lost> {
         // The slot expired: a new one, held from now for probe_hold.
-        let key = self.probe_key(model, until_ms);
-        let set = ::redis::cmd("SET")
-            .arg(&key)
-            .arg(&self.shared.replica)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis(self.config.probe_hold))
-            .to_owned();
-        let taken: Option<String> = self.timed(set.query_async(conn)).await?;
-        if taken.is_some() {
-            self.pending.insert(model.clone(), (until_ms, true));
-            self.shared.apply(Apply::Grant(model.clone(), until_ms));
-        }
-        Ok(())
+        let hold = millis(self.config.probe_hold);
+        self.take_slot(conn, model, until_ms, ("PX", hold)).await
     }
 
     fn warn_key(&mut self, key: Vec<u8>, what: &str) {
