@@ -8,7 +8,8 @@
 //! buffer of the final size.
 //!
 //! Keys are compared after unescaping (`"mod\u0065l"` is `model`); when a key occurs more
-//! than once the last occurrence wins, as in `JSON.parse` and `serde_json`.
+//! than once the last occurrence wins, as in `JSON.parse` and `serde_json`. (The check a
+//! generation request gets, [`JsonBody::parse_with_model`], refuses a second `model`.)
 //!
 //! ```
 //! use bytes::Bytes;
@@ -162,24 +163,66 @@ impl JsonBody {
         })
     }
 
-    /// Like [`JsonBody::parse`], and also requires a top-level `model` that is a string
-    /// (what OpenRouter's chat-completion and messages endpoints need).
+    /// Like [`JsonBody::parse`], and also checks what OpenRouter's generation endpoints
+    /// need: exactly one top-level `model`, a string that decodes (no lone surrogate such
+    /// as `"\udc00"`), and a `stream` that, when present, is a boolean.
+    ///
+    /// A second `model` key is an error rather than "the last one wins": the fallback
+    /// rewrites one span, and a body read differently by two parsers must not reach the
+    /// upstream. A `"stream": "yes"` would be read as "not streamed" here and as
+    /// something else upstream.
     pub fn parse_with_model(bytes: Bytes) -> Result<Self, Error> {
         let json = Self::parse(bytes)?;
-        match json.index.model {
-            None => Err(invalid("the request body has no top-level \"model\"")),
-            Some(i) => {
-                let e = json.index.entries[i];
-                if json.bytes[e.value_start] == b'"' {
-                    Ok(json)
-                } else {
-                    Err(invalid(format!(
-                        "the request body's \"model\" is not a string (it is {})",
-                        json_type(json.bytes[e.value_start])
-                    )))
-                }
+        json.check_model()?;
+        json.check_stream()?;
+        Ok(json)
+    }
+
+    fn check_model(&self) -> Result<(), Error> {
+        let Some(i) = self.index.model else {
+            return Err(invalid("the request body has no top-level \"model\""));
+        };
+        let e = self.index.entries[i];
+        if self.bytes[e.value_start] != b'"' {
+            return Err(invalid(format!(
+                "the request body's \"model\" is not a string (it is {})",
+                json_type(self.bytes[e.value_start])
+            )));
+        }
+        if self.model().is_none() {
+            return Err(invalid(
+                "the request body's \"model\" is not a valid Unicode string (a lone surrogate escape)",
+            ));
+        }
+        let models = self
+            .index
+            .entries
+            .iter()
+            .filter(|e| self.key_eq(e, "model"));
+        if models.count() > 1 {
+            return Err(invalid(
+                "the request body has more than one top-level \"model\" key",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_stream(&self) -> Result<(), Error> {
+        for e in self
+            .index
+            .entries
+            .iter()
+            .filter(|e| self.key_eq(e, "stream"))
+        {
+            let first = self.bytes[e.value_start];
+            if first != b't' && first != b'f' {
+                return Err(invalid(format!(
+                    "the request body's \"stream\" is not a boolean (it is {})",
+                    json_type(first)
+                )));
             }
         }
+        Ok(())
     }
 
     /// The [`JsonBody`] for a buffered request: the one in its extensions when it still

@@ -28,10 +28,13 @@ pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 ///   stops at the first chunk that passes the limit.
 /// * A `POST` to a path ending in `/chat/completions`, `/completions`, `/messages` or
 ///   `/responses` (the OpenAI Responses API shape OpenRouter serves at
-///   `/api/v1/responses`) whose body is not a JSON object with a string `model` is
+///   `/api/v1/responses`) whose body is not a JSON object with exactly one top-level
+///   `model`, a string that decodes, and a boolean `stream` if any, is
 ///   [`ErrorKind::InvalidBody`]; the detail says which (not valid JSON, not an object, no
-///   `model`, `model` not a string) and never echoes the body. For a valid one the parsed [`JsonBody`] index is put in
-///   the request extensions, so inner layers edit the body without parsing it again.
+///   `model`, `model` not a string or not valid Unicode such as a lone `"\udc00"`, a
+///   second `model` key, `stream` not a boolean) and never echoes the body. For a valid
+///   one the parsed [`JsonBody`] index is put in the request extensions, so inner layers
+///   edit the body without parsing it again.
 /// * A body that fails to read is [`ErrorKind::InvalidBody`] with the read error as its
 ///   source.
 /// * Other requests (e.g. `GET /api/v1/models`) are buffered and passed on untouched.
