@@ -51,6 +51,10 @@ pub struct ErrorMetadata {
     pub provider_code: Option<String>,
     /// The model slug the error is about.
     pub model_slug: Option<String>,
+    /// A rate-limit hint sent in the body only: `metadata.headers` (`Retry-After`, else
+    /// `X-RateLimit-Reset`, as OpenRouter's own platform 429s carry them), else
+    /// `metadata.retry_after_seconds`. Read like the response headers.
+    pub retry_after: Option<Duration>,
 }
 
 impl ErrorMetadata {
@@ -81,6 +85,7 @@ impl fmt::Debug for ErrorMetadata {
             .field("error_type", &self.error_type)
             .field("provider_code", &self.provider_code)
             .field("model_slug", &self.model_slug)
+            .field("retry_after", &self.retry_after)
             .finish()
     }
 }
@@ -144,6 +149,22 @@ pub(crate) fn seconds(v: Option<&Value>) -> Option<Duration> {
     }
 }
 
+/// The hint in `metadata.headers` (names compared case-insensitively; values as text or
+/// numbers), else `metadata.retry_after_seconds`.
+fn body_retry_after(m: &Map<String, Value>) -> Option<Duration> {
+    let header = |name: &str| {
+        let headers = m.get("headers")?.as_object()?;
+        let (_, v) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name))?;
+        string(Some(v))
+    };
+    header("retry-after")
+        .and_then(|v| super::parse_retry_after(v.as_bytes()))
+        .or_else(|| {
+            header("x-ratelimit-reset").and_then(|v| super::parse_rate_limit_reset(v.as_bytes()))
+        })
+        .or_else(|| seconds(m.get("retry_after_seconds")))
+}
+
 impl ErrorBody {
     /// Parses an error body; `None` when the bytes hold no recognisable error object.
     pub fn parse(bytes: &[u8]) -> Option<ErrorBody> {
@@ -187,6 +208,7 @@ impl ErrorBody {
                 error_type: string(m.get("error_type")),
                 provider_code: string(m.get("provider_code")),
                 model_slug: string(m.get("model_slug")),
+                retry_after: body_retry_after(m),
             },
             _ => ErrorMetadata::default(),
         };

@@ -18,7 +18,7 @@ use crate::error::{Action, ErrorKind};
 /// | 401 | `Unauthorized` | fatal |
 /// | 402 | `InsufficientCredits` | fatal |
 /// | 403 | `ContentModerated` (moderation, guardrail), else `Forbidden` | fallback |
-/// | 404 | `ModelNotFound` | fallback |
+/// | 404 | `ModelNotFound` | fallback (see below for health) |
 /// | 408 | `UpstreamTimeout` | retry |
 /// | 413 | `PayloadTooLarge` (`ContextLengthExceeded` when the message is about context) | fatal (context: fallback) |
 /// | 422 | `InvalidRequest` | fatal |
@@ -38,8 +38,19 @@ use crate::error::{Action, ErrorKind};
 /// status), else by its type, else as `ProviderError`. Transport errors are `Transport`
 /// (retry); a `tower` or `tokio` timeout anywhere in the source chain is `AttemptTimeout`.
 ///
+/// A 404 whose message says the request cannot be routed because of the account's own
+/// settings ("No endpoints found matching your data policy", "No allowed providers are
+/// available for the selected model", guardrail restrictions) or the request's needs ("No
+/// endpoints found that support tool use", "... that can handle the requested
+/// parameters") falls back but never counts against the model's health: a privacy
+/// setting must not cool a healthy model for every other request. Any other 404 (a model
+/// id that does not exist, a removed or deprecated model) still counts: the chain names a
+/// model that cannot serve anyone, and benching it saves a wasted call on every request
+/// until its cooldown ends (a mistake of the settings, which the health log then shows).
+///
 /// The wait hint is `Retry-After` (seconds or HTTP date), else `availability.retry_after`,
-/// else `X-RateLimit-Reset`. When `availability.retryable` is `false`, a `Retry` becomes
+/// else `X-RateLimit-Reset`, else a hint in the body only: `error.metadata.headers`
+/// (`Retry-After`, then `X-RateLimit-Reset`) or `error.metadata.retry_after_seconds`. When `availability.retryable` is `false`, a `Retry` becomes
 /// `Fallback` (after every override: the upstream says the same model will not succeed).
 ///
 /// Overrides, applied in this order after the rules: per kind ([`with_action`]), per
@@ -156,7 +167,8 @@ impl OpenRouterClassifier {
             .get(http::header::RETRY_AFTER)
             .and_then(|v| super::parse_retry_after(v.as_bytes()))
             .or_else(|| availability.and_then(|a| a.retry_after))
-            .or_else(|| retry_after_from_headers(headers));
+            .or_else(|| retry_after_from_headers(headers))
+            .or_else(|| body.as_ref().and_then(|b| b.metadata.retry_after));
         let retryable = availability.and_then(|a| a.retryable);
         let mut c = Classification::new(kind);
         c.action = action;
@@ -309,6 +321,8 @@ fn rules_for_status(status: StatusCode, body: Option<&ErrorBody>) -> (ErrorKind,
     // The caller's own mistakes never count, whatever the body refined them to.
     let counts =
         !matches!(status.as_u16(), 400 | 401 | 402 | 413 | 422) && kind.counts_for_health();
+    // A 404 the account's settings or the request's needs caused is no fault of the model.
+    let counts = counts && !(status == StatusCode::NOT_FOUND && body.is_some_and(is_unroutable));
     (kind, action, counts)
 }
 
@@ -509,6 +523,25 @@ fn is_moderation(b: &ErrorBody) -> bool {
         || contains(&b.message, "flagged")
         || contains(&b.message, "moderation")
         || contains(&b.message, "guardrail")
+}
+
+/// A 404 that says no endpoint fits the account's own settings (data policy, allowed or
+/// ignored providers, guardrails) or this request's needs (tools, images, parameters):
+/// another model may match, but this one is healthy.
+fn is_unroutable(b: &ErrorBody) -> bool {
+    [
+        "data policy",
+        "allowed providers",
+        "guardrail",
+        "privacy",
+        "that support",
+        "that can handle",
+        "requested parameters",
+        "provider preferences",
+        "ignored providers",
+    ]
+    .iter()
+    .any(|n| contains(&b.message, n))
 }
 
 fn is_unknown_model(b: &ErrorBody) -> bool {
