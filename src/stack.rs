@@ -734,7 +734,9 @@ impl<C> OpenRouterLayerBuilder<C> {
             })?;
             fallback = fallback.chain_header(name);
         }
+        let mut routing = NativeRoutingLayer::new(self.routing.clone());
         if let Some(policy) = self.catalog.build()? {
+            routing = routing.catalog(policy.clone());
             fallback = fallback.catalog(policy);
         }
         fallback.validate()?;
@@ -752,7 +754,7 @@ impl<C> OpenRouterLayerBuilder<C> {
         Ok(OpenRouterLayer {
             body: BufferRequestLayer::new().limit(self.max_body_bytes),
             deadline,
-            routing: NativeRoutingLayer::new(self.routing),
+            routing,
             fallback,
             retry,
             health: HealthLayer::new(tracker),

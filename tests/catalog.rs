@@ -479,3 +479,29 @@ async fn the_settings_file_sets_catalog_and_price_ceilings() {
     .unwrap_err();
     assert_eq!(e.field(), "max_price");
 }
+
+#[tokio::test(start_paused = true)]
+async fn native_routing_models_never_include_an_incapable_model() {
+    use tower_openrouter::routing::RoutingConfig;
+    let mock = MockOpenRouter::new();
+    let routing = RoutingConfig::builder()
+        .models([GPT4O, LLAMA, MINI])
+        .build()
+        .unwrap();
+    let svc = stack(builder(&mock).chain([GPT4O]).native_routing(routing), &mock);
+    send(&svc, request(GPT4O, TOOLS)).await.unwrap();
+    let plain = r#"{"model":"x/y","messages":[{"role":"user","content":"hi"}]}"#;
+    send(&svc, request(GPT4O, plain)).await.unwrap();
+    let models: Vec<serde_json::Value> = mock
+        .requests()
+        .iter()
+        .map(|r| serde_json::from_slice::<serde_json::Value>(r.body()).unwrap()["models"].clone())
+        .collect();
+    assert_eq!(
+        models,
+        [
+            serde_json::json!([GPT4O, MINI]),
+            serde_json::json!([GPT4O, LLAMA, MINI])
+        ]
+    );
+}

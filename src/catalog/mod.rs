@@ -24,7 +24,8 @@
 //!   [`ErrorKind::Incapable`](crate::ErrorKind::Incapable) with the reason
 //!   (`"no tools"`, `"context 128000 < estimated 151000"`, `"price $0.0312 > ceiling
 //!   $0.0100"`), so [`ServedBy`](crate::ServedBy) and `Exhausted` show it. Server-side
-//!   windows (hybrid mode) are built from capable models only. When no model of the
+//!   windows (hybrid mode) are built from capable models only, and the `models` list of
+//!   [`NativeRoutingLayer::catalog`](crate::NativeRoutingLayer::catalog) drops incapable ones. When no model of the
 //!   chain can serve, the call fails with
 //!   [`ErrorKind::NoCapableModel`](crate::ErrorKind::NoCapableModel) (action `Fatal`),
 //!   listing each model and its reason, with zero upstream calls.
@@ -154,6 +155,33 @@ impl CatalogPolicy {
                 .map_err(|m| bad(format!("chain {name:?}: {m}")))?;
         }
         Ok(())
+    }
+
+    /// The models of `models` that can serve `req` (for server-side `models` lists the
+    /// native routing layer injects). The ceiling is the layer's and the request's (the
+    /// header is read, not removed; a bad one is reported by the fallback layer).
+    pub(crate) fn retain_capable(
+        &self,
+        req: &Request<Full<Bytes>>,
+        models: &[String],
+    ) -> Vec<String> {
+        let mut ceiling = self.max_price;
+        if let Some(c) = req.extensions().get::<MaxPrice>() {
+            ceiling = ceiling.tightest(*c);
+        }
+        let header = self.header.as_ref().and_then(|h| req.headers().get(h));
+        if let Some(c) = header.and_then(|v| v.to_str().ok()?.parse::<MaxPrice>().ok()) {
+            ceiling = ceiling.tightest(c);
+        }
+        let needs = JsonBody::from_request(req)
+            .map(|json| Requirements::scan(&json))
+            .unwrap_or_default();
+        let filter = self.catalog.filter(needs, ceiling);
+        models
+            .iter()
+            .filter(|m| filter.unfit(m).is_none())
+            .cloned()
+            .collect()
     }
 
     /// The filter of one call: the request's needs and ceiling, over one catalog snapshot.

@@ -14,6 +14,7 @@ use tower::{Layer, Service};
 use super::config::{invalid_routing, Prepared, MAX_SERVER_MODELS};
 use super::{RoutingConfig, RoutingOverride};
 use crate::body::{is_generation_endpoint, is_messages_endpoint, replace_body, Edit, JsonBody};
+use crate::catalog::CatalogPolicy;
 use crate::{BoxError, Error};
 
 /// Injects OpenRouter's server-side routing parameters into chat-completion and
@@ -37,12 +38,25 @@ use crate::{BoxError, Error};
 #[derive(Clone, Debug, Default)]
 pub struct NativeRoutingLayer {
     config: RoutingConfig,
+    catalog: Option<CatalogPolicy>,
 }
 
 impl NativeRoutingLayer {
     /// A layer that injects `config`.
     pub fn new(config: RoutingConfig) -> Self {
-        NativeRoutingLayer { config }
+        NativeRoutingLayer {
+            config,
+            catalog: None,
+        }
+    }
+
+    /// Drops from the injected `models` every model the catalog says cannot serve the
+    /// request (see [`crate::catalog`]), so OpenRouter is never handed one; when none is
+    /// left, `models` is not injected. Chain ceilings do not apply here (this layer sits
+    /// outside the chain selection); the layer-wide and request ceilings do.
+    pub fn catalog(mut self, policy: CatalogPolicy) -> Self {
+        self.catalog = Some(policy);
+        self
     }
 }
 
@@ -53,6 +67,7 @@ impl<S> Layer<S> for NativeRoutingLayer {
         NativeRouting {
             inner,
             config: self.config.clone(),
+            catalog: self.catalog.clone(),
         }
     }
 }
@@ -62,12 +77,17 @@ impl<S> Layer<S> for NativeRoutingLayer {
 pub struct NativeRouting<S> {
     inner: S,
     config: RoutingConfig,
+    catalog: Option<CatalogPolicy>,
 }
 
 impl<S> NativeRouting<S> {
     /// Wraps `inner`, injecting `config`.
     pub fn new(inner: S, config: RoutingConfig) -> Self {
-        NativeRouting { inner, config }
+        NativeRouting {
+            inner,
+            config,
+            catalog: None,
+        }
     }
 
     /// The config.
@@ -110,7 +130,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         if is_generation_endpoint(req.method(), req.uri().path()) {
-            if let Err(error) = route_request(&self.config, &mut req) {
+            if let Err(error) = route_request(&self.config, self.catalog.as_ref(), &mut req) {
                 return ResponseFuture::failed(error);
             }
         }
@@ -123,10 +143,22 @@ where
 }
 
 /// Applies the routing config (and the request's override) to a model-endpoint request.
-fn route_request(config: &RoutingConfig, req: &mut Request<Full<Bytes>>) -> Result<(), Error> {
+fn route_request(
+    config: &RoutingConfig,
+    catalog: Option<&CatalogPolicy>,
+    req: &mut Request<Full<Bytes>>,
+) -> Result<(), Error> {
     let json = JsonBody::from_request(req)?;
     let messages = is_messages_endpoint(req.uri().path());
-    let prepared = config.prepared_for(req.extensions().get::<RoutingOverride>());
+    let mut prepared = config.prepared_for(req.extensions().get::<RoutingOverride>());
+    if let (Some(policy), Some(models)) = (catalog, prepared.models.as_deref()) {
+        let list: Vec<String> = serde_json::from_str(models.get()).unwrap_or_default();
+        let kept = policy.retain_capable(req, &list);
+        if kept.len() != list.len() {
+            prepared.to_mut().models = (!kept.is_empty())
+                .then(|| serde_json::value::to_raw_value(&kept).expect("strings serialize"));
+        }
+    }
     if let Some(edited) = route_body(&json, messages, &prepared)? {
         replace_body(req, edited.bytes().clone());
         req.extensions_mut().insert(edited);
