@@ -8,7 +8,9 @@
 //! it, whether that was a fallback, the upstream calls it cost and every failed or
 //! skipped attempt before the answer; for each model, the health changes
 //! (`HealthTracker::snapshot`) as it trips, cools down, gets its one probe (half-open) and
-//! recovers. Then a summary, three failures that are not outages (402, 403, 400), and two
+//! recovers. Then a summary, the metrics a dashboard would chart (from `metrics-util`'s
+//! debugging recorder: tries, outcomes, retries, skips and breaker transitions per model,
+//! fallbacks, tokens, cost), three failures that are not outages (402, 403, 400), and two
 //! requests the model catalog keeps away from models that cannot serve them (a tools
 //! request and a 150k-token prompt), with no call spent on those models.
 //!
@@ -25,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::time::Instant;
 use tower::util::rng::Rng;
 use tower::{Layer, ServiceExt};
@@ -76,6 +79,9 @@ pub struct Story {
     pub served: Vec<String>,
     /// Every health change, in order.
     pub changes: Vec<Change>,
+    /// The counters the stack recorded during the outage (`name{label=value,..}`, labels
+    /// sorted, model ids shortened).
+    pub counters: BTreeMap<String, u64>,
 }
 
 /// A model's breaker changed state.
@@ -180,6 +186,11 @@ were skipped before the answer (model_cooling_down: skipped without an upstream 
         EVERY.as_secs()
     )?;
 
+    // The metrics of the outage, in a recorder of this thread (feature `metrics`).
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let local = metrics::set_default_local_recorder(&recorder);
+
     let mut story = Story::default();
     let mut events = timeline().into_iter().peekable();
     for n in 1..=REQUESTS {
@@ -226,10 +237,14 @@ were skipped before the answer (model_cooling_down: skipped without an upstream 
             writeln!(out, "{change}")?;
         }
     }
+    drop(local);
     story.upstream_calls = openrouter.total_calls();
     story.calls = openrouter.calls_by_model();
     story.changes = watch.changes;
     summary(&story, out)?;
+    let seen = Metrics::from(&snapshotter);
+    seen.print(out)?;
+    story.counters = seen.counters;
     not_outages(out).await?;
     capabilities(out).await?;
     Ok(story)
@@ -282,6 +297,153 @@ fn summary(story: &Story, out: &mut impl Write) -> io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// What the recorder saw: counters and gauges by `name{labels}`, histograms' values.
+struct Metrics {
+    counters: BTreeMap<String, u64>,
+    gauges: BTreeMap<String, f64>,
+    histograms: BTreeMap<String, Vec<f64>>,
+}
+
+impl From<&Snapshotter> for Metrics {
+    fn from(snapshotter: &Snapshotter) -> Self {
+        let mut m = Metrics {
+            counters: BTreeMap::new(),
+            gauges: BTreeMap::new(),
+            histograms: BTreeMap::new(),
+        };
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), short(l.value())))
+                .collect();
+            labels.sort();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            match value {
+                DebugValue::Counter(n) => drop(m.counters.insert(name, n)),
+                DebugValue::Gauge(g) => drop(m.gauges.insert(name, g.into_inner())),
+                DebugValue::Histogram(h) => {
+                    let values = h.into_iter().map(|v| v.into_inner());
+                    m.histograms.entry(name).or_default().extend(values)
+                }
+            }
+        }
+        m
+    }
+}
+
+impl Metrics {
+    /// The sum of the counters named `name` whose labels include every one of `labels`.
+    fn count(&self, name: &str, labels: &[&str]) -> u64 {
+        self.counters
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{name}{{")))
+            .filter(|(k, _)| labels.iter().all(|l| has_label(k, l)))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// The values of the histograms named `name` whose labels include `label`.
+    fn values(&self, name: &str, label: &str) -> Vec<f64> {
+        self.histograms
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{name}{{")) && has_label(k, label))
+            .flat_map(|(_, v)| v.iter().copied())
+            .collect()
+    }
+
+    /// One line per model, then the fallbacks: what a dashboard would chart.
+    fn print(&self, out: &mut impl Write) -> io::Result<()> {
+        writeln!(
+            out,
+            "\nMetrics of the outage (feature `metrics`, metrics-util's debugging recorder; names in the README)"
+        )?;
+        writeln!(
+            out,
+            "  {:<18} {:>5} {:>3} {:>6} {:>7} {:>7}  {:>6} {:>6} {:>6}  {:<6} {:>8}",
+            "model",
+            "tries",
+            "ok",
+            "failed",
+            "retries",
+            "skipped",
+            "opened",
+            "probes",
+            "closed",
+            "now",
+            "mean s"
+        )?;
+        for model in [PRIMARY, SECONDARY, THIRD].map(short) {
+            let m = format!("gen_ai.request.model={model}");
+            let ok = self.count("openrouter.attempts", &[&m, "outcome=success"]);
+            let tries = self.count("openrouter.attempts", &[&m]);
+            let state = |s: &str| {
+                self.count(
+                    "openrouter.breaker.transitions",
+                    &[&m, &format!("state={s}")],
+                )
+            };
+            let gauge = self.gauges.get(&format!("openrouter.breaker.state{{{m}}}"));
+            let now = gauge.map_or("-", |&g| match g as u8 {
+                0 => "closed",
+                1 => "half",
+                _ => "open",
+            });
+            let durations = self.values("gen_ai.client.operation.duration", &m);
+            let mean = durations.iter().sum::<f64>() / durations.len().max(1) as f64;
+            writeln!(
+                out,
+                "  {model:<18} {tries:>5} {ok:>3} {:>6} {:>7} {:>7}  {:>6} {:>6} {:>6}  {now:<6} {mean:>8.2}",
+                tries - ok,
+                self.count("openrouter.retries", &[&m]),
+                self.count("openrouter.cooldown.skips", &[&m]),
+                state("open"),
+                state("half_open"),
+                state("closed"),
+            )?;
+        }
+        let fallbacks: Vec<String> = self
+            .counters
+            .iter()
+            .filter_map(|(k, v)| {
+                let labels = k.strip_prefix("openrouter.fallbacks{")?.strip_suffix('}')?;
+                let (from, to) = labels.split_once(',')?;
+                Some(format!(
+                    "{} -> {} {v}",
+                    from.strip_prefix("from=")?,
+                    to.strip_prefix("to=")?
+                ))
+            })
+            .collect();
+        writeln!(out, "  fallbacks: {}", fallbacks.join(", "))?;
+        let tokens = |t: &str| {
+            self.values(
+                "gen_ai.client.token.usage",
+                &format!("gen_ai.token.type={t}"),
+            )
+            .iter()
+            .sum::<f64>()
+        };
+        let ttfc = self.values("gen_ai.client.operation.time_to_first_chunk", "");
+        writeln!(
+            out,
+            "  tokens (chat answers): {} in, {} out; cost ${:.5}; streams' time to first chunk {:.2} s (mean of {})",
+            tokens("input"),
+            tokens("output"),
+            self.values("openrouter.cost", "").iter().sum::<f64>(),
+            ttfc.iter().sum::<f64>() / ttfc.len().max(1) as f64,
+            ttfc.len(),
+        )
+    }
+}
+
+fn has_label(key: &str, label: &str) -> bool {
+    let Some(labels) = key.split_once('{').and_then(|(_, l)| l.strip_suffix('}')) else {
+        return false;
+    };
+    label.is_empty() || labels.split(',').any(|l| l == label)
 }
 
 /// Three failures of the caller's own: one stops at once, two fall back; none trips.
@@ -605,6 +767,59 @@ mod tests {
             ]
         );
 
+        // The metrics agree with the story: per model tries and outcomes, 8 + 1
+        // fallbacks, one retry (gpt-4o's 500), 3 skips, the primary opened once, probed
+        // once, closed once.
+        let c = |k: &str| story.counters.get(k).copied().unwrap_or(0);
+        let attempts = |m: &str, o: &str| {
+            c(&format!(
+                "openrouter.attempts{{gen_ai.request.model={m},outcome={o}}}"
+            ))
+        };
+        let (a, b, g) = ("claude-sonnet-4.5", "gpt-4o", "gemini-2.5-flash");
+        assert_eq!(
+            [
+                attempts(a, "success"),
+                attempts(a, "rate_limited"),
+                attempts(a, "model_unavailable"),
+                attempts(a, "provider_error"),
+            ],
+            [7, 1, 2, 2]
+        );
+        assert_eq!(
+            [
+                attempts(b, "success"),
+                attempts(b, "provider_error"),
+                attempts(b, "rate_limited"),
+                attempts(g, "success"),
+            ],
+            [7, 1, 1, 1]
+        );
+        assert_eq!(c(&format!("openrouter.fallbacks{{from={a},to={b}}}")), 8);
+        assert_eq!(c(&format!("openrouter.fallbacks{{from={b},to={g}}}")), 1);
+        assert_eq!(
+            c(&format!(
+                "openrouter.retries{{error.type=provider_error,gen_ai.request.model={b}}}"
+            )),
+            1
+        );
+        assert_eq!(
+            c(&format!(
+                "openrouter.cooldown.skips{{gen_ai.request.model={a}}}"
+            )),
+            3
+        );
+        let moves = |m: &str, s: &str| {
+            c(&format!(
+                "openrouter.breaker.transitions{{gen_ai.request.model={m},state={s}}}"
+            ))
+        };
+        assert_eq!(
+            [moves(a, "open"), moves(a, "half_open"), moves(a, "closed")],
+            [1, 1, 1]
+        );
+        assert_eq!(story.counters.len(), 15, "{:#?}", story.counters);
+
         let text = String::from_utf8(out).unwrap();
         assert!(text.lines().count() <= 80, "{text}");
         for line in [
@@ -620,6 +835,8 @@ mod tests {
             // The catalog: a tools request and a long prompt skip models without a call.
             "tools request      -> served by gpt-4o (1 call)  after: llama-3.1-8b-instruct incapable (no tools)",
             "150k-token prompt  -> served by gemini-2.5-flash (1 call)  after: llama-3.1-8b-instruct incapable (context 131072 < estimated 151415), gpt-4o incapable (context 128000 < estimated 151415)",
+            "fallbacks: claude-sonnet-4.5 -> gpt-4o 8, gpt-4o -> gemini-2.5-flash 1",
+            "tokens (chat answers): 100 in, 50 out; cost $0.00420; streams' time to first chunk 0.30 s (mean of 5)",
         ] {
             assert!(text.contains(line), "{line:?} not in\n{text}");
         }

@@ -4,7 +4,7 @@
 //! * [`Attempt`]: set by the fallback layer (or by you) for each attempt: which model,
 //!   its position in the chain, which retry, and per-model limits.
 //! * [`UpstreamInfo`]: set on responses by the classify layer: the `model` and
-//!   `provider` the upstream says answered.
+//!   `provider` the upstream says answered, the response `id`, finish reasons, [`Usage`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -99,13 +99,39 @@ impl Attempt {
 }
 
 /// What the upstream said about the answer: the response body's `model` (the model that
-/// actually answered and is billed) and `provider`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// actually answered and is billed), `provider` and `id`, read by one borrowed probe of
+/// the body; and its finish reasons and `usage`, found by byte scans beside that probe.
+///
+/// The finish reasons, `usage` and (of a non-streamed answer) `id` are read only while
+/// somebody observes (a `tracing` subscriber takes the INFO spans of target
+/// `tower_openrouter::observe`, or, feature `metrics`, a recorder is installed; see
+/// [`observe`](crate::observe)): otherwise they
+/// stay empty, and the happy path does not pay for them. For a stream, `model`,
+/// `provider` and `id` come from its first event; its finish reasons and usage come at its
+/// end, after the response was returned, so they are empty here.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct UpstreamInfo {
     /// The response's `model`.
     pub model: Option<Arc<str>>,
     /// The response's `provider`.
     pub provider: Option<Arc<str>>,
+    /// The response's `id` (`gen-...`).
+    pub id: Option<Arc<str>>,
+    /// Each choice's `finish_reason` (`stop_reason` on `/messages`), in order.
+    pub finish_reasons: Vec<Arc<str>>,
+    /// The response's `usage`.
+    pub usage: Option<Usage>,
+}
+
+/// The `usage` of a response: tokens and OpenRouter's `cost`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// `prompt_tokens` (`input_tokens` on `/messages` and `/responses`).
+    pub input_tokens: Option<u64>,
+    /// `completion_tokens` (`output_tokens` on `/messages` and `/responses`).
+    pub output_tokens: Option<u64>,
+    /// `cost`: what OpenRouter billed for the request, in credits (US dollars).
+    pub cost: Option<f64>,
 }
 
 /// Every attempt of one call, shared by the layers of that call.

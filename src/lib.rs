@@ -92,6 +92,9 @@
 //!   wraps, with a streaming response body. `reqwest-middleware` adds
 //!   `reqwest_middleware::ClientWithMiddleware`.
 //! * `yaml`: `Config::from_yaml`, the JSON settings file's keys read from YAML.
+//! * `metrics`: metrics through the [`metrics`](https://docs.rs/metrics) facade (GenAI
+//!   operation duration and token usage, attempts, fallbacks, breaker state; see
+//!   [`observe`]). Off by default. Spans and events ([`observe`]) are always on.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -106,6 +109,7 @@ pub mod fallback;
 pub mod health;
 #[cfg(feature = "mock")]
 pub mod mock;
+pub mod observe;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
 pub mod retry;
@@ -119,7 +123,7 @@ pub use classify::{Classify, ClassifyLayer, OpenRouterClassifier};
 pub use config::{Config, ConfigError};
 pub use error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
 pub use extensions::{
-    Attempt, AttemptLog, Deadline, LaterAttempt, StreamErrorHook, StreamLimits, UpstreamInfo,
+    Attempt, AttemptLog, Deadline, LaterAttempt, StreamErrorHook, StreamLimits, UpstreamInfo, Usage,
 };
 pub use fallback::{Chain, ChainModel, ChainName, Chains, FallbackLayer, ServedBy};
 pub use health::{HealthConfig, HealthLayer, HealthTracker};

@@ -35,7 +35,7 @@ fn upstream(
                     let mut resp = Response::new(Full::new(Bytes::from_static(b"{}")));
                     resp.extensions_mut().insert(UpstreamInfo {
                         model: Some(attempt.model.clone()),
-                        provider: None,
+                        ..UpstreamInfo::default()
                     });
                     Ok(resp)
                 }

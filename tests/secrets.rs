@@ -1,7 +1,7 @@
 //! No Debug or Display output of a request, error, `ServedBy`, layer or config, and no log
 //! line, ever contains the API key or the request body: a sentinel key and sentinel body
 //! content are sent through the whole stack against every kind of failure, with every log
-//! level captured.
+//! level and every span's fields captured, and no completion text is logged either.
 #![cfg(feature = "mock")]
 
 use std::io::Write;
@@ -74,6 +74,8 @@ async fn no_output_or_log_line_shows_the_key_or_the_body() {
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
+        // Every span's fields, as recorded by its end (the observe module's spans).
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
@@ -144,6 +146,20 @@ async fn no_output_or_log_line_shows_the_key_or_the_body() {
     let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(!logged.is_empty(), "the stack logged something at TRACE");
     assert_clean("log output", &logged);
+    // The spans were captured, with their response facts, and no completion text (the
+    // stand-in answers "Hello from {model}").
+    for field in [
+        "openrouter.call",
+        "openrouter.attempt",
+        "gen_ai.response.model",
+        "gen_ai.usage.output_tokens",
+    ] {
+        assert!(logged.contains(field), "{field} not logged:\n{logged}");
+    }
+    assert!(
+        !logged.contains("Hello from"),
+        "a completion was logged: {logged}"
+    );
 
     let config: Config =
         serde_json::from_str(&format!(r#"{{"default_chain":["{A}","{B}"]}}"#)).unwrap();

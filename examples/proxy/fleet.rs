@@ -41,7 +41,9 @@ async fn connect(_url: String) -> Result<Option<Arc<dyn HealthStore>>, Box<dyn s
 }
 
 /// `GET /health`: `{"status": "ok", "shared_health": {"enabled", "backend", "connected",
-/// "target"}, "cooling_down": [model ids]}` (the target without credentials).
+/// "target"}, "cooling_down": [model ids], "models": [..]}` (the target without
+/// credentials; `models`: every model's [`ModelHealth`](tower_openrouter::health::ModelHealth),
+/// state, success rate, trips, `cooldown_remaining` in seconds).
 pub(crate) fn health_response(tracker: &HealthTracker) -> Response<Body> {
     let shared = match tracker.store() {
         Some(store) => {
@@ -55,9 +57,9 @@ pub(crate) fn health_response(tracker: &HealthTracker) -> Response<Body> {
         }
         None => serde_json::json!({ "enabled": false }),
     };
-    let cooling: Vec<String> = tracker
-        .snapshot()
-        .into_iter()
+    let models = tracker.snapshot();
+    let cooling: Vec<String> = models
+        .iter()
         .filter(|h| h.cooldown_until.is_some())
         .map(|h| h.model.to_string())
         .collect();
@@ -65,6 +67,7 @@ pub(crate) fn health_response(tracker: &HealthTracker) -> Response<Body> {
         "status": "ok",
         "shared_health": shared,
         "cooling_down": cooling,
+        "models": models,
     });
     let mut resp = Response::new(Body::from(body.to_string()));
     *resp.status_mut() = StatusCode::OK;
@@ -86,15 +89,35 @@ mod tests {
         serde_json::from_slice(&bytes).unwrap()
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn health_says_sharing_is_off_without_redis() {
-        let tracker = HealthTracker::new(HealthConfig::default().consecutive_failures(1));
+        let tracker = HealthTracker::new(
+            HealthConfig::default()
+                .consecutive_failures(1)
+                .cooldown(std::time::Duration::from_secs(15))
+                .jitter(0.0),
+        );
         let err = tower_openrouter::Error::new(tower_openrouter::ErrorKind::ProviderError);
         tracker.record("a/b", Err(&err));
+        tokio::time::advance(std::time::Duration::from_millis(2_500)).await;
         let v = json(health_response(&tracker)).await;
         assert_eq!(
             v,
-            serde_json::json!({"status": "ok", "shared_health": {"enabled": false}, "cooling_down": ["a/b"]})
+            serde_json::json!({
+                "status": "ok",
+                "shared_health": {"enabled": false},
+                "cooling_down": ["a/b"],
+                "models": [{
+                    "model": "a/b",
+                    "state": "open",
+                    "success_rate": 0.0,
+                    "calls": 1,
+                    "failures": 1,
+                    "consecutive_failures": 1,
+                    "trips": 1,
+                    "cooldown_remaining": 12.5,
+                }],
+            })
         );
     }
 

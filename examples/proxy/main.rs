@@ -59,6 +59,10 @@
 //! | `--mock-fail MODEL=STATUS` | | stand-in only: that model always answers STATUS (repeatable) |
 //! | `--redis URL` | `REDIS_URL` (and `REDIS_PREFIX`) | off: share model health with the other gateways on this Redis (`redis://`, `rediss://`; feature `redis`); `GET /health` shows it |
 //!
+//! `GET /health` serves every model's health as JSON (`models`: the tracker's snapshot,
+//! see `fleet.rs`) and `GET /metrics` the Prometheus text of the stack's metrics (see
+//! `status.rs`).
+//!
 //! Logs go to stderr through `tracing` (`RUST_LOG`, e.g. `info` or `debug`; default
 //! `info`): start-up, one line per failed request and one per mid-stream failure at `warn`
 //! (with model, kind and status), one per request at `debug`.
@@ -70,6 +74,7 @@ mod error;
 mod fleet;
 mod gateway;
 mod routes;
+mod status;
 mod stream_end;
 #[cfg(test)]
 mod tests;
@@ -215,6 +220,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let client = http_client()?;
 
     let chains = layer.chains().clone();
+    #[cfg(feature = "metrics")]
+    let metrics = Some(status::install_metrics()?);
+    #[cfg(not(feature = "metrics"))]
+    let metrics = None;
     let stack = ServiceBuilder::new()
         .layer(layer)
         .service(SharedClient(Arc::new(client)));
@@ -233,6 +242,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 async move { fleet::health_response(&tracker) }
             }),
         )
+        .merge(status::routes(metrics))
         .fallback_service(gateway);
 
     let addr = SocketAddr::from((listen, port));
@@ -245,7 +255,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         default_chain = ?chains.default_chain().map(|c| c.iter().map(|m| m.model().to_owned()).collect::<Vec<_>>()),
         named_chains = ?chains.names(),
         shared_health = ?sharing.as_ref().map(|s| (s.target.clone(), s.connected)),
-        "gateway listening (/v1 and /api/v1: chat/completions, completions, responses, messages, embeddings, models; GET /health)"
+        "gateway listening (/v1 and /api/v1: chat/completions, completions, responses, messages, embeddings, models; GET /health, /metrics)"
     );
     serve(listener, app, limits).await
 }

@@ -193,13 +193,18 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// The `model` and `provider` of a success body, from a borrowed probe (no `Value`).
+/// The facts of a success body ([`UpstreamInfo`]), from a borrowed probe (no `Value`).
 ///
-/// The probe reads the top-level members in order and stops as soon as it has both:
-/// OpenRouter puts `provider` and `model` before `choices` and `usage`, so a long answer
-/// is not scanned at all. When it does not stop early the whole body must be valid JSON
-/// (as before); a `model` or `provider` that is not a string (or `null`) gives `None`.
-pub(crate) fn upstream_info(body: &[u8]) -> Option<UpstreamInfo> {
+/// The probe reads the top-level members in order and stops as soon as it has both
+/// `model` and `provider` (`id`, which comes first, is read on the way): OpenRouter puts
+/// them before `choices` and `usage`, so a long answer is not parsed at all. The finish
+/// reasons and `usage` are found by byte scans (`facts::read`), when someone observes. When the probe does not stop
+/// early the whole body must be valid JSON (as before); a `model` or `provider` that is
+/// not a string (or `null`) gives `None`.
+///
+/// What only observers need (`id`, finish reasons, `usage`) is filled only when
+/// `observed`: off the happy path otherwise.
+pub(crate) fn upstream_info(body: &[u8], observed: bool) -> Option<UpstreamInfo> {
     let mut found = Found::default();
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = serde::Deserializer::deserialize_map(&mut de, Probe(&mut found));
@@ -210,14 +215,21 @@ pub(crate) fn upstream_info(body: &[u8]) -> Option<UpstreamInfo> {
     if found.model.is_none() && found.provider.is_none() {
         return None;
     }
-    Some(UpstreamInfo {
+    let mut info = UpstreamInfo {
         model: found.model.map(|m| Arc::from(&*m)),
         provider: found.provider.map(|m| Arc::from(&*m)),
-    })
+        ..UpstreamInfo::default()
+    };
+    if observed {
+        info.id = found.id.map(|m| Arc::from(&*m));
+        super::facts::read(body, &mut info);
+    }
+    Some(info)
 }
 
 #[derive(Default)]
 struct Found<'de> {
+    id: Option<Cow<'de, str>>,
     model: Option<Cow<'de, str>>,
     provider: Option<Cow<'de, str>>,
     /// Both were found, and the probe stopped there.
@@ -237,6 +249,7 @@ impl<'de> Visitor<'de> for Probe<'_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<Key>()? {
             match key {
+                Key::Id => self.0.id = map.next_value::<Option<Text<'de>>>()?.map(|t| t.0),
                 Key::Model => self.0.model = map.next_value::<Option<Text<'de>>>()?.map(|t| t.0),
                 Key::Provider => {
                     self.0.provider = map.next_value::<Option<Text<'de>>>()?.map(|t| t.0)
@@ -256,6 +269,7 @@ impl<'de> Visitor<'de> for Probe<'_, 'de> {
 
 /// A top-level key, compared without allocating.
 enum Key {
+    Id,
     Model,
     Provider,
     Other,
@@ -271,6 +285,7 @@ impl<'de> Deserialize<'de> for Key {
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key, E> {
                 Ok(match v {
+                    "id" => Key::Id,
                     "model" => Key::Model,
                     "provider" => Key::Provider,
                     _ => Key::Other,
@@ -464,7 +479,8 @@ where
                     }
                     let mut parts = parts;
                     if success {
-                        if let Some(info) = upstream_info(&bytes) {
+                        let observed = crate::observe::listening();
+                        if let Some(info) = upstream_info(&bytes, observed) {
                             parts.extensions.insert(info);
                         }
                     }
@@ -595,7 +611,7 @@ mod tests {
     use super::upstream_info;
 
     fn info(body: &str) -> Option<(Option<String>, Option<String>)> {
-        upstream_info(body.as_bytes()).map(|i| {
+        upstream_info(body.as_bytes(), true).map(|i| {
             (
                 i.model.map(|m| m.to_string()),
                 i.provider.map(|p| p.to_string()),

@@ -43,6 +43,7 @@
 //! [`Action`]: crate::Action
 
 mod body;
+mod facts;
 mod future;
 mod layer;
 mod response_body;

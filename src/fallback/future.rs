@@ -20,6 +20,7 @@ use super::ServedBy;
 use crate::catalog::CallFilter;
 use crate::error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
 use crate::health::ForceAttempt;
+use crate::observe::CallObs;
 use crate::{Attempt, AttemptLog, Deadline, UpstreamInfo};
 
 pin_project! {
@@ -31,6 +32,8 @@ pin_project! {
         #[pin]
         state: State<S::Future>,
         ctx: Option<CallCtx<S>>,
+        // The call's span, entered while the walk runs (attempt spans are its children).
+        span: tracing::Span,
     }
 }
 
@@ -91,6 +94,7 @@ pub(crate) struct CallCtx<S> {
     waited: bool,
     /// The catalog's view of this call: models that cannot serve it are skipped.
     filter: Option<CallFilter>,
+    obs: CallObs,
 }
 
 impl<S> CallCtx<S> {
@@ -106,6 +110,7 @@ impl<S> CallCtx<S> {
             chain,
             caller_model,
         } = selected;
+        let obs = CallObs::new(&base, name.as_deref());
         let template = BodyTemplate::new();
         let deadline = base.extensions().get::<Deadline>().copied();
         let order = match (&shared.order, &shared.health) {
@@ -141,6 +146,7 @@ impl<S> CallCtx<S> {
             rate_wait: None,
             waited: false,
             filter: None,
+            obs,
         }
     }
 
@@ -202,6 +208,7 @@ impl<S> CallCtx<S> {
             error: Error::new(ErrorKind::ModelCoolingDown).with_model(m.model_arc().clone()),
         });
         self.models_before += 1;
+        self.obs.skipped(m.model_arc());
         self.note_cooling(pos);
     }
 
@@ -324,6 +331,7 @@ impl<S> CallCtx<S> {
         if self.upstream > 0 || self.waited {
             req.extensions_mut().insert(crate::LaterAttempt);
         }
+        self.obs.sending(first.model_arc());
         self.cur.window[..window.len()].copy_from_slice(window);
         self.cur.len = window.len();
         self.cur.started = Some(Instant::now());
@@ -355,6 +363,7 @@ impl<S> CallCtx<S> {
             error: err.clone(),
         });
         self.models_before += 1;
+        self.obs.left(m.model_arc());
         if kind == ErrorKind::DeadlineExceeded {
             return Some(self.deadline_error());
         }
@@ -413,6 +422,7 @@ impl<S> CallCtx<S> {
             fell_back = served.fell_back,
             "served"
         );
+        self.obs.served(&served);
         resp.extensions_mut().insert(served);
     }
 }
@@ -425,6 +435,7 @@ where
         ResponseFuture {
             state: State::Failed { error: Some(error) },
             ctx: None,
+            span: tracing::Span::none(),
         }
     }
 
@@ -433,11 +444,14 @@ where
         ResponseFuture {
             state: State::Calling { fut },
             ctx: None,
+            span: tracing::Span::none(),
         }
     }
 
     /// Starts the walk. The context's service was polled ready by the caller.
     pub(crate) fn start(mut ctx: CallCtx<S>) -> Self {
+        let span = ctx.obs.span().clone();
+        let _entered = span.enter();
         let state = match ctx.next_step() {
             Step::Send(req) => State::Calling {
                 fut: ctx.svc.call(req),
@@ -447,9 +461,11 @@ where
                 sleep: Box::pin(tokio::time::sleep_until(at)),
             },
         };
+        drop(_entered);
         ResponseFuture {
             state,
             ctx: Some(ctx),
+            span,
         }
     }
 }
@@ -463,12 +479,16 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         loop {
             let step = match this.state.as_mut().project() {
                 StateProj::Failed { error } => {
                     let e = error
                         .take()
                         .unwrap_or_else(|| Error::new(ErrorKind::Exhausted));
+                    if let Some(ctx) = this.ctx.take() {
+                        ctx.obs.failed(&e);
+                    }
                     this.state.set(State::Done);
                     return Poll::Ready(Err(e));
                 }
@@ -517,7 +537,9 @@ where
                     sleep: Box::pin(tokio::time::sleep_until(at)),
                 }),
                 Step::Fail(e) => {
-                    *this.ctx = None;
+                    if let Some(ctx) = this.ctx.take() {
+                        ctx.obs.failed(&e);
+                    }
                     this.state.set(State::Done);
                     return Poll::Ready(Err(e));
                 }

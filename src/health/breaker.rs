@@ -5,8 +5,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// State of a model's circuit breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// State of a model's circuit breaker (serialized as `closed`, `open`, `half_open`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     /// Requests flow; outcomes are counted.
     Closed,

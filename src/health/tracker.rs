@@ -13,6 +13,7 @@ use super::breaker::{self, Breaker, BreakerState, Jitter, Word};
 use super::config::HealthConfig;
 use super::store::{self as shared, HealthSink, HealthStore, SharedEvent, SharedSlot, TripReason};
 use super::window::{Update, Window};
+use crate::observe;
 use crate::{Error, StreamErrorHook};
 
 /// Whether one attempt of a model may go upstream, as [`HealthTracker::check`] decides.
@@ -33,10 +34,17 @@ pub enum Admission {
 }
 
 /// The health of one model, as [`HealthTracker::snapshot`] reports it.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serializes (for a status page) to
+/// `{"model":"openai/gpt-4o","state":"open","success_rate":0.25,"calls":4,"failures":3,
+/// "consecutive_failures":3,"trips":1,"cooldown_remaining":14.7}`: `state` is `closed`,
+/// `open` or `half_open`, `cooldown_remaining` is in seconds (`null` while the model is
+/// available); `cooldown_until`, an instant of this process, is left out.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ModelHealth {
     /// The model id.
+    #[serde(serialize_with = "ser::string")]
     pub model: Arc<str>,
     /// The breaker's state.
     pub state: BreakerState,
@@ -53,7 +61,29 @@ pub struct ModelHealth {
     pub trips: u32,
     /// When the cooldown ends, while the model is not available (see
     /// [`HealthTracker::cooldown_until`]).
+    #[serde(skip)]
     pub cooldown_until: Option<Instant>,
+    /// How long until then, at the time of the snapshot.
+    #[serde(serialize_with = "ser::seconds")]
+    pub cooldown_remaining: Option<Duration>,
+}
+
+mod ser {
+    use std::time::Duration;
+
+    pub(super) fn string<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v)
+    }
+
+    pub(super) fn seconds<S: serde::Serializer>(
+        v: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 /// Per-model outcome tracking and circuit breaking, shared by every request and task.
@@ -275,6 +305,7 @@ impl HealthTracker {
             .map(|s| {
                 let w = s.breaker.load();
                 let totals = s.window.totals(now);
+                let until = Inner::cooling_until_at(w, now);
                 ModelHealth {
                     model: s.name.clone(),
                     state: w.state,
@@ -283,7 +314,8 @@ impl HealthTracker {
                     failures: totals.failures,
                     consecutive_failures: s.consecutive.load(Ordering::Relaxed),
                     trips: s.trips.load(Ordering::Relaxed),
-                    cooldown_until: Inner::cooling_until_at(w, now).map(|u| self.inner.instant(u)),
+                    cooldown_until: until.map(|u| self.inner.instant(u)),
+                    cooldown_remaining: until.map(|u| Duration::from_nanos(u.saturating_sub(now))),
                 }
             })
             .collect();
@@ -393,7 +425,10 @@ impl Inner {
                         .breaker
                         .transition(w, Word::new(BreakerState::HalfOpen, w.until))
                     {
-                        Ok(()) => return Admission::Probe,
+                        Ok(()) => {
+                            observe::breaker_half_open(&state.name);
+                            return Admission::Probe;
+                        }
                         Err(found) => w = found,
                     }
                 }
@@ -431,9 +466,13 @@ impl Inner {
         let w = state.breaker.load();
         if w.state == BreakerState::HalfOpen {
             // If this fails, another outcome decided in the meantime.
-            let _ = state
+            if state
                 .breaker
-                .transition(w, Word::new(BreakerState::Open, w.until));
+                .transition(w, Word::new(BreakerState::Open, w.until))
+                .is_ok()
+            {
+                observe::probe_released(&state.name);
+            }
         }
     }
 
@@ -473,6 +512,7 @@ impl Inner {
             // The model is back: outcomes from before the trip no longer speak for it.
             state.window.clear();
             self.share_recovery(state);
+            observe::breaker_closed(&state.name);
         }
         state.window.record(now, Update::Success);
     }
@@ -531,10 +571,32 @@ impl Inner {
                         state.trips.store(t, Ordering::Relaxed);
                     }
                     self.share_trip(state, w.state, next, trips.is_some(), consecutive);
+                    if w.state != BreakerState::Open {
+                        let reason = self.trip_reason(w.state, trips.is_some(), consecutive);
+                        self.report_open(state, reason, next.until, now);
+                    }
                     return;
                 }
                 Err(found) => w = found,
             }
+        }
+    }
+
+    /// Reports a breaker that just opened (an event, and metrics).
+    fn report_open(&self, state: &ModelState, reason: TripReason, until: u64, now: u64) {
+        let trips = state.trips.load(Ordering::Relaxed);
+        let cooldown = Duration::from_nanos(until.saturating_sub(now));
+        observe::breaker_opened(&state.name, reason.as_str(), trips, cooldown);
+    }
+
+    /// Why the breaker opened from `from` (`tripped`: by the trip rules, not a hint).
+    fn trip_reason(&self, from: BreakerState, tripped: bool, consecutive: u32) -> TripReason {
+        match from {
+            BreakerState::HalfOpen => TripReason::ProbeFailed,
+            _ if !tripped => TripReason::RetryAfter,
+            _ if consecutive >= self.config.consecutive_failures => TripReason::ConsecutiveFailures,
+            _ if self.config.failure_ratio.is_some() => TripReason::FailureRatio,
+            _ => TripReason::LowSuccessRate,
         }
     }
 
@@ -629,13 +691,7 @@ impl Inner {
         let Some(store) = &self.store else { return };
         let until_ms = self.until_wall_ms(next.until);
         state.shared.raise(until_ms);
-        let reason = match from {
-            BreakerState::HalfOpen => TripReason::ProbeFailed,
-            _ if !tripped => TripReason::RetryAfter,
-            _ if consecutive >= self.config.consecutive_failures => TripReason::ConsecutiveFailures,
-            _ if self.config.failure_ratio.is_some() => TripReason::FailureRatio,
-            _ => TripReason::LowSuccessRate,
-        };
+        let reason = self.trip_reason(from, tripped, consecutive);
         state.shared.set_reason(reason);
         store.publish(SharedEvent::Tripped {
             model: state.name.clone(),

@@ -17,6 +17,7 @@ use tower::Service;
 use super::layer::Shared;
 use crate::error::{AttemptRecord, BoxError, Error};
 use crate::extensions::{Attempt, AttemptLog, Deadline};
+use crate::observe::TryObs;
 
 /// What a call needs to retry: kept only when a retry is possible.
 pub(crate) struct RetryState {
@@ -56,6 +57,11 @@ impl RetryState {
         };
         if let Some(budget) = &self.shared.budget {
             if !budget.withdraw() {
+                let model = self
+                    .request
+                    .as_ref()
+                    .and_then(|r| r.extensions().get::<Attempt>());
+                crate::observe::budget_refused(model.map_or("unknown", |a| a.model()), err.kind());
                 return None;
             }
         }
@@ -75,6 +81,7 @@ impl RetryState {
             delay_ms = delay.as_millis() as u64,
             "retrying the same model"
         );
+        crate::observe::retrying(&model, err.kind());
         if let Some(log) = &self.log {
             log.push(AttemptRecord {
                 index: attempt.map_or(0, |a| a.index),
@@ -130,6 +137,8 @@ pin_project! {
         service: S,
         state: Option<RetryState>,
         last_error: Option<Error>,
+        // The span and metrics of the try in flight.
+        obs: TryObs,
     }
 }
 
@@ -137,19 +146,20 @@ impl<S> ResponseFuture<S>
 where
     S: Service<Request<Full<Bytes>>>,
 {
-    pub(crate) fn new(fut: S::Future, service: S, state: Option<RetryState>) -> Self {
+    pub(crate) fn new(fut: S::Future, service: S, state: Option<RetryState>, obs: TryObs) -> Self {
         ResponseFuture {
             phase: Phase::Calling { fut },
             service,
             state,
             last_error: None,
+            obs,
         }
     }
 }
 
-impl<S> Future for ResponseFuture<S>
+impl<S, B> Future for ResponseFuture<S>
 where
-    S: Service<Request<Full<Bytes>>>,
+    S: Service<Request<Full<Bytes>>, Response = http::Response<B>>,
     S::Error: Into<BoxError>,
 {
     type Output = Result<S::Response, Error>;
@@ -159,10 +169,18 @@ where
         loop {
             match this.phase.as_mut().project() {
                 PhaseProj::Calling { fut } => {
-                    let err = match ready!(fut.poll(cx)) {
-                        Ok(resp) => return Poll::Ready(Ok(resp)),
+                    let res = {
+                        let _entered = this.obs.span().enter();
+                        ready!(fut.poll(cx))
+                    };
+                    let err = match res {
+                        Ok(resp) => {
+                            this.obs.finish_ok(&resp);
+                            return Poll::Ready(Ok(resp));
+                        }
                         Err(e) => Error::from_box(e.into()),
                     };
+                    this.obs.finish_err(&err);
                     let delay = this.state.as_mut().and_then(|s| s.decide(&err));
                     let Some(delay) = delay else {
                         return Poll::Ready(Err(err));
@@ -186,7 +204,10 @@ where
                         return Poll::Ready(Err(err));
                     }
                     this.last_error.take();
-                    let fut = this.service.call(state.next_request());
+                    let req = state.next_request();
+                    *this.obs = TryObs::start(&req);
+                    let _entered = this.obs.span().enter();
+                    let fut = this.service.call(req);
                     this.phase.set(Phase::Calling { fut });
                 }
             }

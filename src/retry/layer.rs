@@ -1,5 +1,6 @@
 //! [`RetryLayer`] and its service [`Retry`].
 
+use crate::observe::TryObs;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -86,9 +87,9 @@ impl<S> Retry<S> {
     }
 }
 
-impl<S> Service<Request<Full<Bytes>>> for Retry<S>
+impl<S, B> Service<Request<Full<Bytes>>> for Retry<S>
 where
-    S: Service<Request<Full<Bytes>>> + Clone,
+    S: Service<Request<Full<Bytes>>, Response = http::Response<B>> + Clone,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;
@@ -125,7 +126,11 @@ where
             started: Instant::now(),
             shared,
         });
-        let fut = inner.call(req);
-        ResponseFuture::new(fut, inner, state)
+        let obs = TryObs::start(&req);
+        let fut = {
+            let _entered = obs.span().enter();
+            inner.call(req)
+        };
+        ResponseFuture::new(fut, inner, state, obs)
     }
 }

@@ -57,6 +57,8 @@ impl std::fmt::Debug for Watcher {
 
 #[derive(Deserialize)]
 struct Chunk<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
     #[serde(borrow, default, rename = "type")]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -132,7 +134,7 @@ impl EventState {
             if let Some(model) = responses::served_model(ev.data) {
                 self.info = Some(UpstreamInfo {
                     model: Some(Arc::from(model)),
-                    provider: None,
+                    ..UpstreamInfo::default()
                 });
             }
         }
@@ -194,6 +196,8 @@ impl EventState {
                 self.info = Some(UpstreamInfo {
                     model: model.map(Arc::from),
                     provider: c.provider.as_deref().map(Arc::from),
+                    id: c.id.as_deref().map(Arc::from),
+                    ..UpstreamInfo::default()
                 });
             }
         }
