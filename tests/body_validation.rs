@@ -99,3 +99,22 @@ fn parse_with_model_accepts_what_it_can_read_one_way() {
         assert!(json.model().is_some(), "{body}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_forwarded_authorization_header_is_marked_sensitive() {
+    let mock = MockOpenRouter::new();
+    let svc = ServiceBuilder::new()
+        .layer(OpenRouterLayer::builder().chain(["a/b"]).build().unwrap())
+        .service(mock.clone());
+    let key = "Bearer sk-or-v1-0123456789abcdef";
+    let req = http::Request::post("http://localhost/api/v1/chat/completions")
+        .header("authorization", key)
+        .body(format!(r#"{{"model":"a/b",{MSG}}}"#))
+        .unwrap();
+    svc.oneshot(req).await.unwrap();
+    let seen = &mock.requests()[0];
+    let auth = seen.headers().get("authorization").unwrap();
+    assert_eq!(auth, key);
+    assert!(auth.is_sensitive());
+    assert!(!format!("{:?}", seen.headers()).contains("sk-or-"));
+}

@@ -168,7 +168,8 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        mark_sensitive(&mut parts.headers);
         let declared = parts
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -348,6 +349,19 @@ where
                 }
             };
             this.state.set(next);
+        }
+    }
+}
+
+/// Marks the credentials the request carries sensitive, so no `Debug` of the request (or
+/// an HTTP/2 encoder's header table) shows or keeps them.
+fn mark_sensitive(headers: &mut http::HeaderMap) {
+    for name in [
+        http::header::AUTHORIZATION,
+        http::header::PROXY_AUTHORIZATION,
+    ] {
+        if let http::header::Entry::Occupied(mut e) = headers.entry(name) {
+            e.iter_mut().for_each(|v| v.set_sensitive(true));
         }
     }
 }
