@@ -416,6 +416,10 @@ pub struct Settings {
     /// Default number of same-model retries.
     #[serde(default)]
     pub max_retries_per_model: Option<u32>,
+    /// The longest `Retry-After` worth waiting out once every model failed (see
+    /// `OpenRouterLayerBuilder::max_rate_limit_wait`); a longer hint ends the call at once.
+    #[serde(default)]
+    pub max_rate_limit_wait_seconds: Option<f64>,
     /// How long a failing model is skipped.
     #[serde(default)]
     pub disable_duration_seconds: Option<f64>,

@@ -31,6 +31,7 @@
 //! | [`classifier`](OpenRouterLayerBuilder::classifier) | [`OpenRouterClassifier`] | error rules |
 //! | [`max_body_bytes`](OpenRouterLayerBuilder::max_body_bytes) | 16 MiB | request body limit |
 //! | [`wait_for_rate_limit`](OpenRouterLayerBuilder::wait_for_rate_limit) | on | wait out a Retry-After when every model failed and time allows |
+//! | [`max_rate_limit_wait`](OpenRouterLayerBuilder::max_rate_limit_wait) | 60 s (at most the policy's `retry_after_cap`) | the longest such wait; a longer hint ends the call at once with it as `retry_after` |
 //!
 //! [`build`](OpenRouterLayerBuilder::build) checks everything (attempt timeout and backoff
 //! cap within the deadline, chains well formed, ...) and returns a
@@ -235,6 +236,7 @@ pub struct OpenRouterLayerBuilder<C = OpenRouterClassifier> {
     window: usize,
     routing: RoutingConfig,
     wait_for_rate_limit: bool,
+    max_rate_limit_wait: Duration,
     unlisted: UnlistedModel,
     deadline: Duration,
     attempt_timeout: Duration,
@@ -322,6 +324,7 @@ impl OpenRouterLayerBuilder {
             window: 1,
             routing: RoutingConfig::default(),
             wait_for_rate_limit: true,
+            max_rate_limit_wait: crate::fallback::DEFAULT_MAX_RATE_LIMIT_WAIT,
             unlisted: UnlistedModel::TryFirst,
             deadline: DEFAULT_DEADLINE,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
@@ -397,6 +400,9 @@ impl OpenRouterLayerBuilder {
         }
         if let Some(w) = s.server_side_window {
             b = b.server_side_window(w);
+        }
+        if let Some(v) = s.max_rate_limit_wait_seconds {
+            b = b.max_rate_limit_wait(secs("settings.max_rate_limit_wait_seconds", v)?);
         }
         if let Some(n) = s.max_body_bytes {
             b = b.max_body_bytes(n);
@@ -495,8 +501,19 @@ impl<C> OpenRouterLayerBuilder<C> {
         self
     }
 
-    /// Whether to wait out a rate-limited model's `Retry-After` when every model failed
-    /// and the deadline allows (see [`FallbackLayer::wait_for_rate_limit`]).
+    /// The longest `Retry-After` worth waiting out once every model failed (default 60 s,
+    /// and never more than the retry policy's `retry_after_cap`). A longer hint ends the
+    /// call at once, with the hint as its [`retry_after`](crate::Error::retry_after): a
+    /// gateway sets a short one and hands the hint to its own caller instead of holding
+    /// the connection. See [`FallbackLayer::max_rate_limit_wait`].
+    pub fn max_rate_limit_wait(mut self, max: Duration) -> Self {
+        self.max_rate_limit_wait = max;
+        self
+    }
+
+    /// Whether to wait out a `Retry-After` once every model failed, when the hint is no
+    /// longer than [`max_rate_limit_wait`](Self::max_rate_limit_wait) and the deadline allows
+    /// (see [`FallbackLayer::wait_for_rate_limit`]).
     pub fn wait_for_rate_limit(mut self, wait: bool) -> Self {
         self.wait_for_rate_limit = wait;
         self
@@ -584,6 +601,7 @@ impl<C> OpenRouterLayerBuilder<C> {
             window: self.window,
             routing: self.routing,
             wait_for_rate_limit: self.wait_for_rate_limit,
+            max_rate_limit_wait: self.max_rate_limit_wait,
             unlisted: self.unlisted,
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
@@ -686,6 +704,8 @@ impl<C> OpenRouterLayerBuilder<C> {
             retry = retry.max_retries(n);
         }
         retry.validate(Some(self.deadline))?;
+        check_backoff_sum(&retry, &self.chains, self.deadline)?;
+        let retry_after_cap = retry.get_retry_after_cap();
         let retry = RetryLayer::new(retry)?;
         let tracker = match self.health {
             HealthSource::Config(mut c) => {
@@ -723,6 +743,7 @@ impl<C> OpenRouterLayerBuilder<C> {
             .order(self.order)
             .server_side_window(self.window)
             .wait_for_rate_limit(self.wait_for_rate_limit)
+            .max_rate_limit_wait(self.max_rate_limit_wait.min(retry_after_cap))
             .unlisted_model(self.unlisted)
             .health(tracker.clone());
         if let Some(h) = &self.header {
@@ -821,6 +842,35 @@ fn catalog_from_config(c: &crate::config::CatalogSection) -> Result<ModelCatalog
         catalog = catalog.refresh_interval(crate::config::seconds("catalog.refresh_seconds", s)?);
     }
     Ok(catalog)
+}
+
+/// The retries' largest backoffs, added up, must fit in the deadline: with more, the last
+/// retries could never happen (the deadline ends the call first), which is a setting that
+/// cannot hold. Per-model retries count too.
+fn check_backoff_sum(
+    retry: &RetryPolicy,
+    chains: &Chains,
+    deadline: Duration,
+) -> Result<(), ConfigError> {
+    let most = chains
+        .all()
+        .flat_map(|(_, c)| {
+            c.iter()
+                .filter_map(|m| m.max_retries_value())
+                .collect::<Vec<_>>()
+        })
+        .fold(retry.max_retries, u32::max);
+    let sum = retry.largest_backoffs(most);
+    if sum > deadline {
+        return Err(ConfigError::new(
+            "max_retries",
+            format!(
+                "max_retries ({most}) with backoff_base ({:?}) and backoff_cap ({:?}) can back off for {sum:?} in all, longer than the deadline ({deadline:?})",
+                retry.base, retry.cap
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_model_timeout(field: &str, m: &ChainModel, deadline: Duration) -> Result<(), ConfigError> {

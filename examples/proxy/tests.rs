@@ -348,7 +348,8 @@ async fn a_rate_limit_hint_is_passed_on() {
     };
     let resp = svc.oneshot(request(CHAT)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(resp.headers()["retry-after"], "9");
+    // The soonest hint: a model may be called again after 7 s.
+    assert_eq!(resp.headers()["retry-after"], "7");
     assert!(resp.headers().get("x-should-retry").is_none());
 }
 
@@ -490,4 +491,28 @@ fn the_harness_style_start_builds_its_stack() {
         .map(|m| m.model())
         .collect();
     assert_eq!(chain.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_model_rate_limited_is_a_429_at_once_without_a_third_call() {
+    let mock = MockOpenRouter::new();
+    mock.default_reply(Reply::status(429).retry_after(10));
+    let layer = OpenRouterLayer::builder()
+        .chain(["a/primary", "b/secondary"])
+        .max_rate_limit_wait(Duration::from_secs_f64(
+            crate::upstream::GATEWAY_MAX_RATE_LIMIT_WAIT_SECONDS,
+        ))
+        .build()
+        .unwrap();
+    let svc = Gateway {
+        inner: layer.layer(mock.clone()),
+        shared: Arc::new(Shared::new("http://127.0.0.1:9/api/v1", None, &[]).unwrap()),
+        not_ready: None,
+    };
+    let start = tokio::time::Instant::now();
+    let resp = svc.oneshot(request(CHAT)).await.unwrap();
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()["retry-after"], "10");
+    assert_eq!(mock.total_calls(), 2);
 }

@@ -63,6 +63,11 @@ fn builder(args: &Args) -> Result<OpenRouterLayerBuilder, Box<dyn std::error::Er
     settings
         .entry("chain_header")
         .or_insert_with(|| CHAIN_HEADER.into());
+    // A gateway does not sit out long rate limits: unless the wait is short it hands the
+    // Retry-After to its caller (a 429 with the header).
+    settings
+        .entry("max_rate_limit_wait_seconds")
+        .or_insert_with(|| GATEWAY_MAX_RATE_LIMIT_WAIT_SECONDS.into());
     settings.extend(settings_overlay(args));
     let config = Config::from_json(&config.to_string()).map_err(|e| format!("{source}: {e}"))?;
     Ok(OpenRouterLayerBuilder::from_config(&config).map_err(|e| format!("{source}: {e}"))?)
@@ -87,6 +92,10 @@ fn env_config() -> serde_json::Value {
         "settings": { "attempt_timeout_seconds": 60, "deadline_seconds": 180 },
     })
 }
+
+/// The longest `Retry-After` the gateway waits out itself (unless its settings say
+/// otherwise).
+pub(crate) const GATEWAY_MAX_RATE_LIMIT_WAIT_SECONDS: f64 = 1.0;
 
 /// How many received requests the stand-in keeps (its counters stay exact regardless).
 pub(crate) const MOCK_KEPT_REQUESTS: usize = 1_000;

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -89,12 +90,15 @@ pub(crate) struct CallCtx<S> {
     /// The cooling model whose cooldown ends first: (end, chain position).
     earliest_cooling: Option<(Option<Instant>, usize)>,
     forced: bool,
-    /// The rate-limited model that may be retried after its Retry-After: (ready at, pos).
-    rate_wait: Option<(Instant, usize)>,
+    /// The rate-limited model that may be retried after its Retry-After: (ready at, the
+    /// hint, pos).
+    rate_wait: Option<(Instant, Duration, usize)>,
     waited: bool,
     /// The catalog's view of this call: models that cannot serve it are skipped.
     filter: Option<CallFilter>,
     obs: CallObs,
+    /// When the soonest hint (a `Retry-After`, a cooldown's end) of the call ends.
+    soonest_hint: Option<Instant>,
 }
 
 impl<S> CallCtx<S> {
@@ -147,6 +151,7 @@ impl<S> CallCtx<S> {
             waited: false,
             filter: None,
             obs,
+            soonest_hint: None,
         }
     }
 
@@ -188,6 +193,9 @@ impl<S> CallCtx<S> {
         if earlier {
             self.earliest_cooling = Some((until, pos));
         }
+        if let Some(until) = until {
+            self.note_hint(until);
+        }
     }
 
     /// Records a model skipped because it is cooling down (no upstream call).
@@ -212,12 +220,66 @@ impl<S> CallCtx<S> {
         self.note_cooling(pos);
     }
 
+    fn note_hint(&mut self, until: Instant) {
+        if self.soonest_hint.is_none_or(|cur| until < cur) {
+            self.soonest_hint = Some(until);
+        }
+    }
+
+    /// The error that ends the call: every attempt, the last upstream status, and the
+    /// soonest hint still in the future as `retry_after`, so a caller can act on it at the
+    /// top level.
+    fn call_error(&self, err: Error) -> Error {
+        let attempts = self.log.snapshot();
+        let status = attempts.iter().rev().find_map(|a| a.status());
+        let now = Instant::now();
+        let mut err = err.with_attempts(attempts);
+        if let Some(status) = status {
+            err = err.with_status(status);
+        }
+        if let Some(until) = self.soonest_hint.filter(|&t| t > now) {
+            err = err.with_retry_after(until - now);
+        }
+        err
+    }
+
     fn expired(&self) -> bool {
         self.deadline.is_some_and(|d| d.is_expired())
     }
 
     fn deadline_error(&self) -> Error {
-        Error::new(ErrorKind::DeadlineExceeded).with_attempts(self.log.snapshot())
+        self.call_error(Error::new(ErrorKind::DeadlineExceeded))
+    }
+
+    /// Waiting out the soonest `Retry-After` once every model failed: the end of the wait
+    /// when it is worth doing, `Err` when it is needed but the deadline leaves no room.
+    ///
+    /// The wait lies in `[hint, 1.5 x hint]` from when the hint came (jittered, so callers
+    /// told the same hint do not all call again at once), is never longer than
+    /// [`max_rate_limit_wait`](super::FallbackLayer::max_rate_limit_wait), and ends before
+    /// the deadline with at least half the time left after the hint for the call itself.
+    fn rate_limit_wait(&mut self) -> Result<Option<Instant>, Error> {
+        let Some((at, hint, pos)) = self.rate_wait.filter(|_| !self.waited) else {
+            return Ok(None);
+        };
+        let max = self.shared.max_rate_limit_wait;
+        let (Some(deadline), true) = (self.deadline, self.shared.wait_for_rate_limit) else {
+            return Ok(None);
+        };
+        if hint > max {
+            return Ok(None);
+        }
+        let deadline = deadline.instant();
+        if at >= deadline {
+            return Err(self.deadline_error());
+        }
+        let received = at - hint;
+        let spread = hint.mul_f64(0.5 * self.shared.jitter.unit());
+        let latest = (received + max).min(at + (deadline - at) / 2);
+        self.waited = true;
+        self.cur.window[0] = pos;
+        self.cur.len = 1;
+        Ok(Some((at + spread).min(latest).max(at)))
     }
 
     /// Decides what to do next: the next model (or window), a wait, or the end.
@@ -259,23 +321,10 @@ impl<S> CallCtx<S> {
                 return self.send(&[pos], true);
             }
         }
-        if let (Some((at, pos)), false, Some(deadline)) =
-            (self.rate_wait, self.waited, self.deadline)
-        {
-            let model = self.chain.models()[pos].model();
-            // Available by the time the wait is over (a Retry-After hint cools the model
-            // for that long; a breaker trip may cool it for longer).
-            let available = self
-                .shared
-                .health
-                .as_ref()
-                .is_none_or(|h| h.cooldown_until(model).is_none_or(|until| until <= at));
-            if self.shared.wait_for_rate_limit && available && at < deadline.instant() {
-                self.waited = true;
-                self.cur.window[0] = pos;
-                self.cur.len = 1;
-                return Step::Wait(at);
-            }
+        match self.rate_limit_wait() {
+            Ok(Some(until)) => return Step::Wait(until),
+            Ok(None) => {}
+            Err(e) => return Step::Fail(e),
         }
         let attempts = self.log.snapshot();
         if let Some(e) = crate::catalog::no_capable_model(&attempts) {
@@ -286,11 +335,7 @@ impl<S> CallCtx<S> {
         } else {
             "every model of the chain failed"
         };
-        Step::Fail(
-            Error::new(ErrorKind::Exhausted)
-                .with_detail(detail)
-                .with_attempts(attempts),
-        )
+        Step::Fail(self.call_error(Error::new(ErrorKind::Exhausted).with_detail(detail)))
     }
 
     /// Builds the request for `window` (chain positions; the first is the model).
@@ -380,12 +425,11 @@ impl<S> CallCtx<S> {
         } else {
             self.upstream += 1;
         }
-        if kind == ErrorKind::RateLimited {
-            if let Some(ra) = err.retry_after() {
-                let at = Instant::now() + ra;
-                if self.rate_wait.is_none_or(|(cur, _)| at < cur) {
-                    self.rate_wait = Some((at, pos));
-                }
+        if let Some(ra) = err.retry_after() {
+            let at = Instant::now() + ra;
+            self.note_hint(at);
+            if kind == ErrorKind::RateLimited && self.rate_wait.is_none_or(|(cur, _, _)| at < cur) {
+                self.rate_wait = Some((at, ra, pos));
             }
         }
         None
@@ -527,7 +571,9 @@ where
                     ready!(sleep.as_mut().poll(cx));
                     let ctx = this.ctx.as_mut().expect("polled after completion");
                     let pos = ctx.cur.window[0];
-                    ctx.send(&[pos], false)
+                    // It was told to wait and did: its own call, even if the model is
+                    // cooling (the rate limit may have tripped it) or being probed.
+                    ctx.send(&[pos], true)
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             };

@@ -35,6 +35,10 @@ pub enum Order {
     Health,
 }
 
+/// Default of [`FallbackLayer::max_rate_limit_wait`]: the retry policy's default
+/// `retry_after_cap`.
+pub const DEFAULT_MAX_RATE_LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Largest server-side window: OpenRouter rejects `models` lists longer than 3.
 pub const MAX_SERVER_SIDE_WINDOW: usize = 3;
 
@@ -46,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) window: usize,
     pub(crate) header: Option<HeaderName>,
     pub(crate) wait_for_rate_limit: bool,
+    pub(crate) max_rate_limit_wait: std::time::Duration,
+    pub(crate) jitter: Arc<crate::health::Jitter>,
     pub(crate) unlisted: UnlistedModel,
     pub(crate) catalog: Option<CatalogPolicy>,
 }
@@ -78,6 +84,8 @@ impl FallbackLayer {
                 window: 1,
                 header: None,
                 wait_for_rate_limit: true,
+                max_rate_limit_wait: DEFAULT_MAX_RATE_LIMIT_WAIT,
+                jitter: Arc::new(crate::health::Jitter::new(None)),
                 unlisted: UnlistedModel::TryFirst,
                 catalog: None,
             }),
@@ -119,8 +127,11 @@ impl FallbackLayer {
     /// Whether, once every model failed and one of them was rate limited with a
     /// `Retry-After` that ends before the [`Deadline`](crate::Deadline), the layer waits
     /// for it and tries that model once more (default `true`; never without a deadline,
-    /// never for a model whose health cooldown lasts past the wait, e.g. after a breaker
-    /// trip). OpenRouter advises exactly this for a 429 when no other model is healthy.
+    /// never for a hint longer than [`max_rate_limit_wait`](Self::max_rate_limit_wait)).
+    /// OpenRouter advises exactly this for a 429 when no other model is healthy.
+    ///
+    /// After its wait the call makes its own attempt of that model (forced: a breaker the
+    /// rate limits tripped, or another request's probe, does not turn it away).
     pub fn wait_for_rate_limit(self, wait: bool) -> Self {
         self.edit(|s| s.wait_for_rate_limit = wait)
     }
@@ -145,6 +156,20 @@ impl FallbackLayer {
     /// The catalog policy, when one is set.
     pub fn catalog_policy(&self) -> Option<&CatalogPolicy> {
         self.shared.catalog.as_ref()
+    }
+
+    /// The longest `Retry-After` worth waiting out (see
+    /// [`wait_for_rate_limit`](Self::wait_for_rate_limit)); a longer hint ends the call at
+    /// once, with the hint as its [`retry_after`](crate::Error::retry_after), so a gateway
+    /// can hand it to its own caller instead of holding the connection. Default 60 s (the
+    /// stack builder also caps it at the retry policy's `retry_after_cap`).
+    ///
+    /// The wait itself lies in `[hint, 1.5 x hint]` (jittered, so callers told the same
+    /// hint do not all call again at once), never longer than this, and ends before the
+    /// [`Deadline`](crate::Deadline). When the hint is short enough but ends past the
+    /// deadline, the call ends with `DeadlineExceeded`.
+    pub fn max_rate_limit_wait(self, max: std::time::Duration) -> Self {
+        self.edit(|s| s.max_rate_limit_wait = max)
     }
 
     /// The chains.

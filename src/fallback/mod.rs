@@ -15,9 +15,13 @@
 //!   is left;
 //! * once the [`Deadline`](crate::Deadline) has passed the call ends with
 //!   `DeadlineExceeded`;
-//! * when every model failed and one was rate limited with a `Retry-After` that ends
-//!   before the deadline, the layer waits for it and tries that model once more (see
-//!   [`FallbackLayer::wait_for_rate_limit`]); otherwise the call ends with `Exhausted`.
+//! * when every model failed and one was rate limited with a `Retry-After` no longer than
+//!   [`max_rate_limit_wait`](FallbackLayer::max_rate_limit_wait), the layer waits for it
+//!   (jittered in `[hint, 1.5 x hint]`, before the deadline) and makes one more attempt of
+//!   that model of its own (see [`FallbackLayer::wait_for_rate_limit`]); when the hint ends
+//!   past the deadline the call ends with `DeadlineExceeded`, otherwise with `Exhausted`.
+//!   Both carry the last upstream status ([`Error::status`](crate::Error::status)) and the
+//!   soonest hint still in the future ([`Error::retry_after`](crate::Error::retry_after)).
 //!
 //! `Exhausted` and `DeadlineExceeded` list every attempt, in order
 //! ([`Error::attempts`](crate::Error::attempts)); a successful response carries
@@ -92,7 +96,9 @@ use std::sync::Arc;
 
 pub use chain::{Chain, ChainModel, ChainName, Chains, PROVIDER_PREFIX, TIER_PREFIX};
 pub use future::ResponseFuture;
-pub use layer::{Fallback, FallbackLayer, Order, MAX_SERVER_SIDE_WINDOW};
+pub use layer::{
+    Fallback, FallbackLayer, Order, DEFAULT_MAX_RATE_LIMIT_WAIT, MAX_SERVER_SIDE_WINDOW,
+};
 pub use select::UnlistedModel;
 
 use crate::AttemptRecord;

@@ -120,6 +120,7 @@ mod window;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisHealthStore, RedisStoreConfig};
 pub use breaker::BreakerState;
+pub(crate) use breaker::Jitter;
 pub use config::HealthConfig;
 pub use layer::{ForceAttempt, Health, HealthLayer, ResponseFuture};
 pub(crate) use store::redact_url;

@@ -227,6 +227,24 @@ impl RetryPolicy {
         self.also.contains(&kind) || self.actions.contains(&err.action())
     }
 
+    /// The retry-after cap (see [`retry_after_cap`](Self::retry_after_cap)).
+    pub fn get_retry_after_cap(&self) -> Duration {
+        self.retry_after_cap
+    }
+
+    /// The longest the backoffs of `retries` retries can add up to:
+    /// `sum of min(cap, base * 2^n)` for `n` in `0..retries`.
+    pub fn largest_backoffs(&self, retries: u32) -> Duration {
+        (0..retries)
+            .map(|n| {
+                self.base
+                    .checked_mul(1u32.checked_shl(n).unwrap_or(u32::MAX))
+                    .unwrap_or(self.cap)
+                    .min(self.cap)
+            })
+            .fold(Duration::ZERO, Duration::saturating_add)
+    }
+
     /// The backoff before retry `n` (0 = the first retry): full jitter,
     /// `rand(0..=min(cap, base * 2^n))`.
     pub fn backoff(&self, n: u32) -> Duration {
