@@ -448,6 +448,37 @@ pub struct Settings {
     /// Largest request body accepted, in bytes.
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// The adaptive concurrency limit per model (off when absent).
+    #[serde(default)]
+    pub adaptive: Option<AdaptiveSettings>,
+}
+
+/// The `adaptive` setting: `{"initial": 8, "min": 1, "max": 64}` (optionally
+/// `"backoff": 0.9`); see [`health::adaptive`](crate::health::adaptive).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AdaptiveSettings {
+    /// Limit of a model when first seen.
+    pub initial: u32,
+    /// Lowest limit.
+    pub min: u32,
+    /// Highest limit.
+    pub max: u32,
+    /// Factor applied on an overload signal, in (0, 1).
+    #[serde(default)]
+    pub backoff: Option<f64>,
+}
+
+impl AdaptiveSettings {
+    /// The [`AdaptiveConfig`](crate::health::AdaptiveConfig) these settings describe.
+    pub fn to_config(&self) -> crate::health::AdaptiveConfig {
+        let c = crate::health::AdaptiveConfig::new(self.initial, self.min, self.max);
+        match self.backoff {
+            Some(b) => c.backoff(b),
+            None => c,
+        }
+    }
 }
 
 /// The `unlisted_model` setting.
@@ -727,6 +758,14 @@ impl Config {
         }
         if s.max_body_bytes == Some(0) {
             return Err(ConfigError::zero("settings.max_body_bytes"));
+        }
+        if let Some(a) = &s.adaptive {
+            a.to_config().validate().map_err(|e| {
+                ConfigError::new(
+                    format!("settings.{}", e.field()),
+                    format!("settings.{}", e.message()),
+                )
+            })?;
         }
         let deadline = s
             .deadline_seconds

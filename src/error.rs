@@ -109,6 +109,9 @@ pub enum ErrorKind {
     StreamTruncated,
     /// The model is cooling down after failures; it was skipped without an upstream call.
     ModelCoolingDown,
+    /// The model is at its adaptive concurrency limit; it was skipped without an upstream
+    /// call (see [`health::adaptive`](crate::health::adaptive)).
+    ModelAtCapacity,
     /// The request asked for a chain that is not configured.
     UnknownChain,
     /// The request's `model` is outside the configured chains and the stack is set to
@@ -149,6 +152,7 @@ impl ErrorKind {
             | StreamTimeout
             | ModelCoolingDown
             | Incapable
+            | ModelAtCapacity
             | RateLimited => Action::Fallback,
             ProviderError | UpstreamTimeout | Transport => Action::Retry,
         }
@@ -202,6 +206,7 @@ impl ErrorKind {
             StreamInterrupted => "stream_interrupted",
             StreamTruncated => "stream_truncated",
             ModelCoolingDown => "model_cooling_down",
+            ModelAtCapacity => "model_at_capacity",
             UnknownChain => "unknown_chain",
             ModelNotAllowed => "model_not_allowed",
             Incapable => "incapable",
@@ -238,6 +243,7 @@ impl ErrorKind {
             StreamInterrupted => "stream interrupted",
             StreamTruncated => "stream truncated",
             ModelCoolingDown => "model cooling down",
+            ModelAtCapacity => "model at its concurrency limit",
             UnknownChain => "unknown chain",
             ModelNotAllowed => "model not allowed",
             Incapable => "model cannot serve this request",
@@ -286,6 +292,7 @@ impl ErrorKind {
                 "the stream ended without [DONE]; send a new request to continue"
             }
             ModelCoolingDown => "it failed recently and is skipped until its cooldown ends",
+            ModelAtCapacity => "it is skipped until one of its requests in flight finishes",
             UnknownChain => "use one of the configured chain names",
             ModelNotAllowed => {
                 "use a configured chain's name or model; no upstream call was made"

@@ -28,6 +28,7 @@
 //! | [`max_retries`](OpenRouterLayerBuilder::max_retries) | 2 | same-model retries (per model: [`ChainModel::max_retries`](crate::fallback::ChainModel::max_retries)) |
 //! | [`retry_policy`](OpenRouterLayerBuilder::retry_policy) | [`RetryPolicy::default`] | backoff, Retry-After, budget |
 //! | [`health_config`](OpenRouterLayerBuilder::health_config) / [`health_tracker`](OpenRouterLayerBuilder::health_tracker) | [`HealthConfig::default`] | cooldowns and skipping; share a tracker between stacks (per-model [`ChainModel::disable_duration`](crate::fallback::ChainModel::disable_duration) goes into it) |
+//! | [`adaptive_concurrency`](OpenRouterLayerBuilder::adaptive_concurrency) | off | a per-model concurrency limit learned from 429s (see [`health::adaptive`](crate::health::adaptive)) |
 //! | [`classifier`](OpenRouterLayerBuilder::classifier) | [`OpenRouterClassifier`] | error rules |
 //! | [`max_body_bytes`](OpenRouterLayerBuilder::max_body_bytes) | 16 MiB | request body limit |
 //! | [`wait_for_rate_limit`](OpenRouterLayerBuilder::wait_for_rate_limit) | on | wait out a Retry-After when every model failed and time allows |
@@ -87,7 +88,7 @@ use crate::catalog::{CatalogPolicy, MaxPrice, ModelCatalog};
 use crate::classify::{Classify, ClassifyLayer, ClassifyService, OpenRouterClassifier};
 use crate::config::{Config, ConfigError};
 use crate::fallback::{Chain, ChainModel, Chains, Fallback, FallbackLayer, Order, UnlistedModel};
-use crate::health::{Health, HealthConfig, HealthLayer, HealthTracker};
+use crate::health::{AdaptiveConfig, Health, HealthConfig, HealthLayer, HealthTracker};
 use crate::retry::{Retry, RetryLayer, RetryPolicy};
 use crate::routing::{NativeRouting, NativeRoutingLayer, RoutingConfig};
 use crate::timeout::{AttemptTimeout, AttemptTimeoutLayer, DeadlineLayer, DeadlineService};
@@ -246,6 +247,7 @@ pub struct OpenRouterLayerBuilder<C = OpenRouterClassifier> {
     retry: RetryPolicy,
     health: HealthSource,
     shared_health: SharedHealth,
+    adaptive: Option<AdaptiveConfig>,
     classifier: Arc<C>,
     max_body_bytes: usize,
     catalog: CatalogSettings,
@@ -334,6 +336,7 @@ impl OpenRouterLayerBuilder {
             retry: RetryPolicy::default(),
             health: HealthSource::Config(HealthConfig::default()),
             shared_health: SharedHealth::Local,
+            adaptive: None,
             classifier: Arc::new(OpenRouterClassifier::default()),
             max_body_bytes: DEFAULT_BODY_LIMIT,
             catalog: CatalogSettings::default(),
@@ -378,6 +381,9 @@ impl OpenRouterLayerBuilder {
         }
         if let Some(n) = s.consecutive_failures {
             health = health.consecutive_failures(n);
+        }
+        if let Some(a) = &s.adaptive {
+            health = health.adaptive(a.to_config());
         }
         health.validate().map_err(|e| {
             ConfigError::new(
@@ -586,6 +592,17 @@ impl<C> OpenRouterLayerBuilder<C> {
         self
     }
 
+    /// Turns on the adaptive concurrency limit per model (off by default): a model's
+    /// attempts in flight are limited, the limit lowered on 429s, overloaded providers and
+    /// attempt timeouts and raised on successes; a request beyond it skips the model
+    /// (`ModelAtCapacity`, no upstream call) or waits for a free slot when every model is
+    /// at its limit. See [`health::adaptive`](crate::health::adaptive). With a shared
+    /// [`health_tracker`](Self::health_tracker), its `HealthConfig` must say the same.
+    pub fn adaptive_concurrency(mut self, config: AdaptiveConfig) -> Self {
+        self.adaptive = Some(config);
+        self
+    }
+
     /// The largest request body accepted, in bytes.
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
@@ -611,6 +628,7 @@ impl<C> OpenRouterLayerBuilder<C> {
             retry: self.retry,
             health: self.health,
             shared_health: self.shared_health,
+            adaptive: self.adaptive,
             classifier: Arc::new(classifier),
             max_body_bytes: self.max_body_bytes,
             catalog: self.catalog,
@@ -712,6 +730,9 @@ impl<C> OpenRouterLayerBuilder<C> {
                 for (model, d, _) in &disable {
                     c = c.model_disable_duration(*model, *d);
                 }
+                if let Some(a) = self.adaptive {
+                    c = c.adaptive(a);
+                }
                 c.validate()?;
                 match self.shared_health.store()? {
                     Some(store) => HealthTracker::with_store(c, store),
@@ -735,6 +756,12 @@ impl<C> OpenRouterLayerBuilder<C> {
                             ),
                         ));
                     }
+                }
+                if self.adaptive.is_some() && t.config().get_adaptive() != self.adaptive.as_ref() {
+                    return Err(ConfigError::new(
+                        "adaptive",
+                        "adaptive: a shared health_tracker is used, so set HealthConfig::adaptive in its HealthConfig",
+                    ));
                 }
                 t
             }

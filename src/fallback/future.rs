@@ -13,6 +13,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
+use super::capacity::{CapacitySkips, SlotWait};
 use super::chain::Chain;
 use super::layer::{Order, Shared};
 use super::select::Selected;
@@ -45,6 +46,7 @@ pin_project! {
         Ready { req: Option<Request<Full<Bytes>>> },
         Calling { #[pin] fut: F },
         Waiting { sleep: Pin<Box<Sleep>> },
+        WaitingSlot { wait: SlotWait },
         Done,
     }
 }
@@ -54,6 +56,7 @@ pin_project! {
 enum Step {
     Send(Request<Full<Bytes>>),
     Wait(Instant),
+    WaitSlot(SlotWait),
     Fail(Error),
 }
 
@@ -99,6 +102,8 @@ pub(crate) struct CallCtx<S> {
     obs: CallObs,
     /// When the soonest hint (a `Retry-After`, a cooldown's end) of the call ends.
     soonest_hint: Option<Instant>,
+    /// Models skipped at their adaptive concurrency limit, owed one try after a wait.
+    capacity: CapacitySkips,
 }
 
 impl<S> CallCtx<S> {
@@ -152,6 +157,7 @@ impl<S> CallCtx<S> {
             filter: None,
             obs,
             soonest_hint: None,
+            capacity: CapacitySkips::default(),
         }
     }
 
@@ -243,6 +249,39 @@ impl<S> CallCtx<S> {
         err
     }
 
+    /// Records a model skipped because it is at its concurrency limit (no upstream call).
+    fn skip_at_capacity(&mut self, pos: usize) {
+        let m = &self.chain.models()[pos];
+        tracing::debug!(
+            model = m.model(),
+            label = m.label_str(),
+            kind = ErrorKind::ModelAtCapacity.as_str(),
+            action = "skip",
+            "model is at its concurrency limit; skipped"
+        );
+        self.log.push(AttemptRecord {
+            model: m.model_arc().clone(),
+            index: pos,
+            retry: 0,
+            elapsed: std::time::Duration::ZERO,
+            error: Error::new(ErrorKind::ModelAtCapacity).with_model(m.model_arc().clone()),
+        });
+        self.models_before += 1;
+        self.capacity.note(pos);
+    }
+
+    /// With the chain used up: the model that freed a slot, or a wait for one.
+    fn capacity_step(&mut self) -> Option<Step> {
+        let health = self.shared.health.as_ref()?;
+        if let Some(pos) = self.capacity.take_ready(&self.chain, health) {
+            return Some(self.send(&[pos], false));
+        }
+        let deadline = self.deadline.map(|d| d.instant());
+        self.capacity
+            .wait(&self.chain, health, deadline)
+            .map(Step::WaitSlot)
+    }
+
     fn expired(&self) -> bool {
         self.deadline.is_some_and(|d| d.is_expired())
     }
@@ -299,22 +338,29 @@ impl<S> CallCtx<S> {
             if self.skip_unfit(pos) {
                 continue;
             }
-            let available = match &self.shared.health {
-                Some(h) => h.is_available(self.chain.models()[pos].model()),
-                None => true,
+            let model = self.chain.models()[pos].model();
+            let (available, free) = match &self.shared.health {
+                Some(h) => (h.is_available(model), h.has_capacity(model)),
+                None => (true, true),
             };
-            if available {
+            if !available {
+                self.skip_cooling(pos);
+            } else if !free {
+                self.skip_at_capacity(pos);
+            } else {
                 window[len] = pos;
                 len += 1;
-            } else {
-                self.skip_cooling(pos);
             }
         }
         if len > 0 {
             return self.send(&window[..len], false);
         }
-        // The chain is used up. Never end with zero upstream attempts while time is left:
-        // probe the model whose cooldown ends first.
+        // The chain is used up. A model only busy comes first: wait for its slot.
+        if let Some(step) = self.capacity_step() {
+            return step;
+        }
+        // Never end with zero upstream attempts while time is left: probe the model whose
+        // cooldown ends first.
         if self.upstream == 0 && !self.forced {
             if let Some((_, pos)) = self.earliest_cooling {
                 self.forced = true;
@@ -422,6 +468,9 @@ impl<S> CallCtx<S> {
         if kind == ErrorKind::ModelCoolingDown {
             // Rejected by the health layer (another request holds the probe): no upstream call.
             self.note_cooling(pos);
+        } else if kind == ErrorKind::ModelAtCapacity {
+            // Rejected by the health layer (the last slot went to another request).
+            self.capacity.note(pos);
         } else {
             self.upstream += 1;
         }
@@ -504,6 +553,7 @@ where
             Step::Wait(at) => State::Waiting {
                 sleep: Box::pin(tokio::time::sleep_until(at)),
             },
+            Step::WaitSlot(wait) => State::WaitingSlot { wait },
         };
         drop(_entered);
         ResponseFuture {
@@ -575,6 +625,15 @@ where
                     // cooling (the rate limit may have tripped it) or being probed.
                     ctx.send(&[pos], true)
                 }
+                StateProj::WaitingSlot { wait } => {
+                    let free = ready!(wait.as_mut().poll(cx));
+                    let ctx = this.ctx.as_mut().expect("polled after completion");
+                    if free {
+                        ctx.next_step()
+                    } else {
+                        Step::Fail(ctx.deadline_error())
+                    }
+                }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             };
             match step {
@@ -582,6 +641,7 @@ where
                 Step::Wait(at) => this.state.set(State::Waiting {
                     sleep: Box::pin(tokio::time::sleep_until(at)),
                 }),
+                Step::WaitSlot(wait) => this.state.set(State::WaitingSlot { wait }),
                 Step::Fail(e) => {
                     if let Some(ctx) = this.ctx.take() {
                         ctx.obs.failed(&e);

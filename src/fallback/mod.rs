@@ -13,6 +13,11 @@
 //!   forced probe ([`ForceAttempt`](crate::health::ForceAttempt)) goes to the model whose
 //!   cooldown ends first, so a request never fails without an upstream attempt while time
 //!   is left;
+//! * a model at its adaptive concurrency limit
+//!   ([`HealthConfig::adaptive`](crate::health::HealthConfig::adaptive)) is skipped the
+//!   same way (a `ModelAtCapacity` attempt is recorded); when the chain is used up and
+//!   such a model was skipped, the request waits for the first slot one of them frees
+//!   (within the deadline) and tries that model, before any forced probe;
 //! * once the [`Deadline`](crate::Deadline) has passed the call ends with
 //!   `DeadlineExceeded`;
 //! * when every model failed and one was rate limited with a `Retry-After` no longer than
@@ -86,6 +91,7 @@
 //! # Ok(()) }
 //! ```
 
+mod capacity;
 mod chain;
 mod future;
 mod layer;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::adaptive::AdaptiveConfig;
 use crate::config::ConfigError;
 
 /// Settings of a [`HealthTracker`](super::HealthTracker).
@@ -26,6 +27,7 @@ use crate::config::ConfigError;
 /// | [`respect_retry_after`](Self::respect_retry_after) | on | a failure that trips the model cools it for at least its `Retry-After` hint ... |
 /// | [`max_retry_after`](Self::max_retry_after) | 3600 s | ... hints longer than this are cut to it |
 /// | [`max_models`](Self::max_models) | 1024 | models tracked at most; further ones are never skipped |
+/// | [`adaptive`](Self::adaptive) | off | a per-model concurrency limit learned from 429s (see [`adaptive`](super::adaptive)) |
 /// | [`model_disable_duration`](Self::model_disable_duration) | none | a fixed cooldown for one model |
 ///
 /// The settings users write in their fallback config files map as follows:
@@ -66,6 +68,8 @@ pub struct HealthConfig {
     pub(crate) max_models: usize,
     /// Per-model fixed cooldowns (looked up once, when a model is first seen).
     pub(crate) model_disable: Vec<(Arc<str>, Duration)>,
+    /// The adaptive concurrency limit per model (off by default).
+    pub(crate) adaptive: Option<AdaptiveConfig>,
 }
 
 impl Default for HealthConfig {
@@ -85,6 +89,7 @@ impl Default for HealthConfig {
             max_retry_after: Duration::from_secs(3600),
             max_models: 1024,
             model_disable: Vec::new(),
+            adaptive: None,
         }
     }
 }
@@ -354,6 +359,18 @@ impl HealthConfig {
         self.max_models
     }
 
+    /// Turns on the adaptive concurrency limit of every model (see
+    /// [`health::adaptive`](super::adaptive)); off by default.
+    pub fn adaptive(mut self, config: AdaptiveConfig) -> Self {
+        self.adaptive = Some(config);
+        self
+    }
+
+    /// See [`adaptive`](Self::adaptive).
+    pub fn get_adaptive(&self) -> Option<&AdaptiveConfig> {
+        self.adaptive.as_ref()
+    }
+
     /// Checks every setting; the error's [`field`](ConfigError::field) is the setter's name
     /// (`"window"`, `"failure_ratio"`, ...) and its message names it too.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -422,6 +439,9 @@ impl HealthConfig {
         }
         if self.model_disable.iter().any(|(_, d)| d.is_zero()) {
             return Err(ConfigError::zero("model_disable_duration"));
+        }
+        if let Some(a) = &self.adaptive {
+            a.validate()?;
         }
         Ok(())
     }

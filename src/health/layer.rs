@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use super::adaptive::Permit;
 use super::tracker::{Admission, HealthTracker, ModelState};
 use crate::{Attempt, BoxError, Error, ErrorKind};
 
@@ -117,6 +118,14 @@ where
             // More models than `max_models`: not tracked.
             return ResponseFuture::passthrough(inner.call(req));
         };
+        // The slot first: a probe slot claimed for a model at capacity would be wasted.
+        let permit = match &state.limiter {
+            Some(l) if !l.try_acquire() => {
+                return ResponseFuture::rejected(at_capacity(&state.name, l.limit()));
+            }
+            Some(l) => Some(Permit::new(self.tracker.clone(), l.clone())),
+            None => None,
+        };
         let probe = match self.tracker.inner.check(&state) {
             Admission::Allowed => false,
             Admission::Probe => true,
@@ -133,6 +142,7 @@ where
             state,
             probe,
             done: false,
+            permit,
         };
         ResponseFuture {
             kind: Kind::Tracked {
@@ -153,19 +163,32 @@ fn cooling_down(model: &Arc<str>, until: Instant) -> Error {
     }
 }
 
+fn at_capacity(model: &Arc<str>, limit: u32) -> Error {
+    Error::new(ErrorKind::ModelAtCapacity)
+        .with_model(model.clone())
+        .with_detail(format!("{limit} requests in flight"))
+}
+
 /// Records the outcome of a tracked attempt; gives the probe slot back if dropped first.
+/// Holds the attempt's slot of the adaptive limit, if any (released when dropped).
 struct Recorder {
     tracker: HealthTracker,
     state: Arc<ModelState>,
     probe: bool,
     done: bool,
+    permit: Option<Permit>,
 }
 
 impl Recorder {
     fn record(&mut self, outcome: Result<(), &Error>) {
         self.done = true;
+        // The limiter answers an overload alone while its limit is above min.
+        let absorbed = self
+            .permit
+            .take()
+            .is_some_and(|p| p.finish(outcome.map_err(|e| e.kind())));
         match outcome {
-            Err(e) if !e.counts_for_health() => {
+            Err(e) if absorbed || !e.counts_for_health() => {
                 if self.probe {
                     self.tracker.inner.release_probe(&self.state);
                 }

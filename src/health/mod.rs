@@ -108,6 +108,7 @@
 //! # }
 //! ```
 
+pub mod adaptive;
 mod breaker;
 mod config;
 mod layer;
@@ -119,6 +120,7 @@ mod window;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisHealthStore, RedisStoreConfig};
+pub use adaptive::AdaptiveConfig;
 pub use breaker::BreakerState;
 pub(crate) use breaker::Jitter;
 pub use config::HealthConfig;

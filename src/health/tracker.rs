@@ -9,6 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
+use super::adaptive::{Limiter, Slots};
 use super::breaker::{self, Breaker, BreakerState, Jitter, Word};
 use super::config::HealthConfig;
 use super::store::{self as shared, HealthSink, HealthStore, SharedEvent, SharedSlot, TripReason};
@@ -66,6 +67,10 @@ pub struct ModelHealth {
     /// How long until then, at the time of the snapshot.
     #[serde(serialize_with = "ser::seconds")]
     pub cooldown_remaining: Option<Duration>,
+    /// The adaptive concurrency limit ([`HealthConfig::adaptive`]); `None` when off.
+    pub concurrency_limit: Option<u32>,
+    /// Attempts in flight under that limit; `None` when it is off.
+    pub in_flight: Option<u32>,
 }
 
 mod ser {
@@ -104,11 +109,13 @@ pub(crate) struct Inner {
     config: HealthConfig,
     epoch: Instant,
     window_nanos: u64,
-    models: ArcSwap<HashMap<Arc<str>, Arc<ModelState>>>,
+    pub(crate) models: ArcSwap<HashMap<Arc<str>, Arc<ModelState>>>,
     insert: Mutex<()>,
     jitter: Jitter,
     /// Where trips and recoveries are shared with other replicas (none: local only).
     store: Option<Arc<dyn HealthStore>>,
+    /// Requests waiting for a free slot of an adaptive limit.
+    pub(crate) slots: Slots,
 }
 
 pub(crate) struct ModelState {
@@ -126,6 +133,8 @@ pub(crate) struct ModelState {
     pub(crate) hook: StreamErrorHook,
     /// The fleet's cooldown end and probe slot (used with a store only).
     shared: SharedSlot,
+    /// The adaptive concurrency limit, when [`HealthConfig::adaptive`] is set.
+    pub(crate) limiter: Option<Arc<Limiter>>,
 }
 
 impl Default for HealthTracker {
@@ -179,6 +188,7 @@ impl HealthTracker {
                 insert: Mutex::new(()),
                 jitter,
                 store,
+                slots: Slots::default(),
             }),
         }
     }
@@ -316,6 +326,8 @@ impl HealthTracker {
                     trips: s.trips.load(Ordering::Relaxed),
                     cooldown_until: until.map(|u| self.inner.instant(u)),
                     cooldown_remaining: until.map(|u| Duration::from_nanos(u.saturating_sub(now))),
+                    concurrency_limit: s.limiter.as_ref().map(|l| l.limit()),
+                    in_flight: s.limiter.as_ref().map(|l| l.in_flight()),
                 }
             })
             .collect();
@@ -349,6 +361,7 @@ impl Inner {
         let weak_inner = Arc::downgrade(this);
         let buckets = this.config.window_buckets;
         let window_nanos = this.window_nanos;
+        let limiter = this.config.adaptive.map(|a| Arc::new(Limiter::new(a)));
         let state = Arc::new_cyclic(|weak_state: &Weak<ModelState>| {
             let weak_state = weak_state.clone();
             ModelState {
@@ -369,6 +382,7 @@ impl Inner {
                     }
                 }),
                 shared: SharedSlot::default(),
+                limiter,
             }
         });
         let mut map = HashMap::clone(&current);
@@ -394,6 +408,10 @@ fn chance_run(failure_rate: f64, floor: u32) -> u32 {
 }
 
 impl Inner {
+    pub(crate) fn now_nanos(&self) -> u64 {
+        self.now()
+    }
+
     /// Nanoseconds since the epoch, kept below 2^62 (the breaker word's range).
     fn now(&self) -> u64 {
         nanos(Instant::now().saturating_duration_since(self.epoch)).min(u64::MAX >> 2)

@@ -42,6 +42,8 @@ pub struct MockBody {
     streaming: bool,
     /// Whether an abort has yielded once (so what came before it is flushed first).
     abort_yielded: bool,
+    /// Holds the request's slot of its model's capacity until the body is dropped.
+    pub(crate) in_flight: Option<super::capacity::InFlight>,
 }
 
 #[derive(Debug)]
@@ -93,7 +95,10 @@ impl Body for MockBody {
                 this.sleep = None;
             }
             match this.steps.pop_front() {
-                None => return Poll::Ready(None),
+                None => {
+                    this.in_flight = None;
+                    return Poll::Ready(None);
+                }
                 Some(Step::Wait(d)) => {
                     if !d.is_zero() {
                         this.sleep = Some(Box::pin(tokio::time::sleep(d)));

@@ -122,6 +122,7 @@
 
 mod body;
 mod catalog;
+mod capacity;
 mod render;
 mod reply;
 mod responses;
@@ -145,6 +146,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use tokio::time::Sleep;
 
+use capacity::{Capacity, InFlight};
 use render::{Api, Ctx, Outcome};
 use reply::Node;
 
@@ -168,6 +170,7 @@ struct State {
     keep: Option<usize>,
     /// What `GET /api/v1/models` lists, by id.
     catalog: BTreeMap<String, serde_json::Value>,
+    capacity: HashMap<Arc<str>, Capacity>,
 }
 
 impl Default for State {
@@ -181,6 +184,7 @@ impl Default for State {
             requests: VecDeque::new(),
             keep: None,
             catalog: catalog::fixture(),
+            capacity: HashMap::new(),
         }
     }
 }
@@ -369,6 +373,62 @@ impl ModelScript {
     pub fn once(self) -> Self {
         self.times(1)
     }
+
+    fn with_capacity(&self, f: impl FnOnce(&mut Capacity)) {
+        let mut state = self.mock.lock();
+        f(state.capacity.entry(self.model.clone()).or_default())
+    }
+
+    /// The model's capacity: a request that arrives while `n` of its requests are in
+    /// flight (from arrival until the response body is done or dropped) is answered `429`
+    /// with `Retry-After` ([`capacity_retry_after`](Self::capacity_retry_after), 1 s by
+    /// default) at once, without consuming a script step. The rejection counts in
+    /// [`calls`](MockOpenRouter::calls) and [`capacity_rejections`](MockOpenRouter::capacity_rejections).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use tower::ServiceExt;
+    /// use tower_openrouter::mock::{MockOpenRouter, Reply};
+    ///
+    /// let mock = MockOpenRouter::new();
+    /// mock.model("a/b")
+    ///     .respond(Reply::delay(Duration::from_millis(20), Reply::ok()))
+    ///     .max_in_flight(1);
+    /// let req = || {
+    ///     http::Request::post("/api/v1/chat/completions")
+    ///         .body(http_body_util::Full::from(r#"{"model":"a/b"}"#))
+    ///         .unwrap()
+    /// };
+    /// let first = mock.clone().oneshot(req()); // in flight while not done
+    /// let second = mock.clone().oneshot(req());
+    /// let (first, second) = tokio::join!(first, second);
+    /// assert_eq!(first.unwrap().status(), 200);
+    /// let second = second.unwrap();
+    /// assert_eq!(second.status(), 429);
+    /// assert_eq!(second.headers()["retry-after"], "1");
+    /// assert_eq!(mock.capacity_rejections("a/b"), 1);
+    /// # }
+    /// ```
+    pub fn max_in_flight(self, n: u32) -> Self {
+        self.with_capacity(|c| c.max_in_flight = Some(n));
+        self
+    }
+
+    /// The model's rate: above `n` requests admitted in one second (slots of one second
+    /// from the first request of each), the rest of the second is answered `429` like
+    /// [`max_in_flight`](Self::max_in_flight).
+    pub fn max_per_second(self, n: u32) -> Self {
+        self.with_capacity(|c| c.max_per_second = Some(n));
+        self
+    }
+
+    /// The `Retry-After` seconds of capacity 429s (default 1).
+    pub fn capacity_retry_after(self, secs: u64) -> Self {
+        self.with_capacity(|c| c.retry_after = secs);
+        self
+    }
 }
 
 impl MockOpenRouter {
@@ -419,6 +479,21 @@ impl MockOpenRouter {
         let excess = state.requests.len().saturating_sub(n);
         state.requests.drain(..excess);
         self
+    }
+
+    /// How many requests of `model` were answered 429 by its capacity
+    /// ([`ModelScript::max_in_flight`], [`ModelScript::max_per_second`]).
+    pub fn capacity_rejections(&self, model: &str) -> u64 {
+        self.lock().capacity.get(model).map_or(0, |c| c.rejected)
+    }
+
+    /// The most requests of `model` in flight at once so far (counted only once a
+    /// capacity is set for it).
+    pub fn peak_in_flight(&self, model: &str) -> u32 {
+        self.lock()
+            .capacity
+            .get(model)
+            .map_or(0, |c| c.peak_in_flight)
     }
 
     /// How many requests named `model`.
@@ -673,6 +748,25 @@ fn serve_models(
     let mut waited = std::time::Duration::ZERO;
     for (i, model) in models.iter().enumerate() {
         *state.calls.entry(model.clone()).or_insert(0) += 1;
+        let ctx = Ctx {
+            api,
+            model,
+            stream,
+            call,
+        };
+        let in_flight = match state.capacity.get_mut(model) {
+            Some(c) => match c.admit(tokio::time::Instant::now()) {
+                Some(guard) => Some(guard),
+                // Over capacity: the next model of a server-side list, else a 429.
+                None if i + 1 < models.len() => continue,
+                None => {
+                    let mut reply = Reply::status(429).retry_after(c.retry_after);
+                    let outcome = reply.node.resolve().1.render(&ctx);
+                    return ResponseFuture::new(waited, outcome);
+                }
+            },
+            None => None,
+        };
         let State {
             scripts, default, ..
         } = &mut *state;
@@ -685,13 +779,9 @@ fn serve_models(
         if i + 1 < models.len() && fails_over(&leaf.kind) {
             continue;
         }
-        let ctx = Ctx {
-            api,
-            model,
-            stream,
-            call,
-        };
-        return ResponseFuture::new(waited, leaf.render(&ctx));
+        let mut fut = ResponseFuture::new(waited, leaf.render(&ctx));
+        fut.in_flight = in_flight;
+        return fut;
     }
     unreachable!("a request has at least one model")
 }
@@ -745,6 +835,8 @@ impl tower::Service<Request<Full<Bytes>>> for MockOpenRouter {
 pub struct ResponseFuture {
     sleep: Option<Pin<Box<Sleep>>>,
     outcome: Option<Outcome>,
+    /// Counts the request against its model's capacity until the body is done.
+    in_flight: Option<InFlight>,
 }
 
 impl ResponseFuture {
@@ -752,6 +844,7 @@ impl ResponseFuture {
         ResponseFuture {
             sleep: (!delay.is_zero()).then(|| Box::pin(tokio::time::sleep(delay))),
             outcome: Some(outcome),
+            in_flight: None,
         }
     }
 }
@@ -774,7 +867,10 @@ impl Future for ResponseFuture {
             this.sleep = None;
         }
         match this.outcome.take() {
-            Some(Outcome::Respond(resp)) => Poll::Ready(Ok(resp)),
+            Some(Outcome::Respond(mut resp)) => {
+                resp.body_mut().in_flight = this.in_flight.take();
+                Poll::Ready(Ok(resp))
+            }
             Some(Outcome::Disconnect) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
                 "mock: connection dropped by the script",
