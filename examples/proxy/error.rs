@@ -19,17 +19,22 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         .attempts()
         .iter()
         .rev()
-        .filter(|a| a.kind() != ErrorKind::ModelCoolingDown)
+        .filter(|a| {
+            !matches!(
+                a.kind(),
+                ErrorKind::ModelCoolingDown | ErrorKind::ModelAtCapacity
+            )
+        })
         .find_map(|a| a.status())
     {
         return s;
     }
-    let kind = match e
-        .attempts()
-        .iter()
-        .rev()
-        .find(|a| a.kind() != ErrorKind::ModelCoolingDown)
-    {
+    let kind = match e.attempts().iter().rev().find(|a| {
+        !matches!(
+            a.kind(),
+            ErrorKind::ModelCoolingDown | ErrorKind::ModelAtCapacity
+        )
+    }) {
         Some(last) => last.kind(),
         None => e.kind(),
     };
@@ -47,7 +52,9 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         ContentModerated | Forbidden => StatusCode::FORBIDDEN,
         ModelNotFound => StatusCode::NOT_FOUND,
         RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ModelCoolingDown | ModelUnavailable | ProviderOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+        ModelCoolingDown | ModelAtCapacity | ModelUnavailable | ProviderOverloaded => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         AttemptTimeout | StreamTimeout | UpstreamTimeout | DeadlineExceeded => {
             StatusCode::GATEWAY_TIMEOUT
         }

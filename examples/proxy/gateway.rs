@@ -199,7 +199,12 @@ where
                 let skipped = served
                     .attempts
                     .iter()
-                    .filter(|a| a.kind() == ErrorKind::ModelCoolingDown)
+                    .filter(|a| {
+                        matches!(
+                            a.kind(),
+                            ErrorKind::ModelCoolingDown | ErrorKind::ModelAtCapacity
+                        )
+                    })
                     .count();
                 let calls = served.attempts.len() - skipped + 1;
                 if let Ok(v) = HeaderValue::from_str(&served.model) {

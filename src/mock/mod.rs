@@ -121,8 +121,8 @@
 //! The mock never logs request bodies or headers.
 
 mod body;
-mod catalog;
 mod capacity;
+mod catalog;
 mod render;
 mod reply;
 mod responses;
