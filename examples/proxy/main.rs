@@ -27,7 +27,8 @@
 //!   for `/messages` and `/responses`), so SDKs raise the message, not "connection error";
 //! * a success carries `x-openrouter-served-by` (the model that answered),
 //!   `x-openrouter-attempts` (upstream calls made for this request) and, when models were
-//!   skipped because they were cooling down, `x-openrouter-skipped`;
+//!   skipped because they were cooling down or at their adaptive concurrency limit
+//!   (`settings.adaptive` in `--config`), `x-openrouter-skipped`;
 //! * when every model failed the client gets OpenRouter's error shape,
 //!   `{"error":{"code":429,"message":"..","metadata":{"kind":"exhausted","attempts":[..]}}}`,
 //!   with the status of the last upstream answer (or one that fits the failure: 502
