@@ -304,25 +304,23 @@ async fn a_429_at_the_minimum_limit_counts_for_the_breaker() {
         builder().adaptive_concurrency(AdaptiveConfig::new(2, 1, 64)),
         &mock,
     );
-    // 2 -> 1.8 (limit 1): absorbed, no cooldown.
-    svc.clone().oneshot(request()).await.unwrap();
-    assert!(health.is_available(PRIMARY));
-    assert_eq!(health.concurrency_limit(PRIMARY), Some(1));
-    // 1.8 -> 1.62 -> ... the limit is whole-number 1 but above min until 1.0 (7 steps).
-    let mut absorbed = 1;
-    for _ in 0..10 {
+    let failures = |h: &HealthTracker| {
+        let snap = h.snapshot();
+        snap.iter().find(|m| &*m.model == PRIMARY).unwrap().failures
+    };
+    // 2 -> 1.8 -> 1.62 -> ... -> 1.0 (min) in 7 steps: the limiter answers each 429
+    // alone, nothing counts for the breaker.
+    for step in 1..=7 {
         svc.clone().oneshot(request()).await.unwrap();
-        if !health.is_available(PRIMARY) {
-            break;
-        }
-        absorbed += 1;
+        assert_eq!(failures(&health), 0, "step {step}");
+        assert_eq!(health.concurrency_limit(PRIMARY), Some(1));
     }
-    assert_eq!(absorbed, 7);
-    // At min the 429 counts: its Retry-After cools the model.
-    assert!(!health.is_available(PRIMARY));
-    let until = health.cooldown_until(PRIMARY).unwrap();
-    // (the fallback answered 20 ms after the 429)
-    assert_eq!(until - Instant::now(), Duration::from_secs(7) - LATENCY);
+    assert_eq!(mock.calls(PRIMARY), 7);
+    // At min the 429 counts for the breaker like any other.
+    svc.clone().oneshot(request()).await.unwrap();
+    assert_eq!(failures(&health), 1);
+    svc.clone().oneshot(request()).await.unwrap();
+    assert_eq!(failures(&health), 2);
 }
 
 #[test]
