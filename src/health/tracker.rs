@@ -67,9 +67,12 @@ pub struct ModelHealth {
     /// How long until then, at the time of the snapshot.
     #[serde(serialize_with = "ser::seconds")]
     pub cooldown_remaining: Option<Duration>,
-    /// The adaptive concurrency limit ([`HealthConfig::adaptive`]); `None` when off.
+    /// The adaptive concurrency limit ([`HealthConfig::adaptive`]); `None` when off (and
+    /// then left out of the serialized form).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency_limit: Option<u32>,
     /// Attempts in flight under that limit; `None` when it is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<u32>,
 }
 
