@@ -1,117 +1,33 @@
-//! config (skeleton).
+//! The settings file: JSON (or YAML, feature `yaml`) read into a [`Config`], and the
+//! [`OpenRouterLayer`](crate::OpenRouterLayer) it describes.
 //!
-//! [`ConfigError`] is the error every layer builder returns for a setting that cannot hold.
+//! [`Config`] lists every key. Each layer checks its own settings; a bad key comes back as
+//! a [`ConfigError`] whose [`field`](ConfigError::field) is the key's path.
 //!
 //! ```
-//! use std::time::Duration;
-//! use tower_openrouter::config::ConfigError;
+//! use tower_openrouter::config::Config;
+//! use tower_openrouter::OpenRouterLayer;
 //!
-//! let err = ConfigError::longer_than(
-//!     "attempt_timeout",
-//!     Duration::from_secs(90),
-//!     "deadline",
-//!     Duration::from_secs(60),
-//! );
-//! assert_eq!(err.field(), "attempt_timeout");
-//! assert_eq!(err.to_string(), "attempt_timeout (90s) is longer than deadline (60s)");
+//! let config = Config::from_json(r#"{
+//!     "default_chain": ["anthropic/claude-3.5-sonnet", "openai/gpt-4o"],
+//!     "settings": {"deadline_seconds": 120}
+//! }"#).unwrap();
+//! let layer = OpenRouterLayer::from_config(&config).unwrap();
+//! assert_eq!(layer.chains().default_chain().unwrap().len(), 2);
 //! ```
-
-use std::borrow::Cow;
-use std::fmt;
-use std::time::Duration;
-
-/// A setting that cannot hold, found when a layer (or the whole stack) is built.
-///
-/// [`field`](ConfigError::field) names the setting (`"attempt_timeout"`,
-/// `"backoff_cap"`); `Display` names it too and says what is wrong with it, e.g.
-/// `attempt_timeout (90s) is longer than deadline (60s)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: Cow<'static, str>,
-    message: String,
-}
-
-impl ConfigError {
-    /// An error about `field`; `message` is the whole sentence and should name the field.
-    pub fn new(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        ConfigError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    /// `field must be greater than zero`.
-    pub fn zero(field: impl Into<Cow<'static, str>>) -> Self {
-        let field = field.into();
-        let message = format!("{field} must be greater than zero");
-        ConfigError { field, message }
-    }
-
-    /// `field (value) is longer than other (other_value)`.
-    pub fn longer_than(
-        field: impl Into<Cow<'static, str>>,
-        value: Duration,
-        other: &str,
-        other_value: Duration,
-    ) -> Self {
-        let field = field.into();
-        let message = format!("{field} ({value:?}) is longer than {other} ({other_value:?})");
-        ConfigError { field, message }
-    }
-
-    /// The setting that is wrong, as the builder method (or config key) spells it.
-    pub fn field(&self) -> &str {
-        &self.field
-    }
-
-    /// What is wrong, in one sentence that names the setting.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// `Err(zero(field))` when `value` is zero.
-pub(crate) fn positive(field: &'static str, value: Duration) -> Result<(), ConfigError> {
-    if value.is_zero() {
-        Err(ConfigError::zero(field))
-    } else {
-        Ok(())
-    }
-}
-
-/// `Err(longer_than(..))` when `value` is longer than `limit`.
-pub(crate) fn not_longer(
-    field: &'static str,
-    value: Duration,
-    other: &str,
-    limit: Duration,
-) -> Result<(), ConfigError> {
-    if value > limit {
-        Err(ConfigError::longer_than(field, value, other, limit))
-    } else {
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The JSON settings file.
-// ---------------------------------------------------------------------------------------
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
+use crate::error::ConfigError;
 use crate::fallback::{Chain, ChainModel, Chains, Order};
+
+mod build;
 
 /// Chains and settings loaded from JSON: what
 /// [`OpenRouterLayer::from_json`](crate::stack::OpenRouterLayer::from_json) reads.
@@ -769,7 +685,7 @@ impl Config {
         }
         let deadline = s
             .deadline_seconds
-            .unwrap_or(crate::stack::DEFAULT_DEADLINE.as_secs_f64());
+            .unwrap_or(crate::timeout::DEFAULT_DEADLINE.as_secs_f64());
         if let Some(a) = s.attempt_timeout_seconds {
             longer_than_deadline("settings.attempt_timeout_seconds", a, deadline)?;
         }

@@ -120,7 +120,8 @@ pub mod timeout;
 
 pub use body::BufferRequestLayer;
 pub use classify::{Classify, ClassifyLayer, OpenRouterClassifier};
-pub use config::{Config, ConfigError};
+pub use config::Config;
+pub use error::ConfigError;
 pub use error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
 pub use extensions::{
     Attempt, AttemptLog, Deadline, LaterAttempt, StreamErrorHook, StreamLimits, UpstreamInfo, Usage,

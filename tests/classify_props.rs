@@ -4,9 +4,10 @@
 use http::{HeaderMap, HeaderValue, StatusCode};
 use proptest::prelude::*;
 use tower_openrouter::classify::{
-    parse_rate_limit_reset, parse_retry_after, retry_after_from_headers, Classify, ErrorBody,
+    parse_rate_limit_reset, parse_retry_after, retry_after_from_headers, Classify,
     OpenRouterClassifier, Outcome,
 };
+use tower_openrouter::error::ErrorBody;
 
 /// JSON documents shaped like OpenRouter bodies, with arbitrary leaves.
 fn json_leaf() -> impl Strategy<Value = serde_json::Value> {

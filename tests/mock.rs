@@ -285,7 +285,7 @@ async fn canned_failures_are_exact() {
 
 #[tokio::test]
 async fn the_crate_parses_every_canned_error_body() {
-    use tower_openrouter::classify::ErrorBody;
+    use tower_openrouter::error::ErrorBody;
     let mock = MockOpenRouter::new();
     mock.model("na/m").respond(Reply::unavailable(3));
     mock.model("mod/m").respond(Reply::moderation());

@@ -147,8 +147,8 @@ impl CatalogPolicy {
     }
 
     /// Checks every ceiling holds numbers >= 0.
-    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
-        let bad = |m: String| crate::config::ConfigError::new("max_price", m);
+    pub fn validate(&self) -> Result<(), crate::error::ConfigError> {
+        let bad = |m: String| crate::error::ConfigError::new("max_price", m);
         self.max_price.validate().map_err(bad)?;
         for (name, c) in &self.chain_max_price {
             c.validate()

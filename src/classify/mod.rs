@@ -5,7 +5,7 @@
 //!   status table, every error-body shape, `Retry-After`, `availability`,
 //!   `X-RateLimit-Reset`), adjustable without re-implementing the trait.
 //! * [`ClassifyLayer`] applies a classifier to any HTTP client service.
-//! * [`ErrorBody`] is OpenRouter's error body, parsed leniently.
+//! * [`ErrorBody`] (in [`error`](crate::error)) is OpenRouter's error body, parsed leniently.
 //! * [`parse_retry_after`], [`retry_after_from_headers`]: the wait hints.
 //!
 //! The classifier is a pure function of the outcome; the layer only reads bodies, calls it
@@ -42,26 +42,26 @@
 //! [`Error`]: crate::Error
 //! [`Action`]: crate::Action
 
-mod body;
 mod facts;
 mod future;
 mod layer;
 mod response_body;
-mod retry_after;
+
 mod rules;
 
-pub use body::{Availability, ErrorBody, ErrorCode, ErrorMetadata};
 pub use future::ResponseFuture;
 pub use layer::{ClassifyLayer, ClassifyService};
 pub use response_body::ResponseBody;
-pub use retry_after::{parse_rate_limit_reset, parse_retry_after, retry_after_from_headers};
+// The wait-hint parsers live with the error body (which carries hints too); they are
+// re-exported here, where a classifier looks for them.
+pub use crate::error::{parse_rate_limit_reset, parse_retry_after, retry_after_from_headers};
 pub use rules::OpenRouterClassifier;
 
 use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 
-use crate::error::{Action, Error, ErrorKind};
+use crate::error::{Action, Error, ErrorBody, ErrorKind};
 
 /// An upstream outcome, as the classifier sees it.
 #[derive(Debug, Clone, Copy)]

@@ -5,10 +5,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-use super::{
-    retry_after_from_headers, Classification, Classify, ErrorBody, Outcome, StreamFailure,
-};
-use crate::error::{Action, ErrorKind};
+use super::{retry_after_from_headers, Classification, Classify, Outcome, StreamFailure};
+use crate::error::{Action, ErrorBody, ErrorKind};
 
 /// The default OpenRouter rules, adjustable without re-implementing [`Classify`].
 ///
@@ -408,7 +406,7 @@ fn is_upstream_kind(k: ErrorKind) -> bool {
 /// `metadata.error_type`, or a textual `error.code`.
 fn kind_from_types(b: &ErrorBody) -> Option<ErrorKind> {
     let code_text = match &b.code {
-        Some(super::ErrorCode::Text(t)) => Some(t.as_str()),
+        Some(crate::error::ErrorCode::Text(t)) => Some(t.as_str()),
         _ => None,
     };
     [
@@ -480,7 +478,7 @@ fn contains(haystack: &str, needle: &str) -> bool {
 
 fn type_is(b: &ErrorBody, names: &[&str]) -> bool {
     let code_text = match &b.code {
-        Some(super::ErrorCode::Text(t)) => Some(t.as_str()),
+        Some(crate::error::ErrorCode::Text(t)) => Some(t.as_str()),
         _ => None,
     };
     [

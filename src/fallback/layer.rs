@@ -16,7 +16,7 @@ use super::select::{
 };
 use crate::body::is_generation_endpoint;
 use crate::catalog::CatalogPolicy;
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::error::{BoxError, Error};
 use crate::health::HealthTracker;
 use crate::{Attempt, AttemptLog};

@@ -53,7 +53,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::tracker::HealthTracker;
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::ErrorKind;
 
 /// Settings of the adaptive concurrency limit of every model (see the

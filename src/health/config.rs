@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::adaptive::AdaptiveConfig;
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 
 /// Settings of a [`HealthTracker`](super::HealthTracker).
 ///

@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 
 use super::future::{ResponseFuture, RetryState};
 use super::policy::RetryPolicy;
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::error::{BoxError, Error};
 use crate::extensions::{Attempt, AttemptLog, Deadline, LaterAttempt};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tower::retry::budget::TpsBudget;
 use tower::util::rng::{HasherRng, Rng};
 
-use crate::config::{self, ConfigError};
+use crate::error::{self, ConfigError};
 use crate::error::{Action, Error, ErrorKind};
 
 /// Longest jitter added to a `Retry-After` hint.
@@ -162,9 +162,9 @@ impl RetryPolicy {
     /// `retry_after_cap` zero; `backoff_cap` shorter than `backoff_base` or longer than the
     /// deadline; `budget_ttl` outside 1 to 60 s; `budget_retry_percent` outside 0 to 1000.
     pub fn validate(&self, deadline: Option<Duration>) -> Result<(), ConfigError> {
-        config::positive("backoff_base", self.base)?;
-        config::positive("backoff_cap", self.cap)?;
-        config::positive("retry_after_cap", self.retry_after_cap)?;
+        error::positive("backoff_base", self.base)?;
+        error::positive("backoff_cap", self.cap)?;
+        error::positive("retry_after_cap", self.retry_after_cap)?;
         if self.cap < self.base {
             return Err(ConfigError::new(
                 "backoff_cap",
@@ -175,7 +175,7 @@ impl RetryPolicy {
             ));
         }
         if let Some(deadline) = deadline {
-            config::not_longer("backoff_cap", self.cap, "deadline", deadline)?;
+            error::not_longer("backoff_cap", self.cap, "deadline", deadline)?;
         }
         if let BudgetSetting::New {
             ttl,

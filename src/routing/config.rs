@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::value::{to_raw_value, RawValue};
 
 use super::ProviderPreferences;
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::{Error, ErrorKind};
 
 /// OpenRouter's limit on `models` and on `/messages` `fallbacks`.

@@ -7,7 +7,7 @@ use http::Request;
 use tower::{Layer, Service};
 
 use super::future::{Expiry, ResponseFuture};
-use crate::config::{self, ConfigError};
+use crate::error::{self, ConfigError};
 use crate::error::{Action, BoxError, Error};
 use crate::extensions::{Attempt, Deadline, StreamLimits};
 
@@ -121,9 +121,9 @@ impl AttemptTimeoutBuilder {
         ];
         for (field, value) in limits {
             let Some(value) = value else { continue };
-            config::positive(field, value)?;
+            error::positive(field, value)?;
             if let Some(deadline) = self.deadline {
-                config::not_longer(field, value, "deadline", deadline)?;
+                error::not_longer(field, value, "deadline", deadline)?;
             }
         }
         Ok(self.layer)

@@ -8,7 +8,7 @@ use http::Request;
 use tower::{Layer, Service};
 
 use super::future::{Expiry, ResponseFuture};
-use crate::config::{self, ConfigError};
+use crate::error::{self, ConfigError};
 use crate::error::{BoxError, Error};
 use crate::extensions::{Attempt, AttemptLog, Deadline};
 
@@ -32,7 +32,7 @@ impl DeadlineLayer {
     ///
     /// [`ConfigError`] (field `deadline`) when `budget` is zero.
     pub fn new(budget: Duration) -> Result<Self, ConfigError> {
-        config::positive("deadline", budget)?;
+        error::positive("deadline", budget)?;
         Ok(DeadlineLayer { budget })
     }
 

@@ -15,7 +15,7 @@
 //! whole call never outlives the deadline. All time is `tokio::time`.
 //!
 //! Settings that cannot hold (a zero limit, an attempt timeout longer than the deadline)
-//! are a [`ConfigError`](crate::config::ConfigError) when the layer is built.
+//! are a [`ConfigError`](crate::error::ConfigError) when the layer is built.
 //!
 //! ```
 //! use std::time::Duration;
@@ -57,6 +57,14 @@
 mod attempt;
 mod deadline;
 mod future;
+
+/// Default total budget of a call (the [`DeadlineLayer`] of
+/// [`OpenRouterLayer`](crate::OpenRouterLayer)).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
+/// Default limit of one attempt.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+use std::time::Duration;
 
 pub use attempt::{AttemptTimeout, AttemptTimeoutBuilder, AttemptTimeoutLayer};
 pub use deadline::{DeadlineLayer, DeadlineService};

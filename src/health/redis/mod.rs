@@ -55,7 +55,7 @@ use tokio::sync::{mpsc, watch};
 use super::store::{
     from_wall_ms, redact_url as redact, HealthSink, HealthStore, SharedEvent, StoreStatus,
 };
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use task::Task;
 
 /// Settings of a [`RedisHealthStore`].

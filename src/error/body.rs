@@ -8,7 +8,7 @@
 //! ignored and fields of an unexpected type are skipped, never an error.
 //!
 //! ```
-//! use tower_openrouter::classify::ErrorBody;
+//! use tower_openrouter::error::ErrorBody;
 //!
 //! let body = ErrorBody::parse(br#"{"error":{"code":429,"message":"Rate limit exceeded",
 //!     "metadata":{"provider_name":"BaseTen","raw":"temporarily rate-limited upstream"}}}"#)

@@ -28,7 +28,14 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::classify::ErrorBody;
+pub use body::{Availability, ErrorBody, ErrorCode, ErrorMetadata};
+pub use config::ConfigError;
+pub(crate) use config::{not_longer, positive};
+pub use retry_after::{parse_rate_limit_reset, parse_retry_after, retry_after_from_headers};
+
+mod body;
+mod config;
+mod retry_after;
 
 /// A boxed error, as tower uses it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
