@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::request::Parts;
 use http::{Method, Request};
 use http_body::Body;
@@ -13,6 +13,7 @@ use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use super::collect::Collected;
 use super::JsonBody;
 use crate::{BoxError, Error, ErrorKind};
 
@@ -190,59 +191,12 @@ where
                 body,
                 parts: Some(parts),
                 inner: Some(inner),
-                collected: Collected::new(expected),
+                collected: Collected::with_expected(expected),
                 limit: self.limit,
             },
         }
     }
 }
-
-/// The body read so far: one chunk is kept as it is, more are concatenated.
-struct Collected {
-    first: Option<Bytes>,
-    rest: Option<BytesMut>,
-    len: usize,
-    expected: usize,
-}
-
-impl Collected {
-    fn new(expected: usize) -> Self {
-        Collected {
-            first: None,
-            rest: None,
-            len: 0,
-            expected,
-        }
-    }
-
-    fn push(&mut self, mut data: impl Buf) {
-        let n = data.remaining();
-        if n == 0 {
-            return;
-        }
-        self.len += n;
-        if let Some(rest) = &mut self.rest {
-            rest.put(data);
-        } else if let Some(first) = self.first.take() {
-            let mut rest = BytesMut::with_capacity(self.expected.max(self.len));
-            rest.extend_from_slice(&first);
-            rest.put(data);
-            self.rest = Some(rest);
-        } else {
-            self.first = Some(data.copy_to_bytes(n));
-        }
-    }
-
-    fn finish(self) -> Bytes {
-        match (self.first, self.rest) {
-            (_, Some(rest)) => rest.freeze(),
-            (Some(first), None) => first,
-            (None, None) => Bytes::new(),
-        }
-    }
-}
-
-use bytes::BufMut as _;
 
 pin_project! {
     /// The response future of [`BufferRequest`].
@@ -310,7 +264,7 @@ where
                 } => match ready!(body.as_mut().poll_frame(cx)) {
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
-                            if collected.len + data.remaining() > *limit {
+                            if collected.len() + data.remaining() > *limit {
                                 State::Failed {
                                     error: Some(too_large(*limit)),
                                 }
@@ -330,7 +284,7 @@ where
                         ),
                     },
                     None => {
-                        let bytes = std::mem::replace(collected, Collected::new(0)).finish();
+                        let bytes = std::mem::take(collected).freeze();
                         let mut parts = parts.take().expect("polled after completion");
                         let mut inner = inner.take().expect("polled after completion");
                         match prepare(&mut parts, &bytes) {

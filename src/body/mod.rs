@@ -34,9 +34,11 @@
 //! # }
 //! ```
 
+mod collect;
 mod json;
 mod layer;
 
+pub(crate) use collect::Collected;
 pub use json::{edit_top_level, rewrite_model, Edit, JsonBody};
 pub(crate) use layer::{is_generation_endpoint, is_messages_endpoint};
 pub use layer::{BufferRequest, BufferRequestLayer, ResponseFuture, DEFAULT_BODY_LIMIT};

@@ -45,9 +45,11 @@
 mod facts;
 mod future;
 mod layer;
+mod probe;
 mod response_body;
 
 mod rules;
+mod watch;
 
 pub use future::ResponseFuture;
 pub use layer::{ClassifyLayer, ClassifyService};

@@ -11,8 +11,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use super::watch::Watcher;
 use crate::error::{BoxError, Error};
-use crate::stream::watch::Watcher;
 
 pin_project! {
     /// The response body of [`ClassifyService`](super::ClassifyService): the bytes the

@@ -1,5 +1,6 @@
-//! Streaming (`"stream": true`): the SSE parser and the watch the classify layer keeps on
-//! a streamed response.
+//! Streaming (`"stream": true`): the SSE parser ([`SseParser`]), and how the classify layer
+//! treats a streamed response (the watch itself lives with classification, which it
+//! calls for every event).
 //!
 //! [`ClassifyLayer`](crate::classify::ClassifyLayer) treats a 2xx `text/event-stream`
 //! response in two phases:
@@ -56,8 +57,6 @@
 //! [`StreamErrorHook`]: crate::StreamErrorHook
 //! [`Deadline`]: crate::Deadline
 
-mod responses;
 mod sse;
-pub(crate) mod watch;
 
 pub use sse::{Event, SseParser};

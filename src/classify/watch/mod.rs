@@ -1,5 +1,9 @@
 //! The watch the classify layer keeps on a streamed response: which events carry content,
-//! which carry an error, whether the stream ended properly.
+//! which carry an error, whether the stream ended properly (see [`crate::stream`] for the
+//! behaviour). It lives with classification because every event goes to the classifier;
+//! the SSE parser it reads with stays public in [`crate::stream`].
+
+mod responses;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -8,10 +12,11 @@ use http::{HeaderMap, StatusCode};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use super::{Event, SseParser};
-use crate::classify::{Classification, Classify, Outcome, StreamFailure};
+use self::responses::Kind;
+use super::{Classification, Classify, Outcome, StreamFailure};
 use crate::error::{Action, Error, ErrorKind};
 use crate::extensions::{StreamErrorHook, UpstreamInfo};
+use crate::stream::{Event, SseParser};
 
 /// A failure found in the stream.
 pub(crate) struct Failure {
@@ -38,7 +43,7 @@ struct EventState {
     classifier: Arc<dyn Classify>,
     /// `/api/v1/messages` (Anthropic-shaped) rather than chat completions.
     messages: bool,
-    /// `/api/v1/responses` (the Responses API; see [`super::responses`]).
+    /// `/api/v1/responses` (the Responses API; see [`responses`]).
     responses: bool,
     content_seen: bool,
     done: bool,
@@ -116,7 +121,6 @@ impl EventState {
     /// A Responses API event: `true` when it was one (handled), `false` to read it as a
     /// chat chunk.
     fn responses_event(&mut self, ev: &Event<'_>, failure: &mut Option<Failure>) -> bool {
-        use super::responses::{self, Kind};
         if let Some(verdict) = responses::failure(&*self.classifier, ev.data) {
             *failure = Some(Failure {
                 at: ev.start,
