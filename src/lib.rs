@@ -86,7 +86,7 @@
 //!
 //! # Features
 //!
-//! * `mock`: [`mock::MockOpenRouter`], a scriptable OpenRouter stand-in (in process, or
+//! * `mock`: `mock::MockOpenRouter`, a scriptable OpenRouter stand-in (in process, or
 //!   served on loopback) for your own tests. Off by default.
 //! * `reqwest`: `reqwest::ReqwestService`, a `reqwest::Client` as the client the stack
 //!   wraps, with a streaming response body. `reqwest-middleware` adds

@@ -10,11 +10,11 @@
 //! watched, a stalled stream cut and an error chunk classified, exactly as with hyper.
 //!
 //! Errors keep reqwest's own error as the source the classifier reads: a connect failure
-//! or a reset is [`ErrorKind::Transport`](crate::ErrorKind::Transport), reqwest's own
+//! or a reset is [`crate::ErrorKind::Transport`], reqwest's own
 //! timeout (`ClientBuilder::timeout`) is [`ErrorKind::AttemptTimeout`]
 //! (crate::ErrorKind::AttemptTimeout), and both move on to the next model. A request that
 //! reqwest cannot send at all (a relative URI: reqwest needs `https://host/...`) is
-//! [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest), fatal, and never
+//! [`crate::ErrorKind::InvalidRequest`], fatal, and never
 //! counts against a model.
 //!
 //! Prefer the stack's timeouts ([`attempt_timeout`](crate::stack::OpenRouterLayerBuilder::attempt_timeout),

@@ -13,7 +13,7 @@
 //!   malformed refresh keeps the last good catalog and logs a `WARN`. A model missing
 //!   from the catalog is treated as capable unless [strict](ModelCatalog::strict).
 //! * [`Requirements`]: what the request needs, read from the buffered body's top-level
-//!   index ([`JsonBody`](crate::body::JsonBody)) without a `Value` round trip: `tools` /
+//!   index ([`crate::body::JsonBody`]) without a `Value` round trip: `tools` /
 //!   `tool_choice`, a `json_schema` response format, image / audio / file content parts,
 //!   `reasoning`, an estimate of the prompt's tokens, and `max_tokens`.
 //! * [`MaxPrice`]: a ceiling on the estimated cost of one attempt and/or on per-token
@@ -21,13 +21,13 @@
 //! * [`CatalogPolicy`]: the three together, for the [`FallbackLayer`](crate::FallbackLayer)
 //!   ([`FallbackLayer::catalog`](crate::FallbackLayer::catalog)): an incapable, too dear or
 //!   retired model is skipped without an upstream call and recorded in the attempts as
-//!   [`ErrorKind::Incapable`](crate::ErrorKind::Incapable) with the reason
+//!   [`crate::ErrorKind::Incapable`] with the reason
 //!   (`"no tools"`, `"context 128000 < estimated 151000"`, `"price $0.0312 > ceiling
 //!   $0.0100"`), so [`ServedBy`](crate::ServedBy) and `Exhausted` show it. Server-side
 //!   windows (hybrid mode) are built from capable models only, and the `models` list of
 //!   [`NativeRoutingLayer::catalog`](crate::NativeRoutingLayer::catalog) drops incapable ones. When no model of the
 //!   chain can serve, the call fails with
-//!   [`ErrorKind::NoCapableModel`](crate::ErrorKind::NoCapableModel) (action `Fatal`),
+//!   [`crate::ErrorKind::NoCapableModel`] (action `Fatal`),
 //!   listing each model and its reason, with zero upstream calls.
 //!
 //! ```

@@ -1,7 +1,5 @@
 //! From a [`Config`] to the stack: the builder calls for every key of the settings file.
 
-use std::time::Duration;
-
 use super::{CatalogSection, Config, SharedHealthConfig};
 use crate::catalog::ModelCatalog;
 use crate::error::ConfigError;
@@ -155,7 +153,7 @@ fn shared_health(
             c = c.prefix(p.clone());
         }
         if let Some(ms) = shared.reconcile_ms {
-            c = c.reconcile(Duration::from_millis(ms));
+            c = c.reconcile(std::time::Duration::from_millis(ms));
         }
         c.validate().map_err(|e| {
             ConfigError::new(

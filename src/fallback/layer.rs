@@ -72,7 +72,7 @@ pub struct FallbackLayer {
 }
 
 impl FallbackLayer {
-    /// A layer over `chains` (a [`Chains`] set, a [`Chain`], or an array of model ids for a
+    /// A layer over `chains` (a [`Chains`] set, a [`Chain`](super::Chain), or an array of model ids for a
     /// default chain alone). Validate with [`FallbackLayer::validate`] (the stack builder
     /// does).
     pub fn new(chains: impl Into<Chains>) -> Self {
@@ -112,7 +112,7 @@ impl FallbackLayer {
     }
 
     /// A request header that names the chain (for proxies); the request extension
-    /// [`ChainName`] wins over it. The header is removed before the request goes upstream.
+    /// [`ChainName`](super::ChainName) wins over it. The header is removed before the request goes upstream.
     pub fn chain_header(self, header: HeaderName) -> Self {
         self.edit(|s| s.header = Some(header))
     }

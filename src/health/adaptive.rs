@@ -16,7 +16,7 @@
 //!   round trip: a signal from an attempt that started before the latest decrease is part
 //!   of the same overload and lowers nothing.
 //! * An attempt beyond the limit is rejected by the health layer with
-//!   [`ErrorKind::ModelAtCapacity`](crate::ErrorKind::ModelAtCapacity) (no upstream call,
+//!   [`crate::ErrorKind::ModelAtCapacity`] (no upstream call,
 //!   action fallback); the fallback layer skips such a model like a cooling one and, when
 //!   every model is at its limit, waits for the first free slot within the deadline.
 //!

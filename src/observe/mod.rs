@@ -54,7 +54,7 @@
 //! # Metrics (feature `metrics`)
 //!
 //! Through the [`metrics`](https://docs.rs/metrics) facade, to whatever recorder the
-//! application installed (nothing is recorded without one); [`describe_metrics`] gives
+//! application installed (nothing is recorded without one); `describe_metrics` gives
 //! their units and help texts to the recorder.
 //!
 //! | metric | kind | labels | what |

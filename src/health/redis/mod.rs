@@ -204,7 +204,7 @@ impl RedisStoreConfig {
     }
 }
 
-/// A [`HealthStore`] on Redis: see the [module docs](self). Cheap to clone; attach it to
+/// A [`HealthStore`] on Redis: see the [module docs](crate::health). Cheap to clone; attach it to
 /// one tracker ([`HealthTracker::with_store`](super::HealthTracker::with_store)).
 #[derive(Clone)]
 pub struct RedisHealthStore {
