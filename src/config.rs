@@ -657,7 +657,7 @@ impl Config {
             return Err(ConfigError::zero("settings.consecutive_failures"));
         }
         if let Some(w) = s.server_side_window {
-            if w == 0 || w > crate::fallback::MAX_SERVER_SIDE_WINDOW {
+            if w == 0 || w > crate::routing::MAX_SERVER_MODELS {
                 return Err(ConfigError::new(
                     "settings.server_side_window",
                     format!("settings.server_side_window must be between 1 and 3 (OpenRouter rejects longer `models` lists), got {w}"),

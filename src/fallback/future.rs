@@ -23,6 +23,7 @@ use crate::catalog::CallFilter;
 use crate::error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
 use crate::health::ForceAttempt;
 use crate::observe::CallObs;
+use crate::routing::MAX_SERVER_MODELS;
 use crate::{Attempt, AttemptLog, Deadline, UpstreamInfo};
 
 pin_project! {
@@ -64,7 +65,7 @@ enum Step {
 #[derive(Default)]
 struct Current {
     /// Chain positions of the window (the first is the attempt's model).
-    window: [usize; super::layer::MAX_SERVER_SIDE_WINDOW],
+    window: [usize; MAX_SERVER_MODELS],
     len: usize,
     started: Option<Instant>,
     log_len: usize,
@@ -326,11 +327,8 @@ impl<S> CallCtx<S> {
         if self.expired() {
             return Step::Fail(self.deadline_error());
         }
-        let width = self
-            .shared
-            .window
-            .clamp(1, super::layer::MAX_SERVER_SIDE_WINDOW);
-        let mut window = [0usize; super::layer::MAX_SERVER_SIDE_WINDOW];
+        let width = self.shared.window.clamp(1, MAX_SERVER_MODELS);
+        let mut window = [0usize; MAX_SERVER_MODELS];
         let mut len = 0;
         while len < width && self.next < self.chain.len() {
             let pos = self.position(self.next);

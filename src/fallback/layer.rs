@@ -19,6 +19,7 @@ use crate::catalog::CatalogPolicy;
 use crate::error::ConfigError;
 use crate::error::{BoxError, Error};
 use crate::health::HealthTracker;
+use crate::routing::MAX_SERVER_MODELS;
 use crate::{Attempt, AttemptLog};
 
 /// In what order a chain's models are tried.
@@ -38,9 +39,6 @@ pub enum Order {
 /// Default of [`FallbackLayer::max_rate_limit_wait`]: the retry policy's default
 /// `retry_after_cap`.
 pub const DEFAULT_MAX_RATE_LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Largest server-side window: OpenRouter rejects `models` lists longer than 3.
-pub const MAX_SERVER_SIDE_WINDOW: usize = 3;
 
 #[derive(Clone)]
 pub(crate) struct Shared {
@@ -119,7 +117,9 @@ impl FallbackLayer {
 
     /// Hybrid mode: each attempt sends a window of up to `window` models server-side
     /// (`model: a, models: [a, b, c]`), the next attempt the next window. `1` (the
-    /// default) is plain client-side fallback; at most [`MAX_SERVER_SIDE_WINDOW`].
+    /// default) is plain client-side fallback; at most
+    /// [`MAX_SERVER_MODELS`](crate::routing::MAX_SERVER_MODELS), OpenRouter's limit on
+    /// `models`.
     pub fn server_side_window(self, window: usize) -> Self {
         self.edit(|s| s.window = window)
     }
@@ -189,11 +189,11 @@ impl FallbackLayer {
             policy.validate()?;
         }
         let w = self.shared.window;
-        if w == 0 || w > MAX_SERVER_SIDE_WINDOW {
+        if w == 0 || w > MAX_SERVER_MODELS {
             return Err(ConfigError::new(
                 "server_side_window",
                 format!(
-                    "server_side_window must be between 1 and {MAX_SERVER_SIDE_WINDOW} (OpenRouter rejects longer `models` lists), got {w}"
+                    "server_side_window must be between 1 and {MAX_SERVER_MODELS} (OpenRouter rejects longer `models` lists), got {w}"
                 ),
             ));
         }

@@ -102,9 +102,7 @@ use std::sync::Arc;
 
 pub use chain::{Chain, ChainModel, ChainName, Chains, PROVIDER_PREFIX, TIER_PREFIX};
 pub use future::ResponseFuture;
-pub use layer::{
-    Fallback, FallbackLayer, Order, DEFAULT_MAX_RATE_LIMIT_WAIT, MAX_SERVER_SIDE_WINDOW,
-};
+pub use layer::{Fallback, FallbackLayer, Order, DEFAULT_MAX_RATE_LIMIT_WAIT};
 pub use select::UnlistedModel;
 
 use crate::AttemptRecord;

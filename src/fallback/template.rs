@@ -6,8 +6,9 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
-use crate::body::{Edit, JsonBody};
+use crate::body::{is_messages_endpoint, Edit, JsonBody};
 use crate::error::Error;
+use crate::routing::window_body;
 
 /// The caller's body, indexed once per call (the buffering layer's index is reused), and
 /// rendered per model: only the `model` value (and, in hybrid mode, `models`) changes.
@@ -55,24 +56,7 @@ impl BodyTemplate {
             .as_ref()
             .map_err(Clone::clone)?;
         match window {
-            Some(w) if is_messages_api(base) => {
-                // `/messages` takes `fallbacks: [{"model": ..}]` (the models after the
-                // first), never `models`.
-                if w.len() < 2 {
-                    return Ok(
-                        json.edit(&[Edit::SetString("model", model), Edit::Remove("fallbacks")])
-                    );
-                }
-                let list: Vec<Fallback<'_>> =
-                    w[1..].iter().map(|m| Fallback { model: m }).collect();
-                let raw = serde_json::value::to_raw_value(&list)
-                    .map_err(|e| Error::new(crate::ErrorKind::InvalidBody).with_source(e))?;
-                Ok(json.edit(&[
-                    Edit::SetString("model", model),
-                    Edit::Set("fallbacks", &raw),
-                ]))
-            }
-            Some(w) => json.with_model_and_models(model, w.iter().map(|m| &**m)),
+            Some(w) => window_body(json, model, w, is_messages_endpoint(base.uri().path())),
             None if json.model().as_deref() == Some(model) => Ok(json.bytes().clone()),
             None if json.bytes().len() < REBASE_AT => json.with_model(model),
             None => {
@@ -85,16 +69,4 @@ impl BodyTemplate {
             }
         }
     }
-}
-
-#[derive(serde::Serialize)]
-struct Fallback<'a> {
-    model: &'a str,
-}
-
-fn is_messages_api<T>(req: &Request<T>) -> bool {
-    let path = req.uri().path();
-    path.strip_suffix('/')
-        .unwrap_or(path)
-        .ends_with("/messages")
 }

@@ -5,15 +5,12 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use serde::Serialize;
-use serde_json::value::{to_raw_value, RawValue};
+use serde_json::value::RawValue;
 
+use super::lists::{fallbacks_raw, raw, MAX_SERVER_MODELS};
 use super::ProviderPreferences;
 use crate::error::ConfigError;
 use crate::{Error, ErrorKind};
-
-/// OpenRouter's limit on `models` and on `/messages` `fallbacks`.
-pub const MAX_SERVER_MODELS: usize = 3;
 
 /// The routing values of a config or an override, as the user gave them.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -35,25 +32,6 @@ pub(crate) struct Prepared {
     pub(crate) replace: bool,
 }
 
-fn raw<T: Serialize + ?Sized>(value: &T) -> Box<RawValue> {
-    // Strings, lists of strings, fallback entries and `ProviderPreferences` always
-    // serialize (no maps with non-string keys, no failing `Serialize` impls); a
-    // non-finite float becomes `null`.
-    to_raw_value(value).unwrap_or_else(|_| to_raw_value(&()).expect("null serializes"))
-}
-
-#[derive(Serialize)]
-struct FallbackEntry<'a> {
-    model: &'a str,
-}
-
-fn fallbacks_raw(models: &[String]) -> Box<RawValue> {
-    raw(&models
-        .iter()
-        .map(|m| FallbackEntry { model: m })
-        .collect::<Vec<_>>())
-}
-
 impl Values {
     /// `self` with the fields `over` sets taking precedence.
     fn merged(&self, over: &Values) -> Values {
@@ -72,7 +50,7 @@ impl Values {
             models: list(&self.models).map(|m| raw(&m)),
             provider: self.provider.as_ref().map(raw),
             route: self.route.as_ref().map(raw),
-            fallbacks: list(&self.fallbacks).map(|f| fallbacks_raw(&f)),
+            fallbacks: list(&self.fallbacks).map(|f| fallbacks_raw(f.iter().map(String::as_str))),
             replace: self.replace.unwrap_or(false),
         }
     }

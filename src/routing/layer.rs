@@ -11,7 +11,8 @@ use pin_project_lite::pin_project;
 use serde_json::value::RawValue;
 use tower::{Layer, Service};
 
-use super::config::{invalid_routing, Prepared, MAX_SERVER_MODELS};
+use super::config::{invalid_routing, Prepared};
+use super::lists::{raw, MAX_SERVER_MODELS};
 use super::{RoutingConfig, RoutingOverride};
 use crate::body::{is_generation_endpoint, is_messages_endpoint, replace_body, Edit, JsonBody};
 use crate::catalog::CatalogPolicy;
@@ -113,7 +114,7 @@ impl<S> NativeRouting<S> {
 
 impl<S> Service<Request<Full<Bytes>>> for NativeRouting<S>
 where
-    S: Service<Request<Full<Bytes>>> + Clone,
+    S: Service<Request<Full<Bytes>>>,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;
@@ -126,9 +127,9 @@ where
             .map_err(|e| Error::from_box(e.into()))
     }
 
+    // The inner service is called here and now (its future needs no service of its own),
+    // so it is not cloned: the one `poll_ready` made ready answers this call.
     fn call(&mut self, mut req: Request<Full<Bytes>>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         if is_generation_endpoint(req.method(), req.uri().path()) {
             if let Err(error) = route_request(&self.config, self.catalog.as_ref(), &mut req) {
                 return ResponseFuture::failed(error);
@@ -136,7 +137,7 @@ where
         }
         ResponseFuture {
             state: State::Inner {
-                future: inner.call(req),
+                future: self.inner.call(req),
             },
         }
     }
@@ -155,8 +156,7 @@ fn route_request(
         let list: Vec<String> = serde_json::from_str(models.get()).unwrap_or_default();
         let kept = policy.retain_capable(req, &list);
         if kept.len() != list.len() {
-            prepared.to_mut().models = (!kept.is_empty())
-                .then(|| serde_json::value::to_raw_value(&kept).expect("strings serialize"));
+            prepared.to_mut().models = (!kept.is_empty()).then(|| raw(&kept));
         }
     }
     if let Some(edited) = route_body(&json, messages, &prepared)? {

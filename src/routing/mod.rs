@@ -15,9 +15,10 @@
 //! ([`ErrorKind::InvalidRouting`](crate::ErrorKind::InvalidRouting)); only the injected
 //! members change, every other byte of the body is kept.
 //!
-//! For a client-side chain where each attempt hands OpenRouter a window of models, the
-//! fallback layer uses [`JsonBody::with_model_and_models`](crate::body::JsonBody::with_model_and_models)
-//! per attempt.
+//! This module is the one writer of `models` and `fallbacks`: a client-side chain whose
+//! attempts each hand OpenRouter a window of models (the fallback layer's
+//! [`server_side_window`](crate::fallback::FallbackLayer::server_side_window)) has its
+//! window written here too, under the same limit, [`MAX_SERVER_MODELS`].
 //!
 //! ```
 //! use bytes::Bytes;
@@ -59,10 +60,13 @@
 
 mod config;
 mod layer;
+mod lists;
 mod provider;
 
-pub use config::{RoutingConfig, RoutingConfigBuilder, RoutingOverride, MAX_SERVER_MODELS};
+pub use config::{RoutingConfig, RoutingConfigBuilder, RoutingOverride};
 pub use layer::{NativeRouting, NativeRoutingLayer, ResponseFuture};
+pub(crate) use lists::window_body;
+pub use lists::MAX_SERVER_MODELS;
 pub use provider::{
     DataCollection, MaxPrice, Percentiles, Performance, ProviderPreferences, ProviderSort, SortBy,
     SortPartition,
