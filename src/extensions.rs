@@ -63,6 +63,7 @@ impl Deadline {
 
 /// One attempt of a call: set in the request extensions by the fallback layer and read by
 /// retry, health and attempt timeout.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     /// The model this attempt asks for.

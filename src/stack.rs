@@ -565,7 +565,7 @@ impl<C> OpenRouterLayerBuilder<C> {
         for (field, chain) in self.chains.all() {
             for (i, m) in chain.iter().enumerate() {
                 check_model_timeout(&format!("{field}[{i}].timeout"), m, self.deadline)?;
-                let Some(d) = m.disable_duration_value() else {
+                let Some(d) = m.disable_duration else {
                     continue;
                 };
                 let at = format!("{field}[{i}].disable_duration");
@@ -590,7 +590,7 @@ impl<C> OpenRouterLayerBuilder<C> {
         }
         retry.validate(Some(self.deadline))?;
         check_backoff_sum(&retry, &self.chains, self.deadline)?;
-        let retry_after_cap = retry.get_retry_after_cap();
+        let retry_after_cap = retry.retry_after_cap;
         let retry = RetryLayer::new(retry)?;
         let tracker = match self.health {
             HealthSource::Config(mut c) => {
@@ -702,11 +702,7 @@ fn check_backoff_sum(
 ) -> Result<(), ConfigError> {
     let most = chains
         .all()
-        .flat_map(|(_, c)| {
-            c.iter()
-                .filter_map(|m| m.max_retries_value())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|(_, c)| c.iter().filter_map(|m| m.max_retries).collect::<Vec<_>>())
         .fold(retry.max_retries, u32::max);
     let sum = retry.largest_backoffs(most);
     if sum > deadline {
@@ -722,7 +718,7 @@ fn check_backoff_sum(
 }
 
 fn check_model_timeout(field: &str, m: &ChainModel, deadline: Duration) -> Result<(), ConfigError> {
-    let Some(t) = m.timeout_value() else {
+    let Some(t) = m.timeout else {
         return Ok(());
     };
     if t.is_zero() {

@@ -378,7 +378,7 @@ async fn a_failed_or_malformed_refresh_keeps_the_last_good_catalog() {
 async fn background_refresh_makes_a_model_eligible_without_restart() {
     let mock = MockOpenRouter::new();
     mock.catalog_model(MockModel::new("acme/agent"));
-    let catalog = ModelCatalog::new().refresh_interval(Duration::from_secs(600));
+    let catalog = ModelCatalog::new().refresh_every(Duration::from_secs(600));
     let svc = stack(
         builder(&mock)
             .catalog(catalog.clone())
@@ -454,7 +454,7 @@ async fn the_settings_file_sets_catalog_and_price_ceilings() {
     let catalog = layer.catalog().unwrap();
     assert_eq!(catalog.len(), 9);
     assert!(catalog.is_strict());
-    assert_eq!(catalog.get_refresh_interval(), Duration::from_secs(600));
+    assert_eq!(catalog.refresh_interval(), Duration::from_secs(600));
     let svc = ServiceBuilder::new().layer(layer).service(mock.clone());
     let served = send(&svc, request(SONNET, TOOLS)).await.unwrap();
     assert_eq!(&*served.model, MINI);

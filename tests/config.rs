@@ -66,8 +66,8 @@ fn every_example_shape_loads() {
     let chains = config.chains().unwrap();
     let d = chains.default_chain().unwrap();
     assert_eq!(d.len(), 4);
-    assert_eq!(d.models()[1].timeout_value(), Some(Duration::from_secs(25)));
-    assert_eq!(d.models()[2].label_str(), Some("budget-fallback"));
+    assert_eq!(d.models()[1].timeout, Some(Duration::from_secs(25)));
+    assert_eq!(d.models()[2].label.as_deref(), Some("budget-fallback"));
     for name in [
         "coding",
         "creative",
@@ -84,12 +84,9 @@ fn every_example_shape_loads() {
         ["anthropic/claude-3.5-sonnet", "openai/gpt-4o"]
     );
     let first = &chains.get("by_priority").unwrap().models()[0];
-    assert_eq!(first.max_retries_value(), Some(2));
-    assert_eq!(first.timeout_value(), Some(Duration::from_secs(30)));
-    assert_eq!(
-        first.disable_duration_value(),
-        Some(Duration::from_secs(300))
-    );
+    assert_eq!(first.max_retries, Some(2));
+    assert_eq!(first.timeout, Some(Duration::from_secs(30)));
+    assert_eq!(first.disable_duration, Some(Duration::from_secs(300)));
     assert_eq!(
         ids(chains.get("tier:standard").unwrap()),
         [

@@ -534,3 +534,29 @@ async fn the_deadline_ends_the_chain_with_every_attempt() {
     assert_eq!(err.attempts()[0].elapsed, Duration::from_secs(30));
     assert_eq!((mock.calls(A), mock.calls(B), mock.calls(C)), (1, 1, 0));
 }
+
+#[test]
+fn a_chain_from_a_slice_or_an_iterator() {
+    use tower_openrouter::fallback::{Chain, FallbackLayer};
+    let models: Vec<&str> = vec![A, B, C];
+    let ids = |c: &Chain| c.iter().map(|m| m.model().to_owned()).collect::<Vec<_>>();
+    // Builder methods taking `impl Into<Chain>` take an iterator and a slice.
+    let layer = OpenRouterLayer::builder()
+        .chain(models.iter().copied())
+        .named_chain("fast", &models[1..])
+        .build()
+        .unwrap();
+    assert_eq!(ids(layer.chains().default_chain().unwrap()), [A, B, C]);
+    assert_eq!(ids(layer.chains().get("fast").unwrap()), [B, C]);
+    // `From<&[M]>` for owned ids and chain models, and `FromIterator`.
+    let owned: Vec<String> = models.iter().map(|m| m.to_string()).collect();
+    assert_eq!(ids(&Chain::from(&owned[..])), [A, B, C]);
+    let with_limits = [ChainModel::new(A).max_retries(0), ChainModel::new(B)];
+    let chain = Chain::from(&with_limits[..]);
+    assert_eq!(chain.models()[0].max_retries, Some(0));
+    let collected: Chain = models.iter().rev().copied().collect();
+    assert_eq!(ids(&collected), [C, B, A]);
+    // The fallback layer alone too.
+    let layer = FallbackLayer::new(models.iter().copied());
+    assert_eq!(layer.chains().default_chain().unwrap().len(), 3);
+}

@@ -151,15 +151,16 @@ impl ModelCatalog {
 
     /// The interval of [`spawn_refresh`](Self::spawn_refresh) when it is given none
     /// (default [`DEFAULT_REFRESH`], one hour). Shared by every clone.
-    pub fn refresh_interval(self, every: Duration) -> Self {
+    pub fn refresh_every(self, every: Duration) -> Self {
         self.inner
             .refresh_ms
             .store(every.as_millis().max(1) as u64, Ordering::Relaxed);
         self
     }
 
-    /// The refresh interval.
-    pub fn get_refresh_interval(&self) -> Duration {
+    /// The interval of [`spawn_refresh`](Self::spawn_refresh) when it is given none (see
+    /// [`refresh_every`](Self::refresh_every)).
+    pub fn refresh_interval(&self) -> Duration {
         Duration::from_millis(self.inner.refresh_ms.load(Ordering::Relaxed))
     }
 
@@ -257,7 +258,7 @@ impl ModelCatalog {
     }
 
     /// Refreshes in the background: at once, then every `every` (`None`: the
-    /// [`refresh_interval`](Self::refresh_interval), one hour by default), each time as
+    /// [`refresh_every`](Self::refresh_every) interval, one hour by default), each time as
     /// [`refresh_from`](Self::refresh_from). The task ends when every clone of the
     /// catalog is dropped or the handle is aborted. Needs a Tokio runtime.
     pub fn spawn_refresh<S, B>(
@@ -274,7 +275,7 @@ impl ModelCatalog {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let every = every.unwrap_or_else(|| self.get_refresh_interval());
+        let every = every.unwrap_or_else(|| self.refresh_interval());
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));

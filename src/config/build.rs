@@ -182,7 +182,7 @@ fn catalog_from_config(c: &CatalogSection) -> Result<ModelCatalog, ConfigError> 
     };
     let mut catalog = catalog.strict(c.strict.unwrap_or(false));
     if let Some(s) = c.refresh_seconds {
-        catalog = catalog.refresh_interval(super::seconds("catalog.refresh_seconds", s)?);
+        catalog = catalog.refresh_every(super::seconds("catalog.refresh_seconds", s)?);
     }
     Ok(catalog)
 }

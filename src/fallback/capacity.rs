@@ -57,7 +57,7 @@ impl CapacitySkips {
         let models: Vec<Arc<str>> = self
             .skipped
             .iter()
-            .map(|&p| chain.models()[p].model_arc().clone())
+            .map(|&p| chain.models()[p].model.clone())
             .collect();
         Some(health.wait_for_slot(models, deadline))
     }

@@ -9,7 +9,8 @@ use crate::error::ConfigError;
 
 /// One model of a [`Chain`], with its own optional limits.
 ///
-/// Built from a model id (`"openai/gpt-4o".into()`) or with the setters:
+/// Built from a model id (`"openai/gpt-4o".into()`) or with the setters; read the fields
+/// (`None`: the layers' defaults apply):
 ///
 /// ```
 /// use std::time::Duration;
@@ -20,16 +21,24 @@ use crate::error::ConfigError;
 ///     .max_retries(1)
 ///     .label("secondary");
 /// assert_eq!(m.model(), "openai/gpt-4o");
-/// assert_eq!(m.label_str(), Some("secondary"));
+/// assert_eq!(m.timeout, Some(Duration::from_secs(25)));
+/// assert_eq!(m.label.as_deref(), Some("secondary"));
 /// ```
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainModel {
-    model: Arc<str>,
-    timeout: Option<Duration>,
-    max_retries: Option<u32>,
-    label: Option<Arc<str>>,
-    priority: Option<i64>,
-    disable_duration: Option<Duration>,
+    /// The model id.
+    pub model: Arc<str>,
+    /// This model's attempt timeout (overrides the stack's `attempt_timeout`).
+    pub timeout: Option<Duration>,
+    /// This model's maximum number of retries (overrides the retry policy's default).
+    pub max_retries: Option<u32>,
+    /// A label for logs and [`ServedBy`](super::ServedBy).
+    pub label: Option<Arc<str>>,
+    /// This model's priority ([`Chain::new`] sorts by it).
+    pub priority: Option<i64>,
+    /// How long this model is skipped after it trips (a fixed health cooldown).
+    pub disable_duration: Option<Duration>,
 }
 
 impl ChainModel {
@@ -82,41 +91,6 @@ impl ChainModel {
     pub fn model(&self) -> &str {
         &self.model
     }
-
-    /// The model id, shared.
-    pub fn model_arc(&self) -> &Arc<str> {
-        &self.model
-    }
-
-    /// This model's attempt timeout, if it has its own.
-    pub fn timeout_value(&self) -> Option<Duration> {
-        self.timeout
-    }
-
-    /// This model's maximum retries, if it has its own.
-    pub fn max_retries_value(&self) -> Option<u32> {
-        self.max_retries
-    }
-
-    /// This model's label, if any.
-    pub fn label_str(&self) -> Option<&str> {
-        self.label.as_deref()
-    }
-
-    /// This model's label, shared.
-    pub(crate) fn label_arc(&self) -> Option<&Arc<str>> {
-        self.label.as_ref()
-    }
-
-    /// This model's priority, if any.
-    pub fn priority_value(&self) -> Option<i64> {
-        self.priority
-    }
-
-    /// This model's fixed cooldown, if it has one.
-    pub fn disable_duration_value(&self) -> Option<Duration> {
-        self.disable_duration
-    }
 }
 
 impl From<&str> for ChainModel {
@@ -134,6 +108,14 @@ impl From<String> for ChainModel {
 impl From<Arc<str>> for ChainModel {
     fn from(model: Arc<str>) -> Self {
         ChainModel::new(model)
+    }
+}
+
+/// A borrowed model (`&String`, `&&str`, `&ChainModel`, ...) is cloned: what a chain made
+/// from a slice (`&[&str]`, `&[String]`) needs.
+impl<M: Into<ChainModel> + Clone> From<&M> for ChainModel {
+    fn from(model: &M) -> Self {
+        model.clone().into()
     }
 }
 
@@ -294,14 +276,23 @@ impl<M: Into<ChainModel>> FromIterator<M> for Chain {
     }
 }
 
-impl<M: Into<ChainModel>, const N: usize> From<[M; N]> for Chain {
-    fn from(models: [M; N]) -> Self {
-        Chain::new(models)
-    }
-}
-
-impl<M: Into<ChainModel>> From<Vec<M>> for Chain {
-    fn from(models: Vec<M>) -> Self {
+/// A chain from anything that yields models: an array, a `Vec`, a slice (`&[&str]`,
+/// `&[String]`, `&[ChainModel]`: each entry is cloned) or an iterator
+/// (`models.iter().copied()`), so every method that takes `impl Into<Chain>` takes them.
+///
+/// ```
+/// use tower_openrouter::fallback::Chain;
+///
+/// let models = ["anthropic/claude-sonnet-4.5", "openai/gpt-4o"];
+/// assert_eq!(Chain::from(&models[..]), Chain::from(models.iter().copied()));
+/// assert_eq!(Chain::from(vec![String::from("a/b")]).len(), 1);
+/// ```
+impl<I> From<I> for Chain
+where
+    I: IntoIterator,
+    I::Item: Into<ChainModel>,
+{
+    fn from(models: I) -> Self {
         Chain::new(models)
     }
 }
@@ -455,7 +446,8 @@ impl Chains {
         self.named.get(name)
     }
 
-    pub(crate) fn get_key_value(&self, name: &str) -> Option<(&Arc<str>, &Chain)> {
+    /// The chain called `name`, with the name as stored (shared into `ServedBy`).
+    pub(crate) fn named_entry(&self, name: &str) -> Option<(&Arc<str>, &Chain)> {
         self.named.get_key_value(name)
     }
 
@@ -508,14 +500,13 @@ impl From<Chain> for Chains {
     }
 }
 
-impl<M: Into<ChainModel>, const N: usize> From<[M; N]> for Chains {
-    fn from(models: [M; N]) -> Self {
-        Chains::new(Chain::new(models))
-    }
-}
-
-impl<M: Into<ChainModel>> From<Vec<M>> for Chains {
-    fn from(models: Vec<M>) -> Self {
+/// A set whose default chain is these models (see [`Chain`]'s `From`).
+impl<I> From<I> for Chains
+where
+    I: IntoIterator,
+    I::Item: Into<ChainModel>,
+{
+    fn from(models: I) -> Self {
         Chains::new(Chain::new(models))
     }
 }

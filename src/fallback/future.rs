@@ -173,8 +173,7 @@ impl<S> CallCtx<S> {
         let Some(why) = self.filter.as_ref().and_then(|f| f.unfit(m.model())) else {
             return false;
         };
-        self.log
-            .push(crate::catalog::skipped(m.model_arc(), pos, &why));
+        self.log.push(crate::catalog::skipped(&m.model, pos, &why));
         self.models_before += 1;
         true
     }
@@ -210,20 +209,20 @@ impl<S> CallCtx<S> {
         let m = &self.chain.models()[pos];
         tracing::debug!(
             model = m.model(),
-            label = m.label_str(),
+            label = m.label.as_deref(),
             kind = ErrorKind::ModelCoolingDown.as_str(),
             action = "skip",
             "model is cooling down; skipped"
         );
         self.log.push(AttemptRecord {
-            model: m.model_arc().clone(),
+            model: m.model.clone(),
             index: pos,
             retry: 0,
             elapsed: std::time::Duration::ZERO,
-            error: Error::new(ErrorKind::ModelCoolingDown).with_model(m.model_arc().clone()),
+            error: Error::new(ErrorKind::ModelCoolingDown).with_model(m.model.clone()),
         });
         self.models_before += 1;
-        self.obs.skipped(m.model_arc());
+        self.obs.skipped(&m.model);
         self.note_cooling(pos);
     }
 
@@ -255,17 +254,17 @@ impl<S> CallCtx<S> {
         let m = &self.chain.models()[pos];
         tracing::debug!(
             model = m.model(),
-            label = m.label_str(),
+            label = m.label.as_deref(),
             kind = ErrorKind::ModelAtCapacity.as_str(),
             action = "skip",
             "model is at its concurrency limit; skipped"
         );
         self.log.push(AttemptRecord {
-            model: m.model_arc().clone(),
+            model: m.model.clone(),
             index: pos,
             retry: 0,
             elapsed: std::time::Duration::ZERO,
-            error: Error::new(ErrorKind::ModelAtCapacity).with_model(m.model_arc().clone()),
+            error: Error::new(ErrorKind::ModelAtCapacity).with_model(m.model.clone()),
         });
         self.models_before += 1;
         self.capacity.note(pos);
@@ -387,10 +386,7 @@ impl<S> CallCtx<S> {
         let models = self.chain.models();
         let first = &models[window[0]];
         let body = if self.shared.window > 1 {
-            let ids: Vec<Arc<str>> = window
-                .iter()
-                .map(|&p| models[p].model_arc().clone())
-                .collect();
+            let ids: Vec<Arc<str>> = window.iter().map(|&p| models[p].model.clone()).collect();
             self.template.render(&self.base, first.model(), Some(&ids))
         } else {
             self.template.render(&self.base, first.model(), None)
@@ -407,12 +403,12 @@ impl<S> CallCtx<S> {
         }
         let mut req = crate::body::clone_request_with_body(&self.base, body);
         req.extensions_mut().insert(Attempt {
-            model: first.model_arc().clone(),
+            model: first.model.clone(),
             index: window[0],
             retry: 0,
-            timeout: first.timeout_value(),
-            max_retries: first.max_retries_value(),
-            label: first.label_arc().cloned(),
+            timeout: first.timeout,
+            max_retries: first.max_retries,
+            label: first.label.clone(),
         });
         if force {
             req.extensions_mut().insert(ForceAttempt);
@@ -420,7 +416,7 @@ impl<S> CallCtx<S> {
         if self.upstream > 0 || self.waited {
             req.extensions_mut().insert(crate::LaterAttempt);
         }
-        self.obs.sending(first.model_arc());
+        self.obs.sending(&first.model);
         self.cur.window[..window.len()].copy_from_slice(window);
         self.cur.len = window.len();
         self.cur.started = Some(Instant::now());
@@ -432,27 +428,27 @@ impl<S> CallCtx<S> {
     fn failed(&mut self, err: Error) -> Option<Error> {
         let pos = self.cur.window[0];
         let m = &self.chain.models()[pos];
-        let err = err.or_model(m.model_arc());
+        let err = err.or_model(&m.model);
         let elapsed = self.cur.started.map(|s| s.elapsed()).unwrap_or_default();
         let retry = self.log.len().saturating_sub(self.cur.log_len) as u32;
         let kind = err.kind();
         let action = err.action();
         tracing::warn!(
             model = m.model(),
-            label = m.label_str(),
+            label = m.label.as_deref(),
             kind = kind.as_str(),
             action = %action,
             "attempt failed"
         );
         self.log.push(AttemptRecord {
-            model: m.model_arc().clone(),
+            model: m.model.clone(),
             index: pos,
             retry,
             elapsed,
             error: err.clone(),
         });
         self.models_before += 1;
-        self.obs.left(m.model_arc());
+        self.obs.left(&m.model);
         if kind == ErrorKind::DeadlineExceeded {
             return Some(self.deadline_error());
         }
@@ -494,11 +490,11 @@ impl<S> CallCtx<S> {
             .as_deref()
             .is_some_and(|a| window.iter().any(|&p| models[p].model() == a));
         let served = ServedBy {
-            model: answered.unwrap_or_else(|| first.model_arc().clone()),
-            requested: first.model_arc().clone(),
+            model: answered.unwrap_or_else(|| first.model.clone()),
+            requested: first.model.clone(),
             caller_model: self.caller_model.clone(),
             index: self.cur.window[0],
-            label: first.label_arc().cloned(),
+            label: first.label.clone(),
             chain: self.name.clone(),
             attempts: if self.log.is_empty() {
                 Vec::new()
@@ -509,7 +505,7 @@ impl<S> CallCtx<S> {
         };
         tracing::debug!(
             model = &*served.model,
-            label = first.label_str(),
+            label = first.label.as_deref(),
             fell_back = served.fell_back,
             "served"
         );

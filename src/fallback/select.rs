@@ -124,7 +124,7 @@ pub(crate) fn by_model(
     model: &str,
     unlisted: UnlistedModel,
 ) -> Result<(Option<Arc<str>>, Chain), Error> {
-    if let Some((k, c)) = chains.get_key_value(model) {
+    if let Some((k, c)) = chains.named_entry(model) {
         return Ok((Some(k.clone()), c.clone()));
     }
     let default = chains.default_chain();
@@ -132,10 +132,7 @@ pub(crate) fn by_model(
         return default_chain(chains);
     }
     for name in chains.names() {
-        if let Some((k, c)) = chains
-            .get_key_value(name)
-            .filter(|(_, c)| head_is(c, model))
-        {
+        if let Some((k, c)) = chains.named_entry(name).filter(|(_, c)| head_is(c, model)) {
             return Ok((Some(k.clone()), c.clone()));
         }
     }
@@ -173,7 +170,7 @@ fn default_chain(chains: &Chains) -> Result<(Option<Arc<str>>, Chain), Error> {
 }
 
 fn lookup(chains: &Chains, name: &str) -> Result<(Option<Arc<str>>, Chain), Error> {
-    match chains.get_key_value(name) {
+    match chains.named_entry(name) {
         Some((k, c)) => Ok((Some(k.clone()), c.clone())),
         None => Err(Error::new(ErrorKind::UnknownChain).with_detail(format!(
             "no chain named {:?}; configured: {}",

@@ -676,7 +676,7 @@ struct Peek<'a> {
 }
 
 /// OpenRouter's limit on `models` and on `/messages` `fallbacks`.
-const MAX_SERVER_SIDE: usize = 3;
+const MAX_SERVER_SIDE: usize = crate::routing::MAX_SERVER_MODELS;
 
 /// The models OpenRouter tries for this request, in order (server-side routing: `models`,
 /// or `/messages` `fallbacks` after `model`), or the message of OpenRouter's 400 for a
