@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tower_openrouter::body::JsonBody;
 use tower_openrouter::catalog::{MaxPrice, ModelCatalog, ModelInfo, Requirements};
+use tower_openrouter::JsonBody;
 
 /// A chat body of about `size` bytes with a tool and mixed text.
 fn chat_body(size: usize) -> Bytes {

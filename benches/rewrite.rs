@@ -9,7 +9,8 @@
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tower_openrouter::body::{rewrite_model, JsonBody};
+use tower_openrouter::body::rewrite_model;
+use tower_openrouter::JsonBody;
 
 /// A chat body of about `size` bytes: several messages, `model` not first.
 pub fn chat_body(size: usize) -> Bytes {

@@ -5,6 +5,17 @@
 //!   its position in the chain, which retry, and per-model limits.
 //! * [`UpstreamInfo`]: set on responses by the classify layer: the `model` and
 //!   `provider` the upstream says answered, the response `id`, finish reasons, [`Usage`].
+//! * [`AttemptLog`]: every attempt of one call (deadline, fallback and retry share it).
+//! * [`StreamErrorHook`]: set by the health layer, called by the classify layer's body
+//!   when a stream dies after its first token.
+//! * [`StreamLimits`]: set by the attempt-timeout layer, enforced by the classify layer.
+//! * [`LaterAttempt`]: set by the fallback layer on an attempt after the call's first;
+//!   the retry layer's budget reads it.
+//! * [`ForceAttempt`]: set by the fallback layer when every model is cooling down; the
+//!   health layer then admits the attempt anyway.
+//! * [`JsonBody`]: the parsed request body (its top-level members' spans), set by the
+//!   buffering layer and by whoever writes a new body (native routing, fallback), read by
+//!   fallback, the catalog and the spans, so the body is parsed once.
 //!
 //! ```
 //! use std::time::Duration;
@@ -16,9 +27,13 @@
 //! assert_eq!(req.extensions().get::<Attempt>().unwrap().model(), "openai/gpt-4o");
 //! ```
 
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 
 /// The instant by which the whole call must end.
@@ -240,3 +255,147 @@ pub struct StreamLimits {
 /// that make a call fall back (which would let retries grow with an outage).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LaterAttempt;
+
+/// Request extension: admit this attempt even if its model is cooling down.
+///
+/// The fallback layer inserts it when every model of the chain is cooling down, so a
+/// request never fails without a single upstream attempt; the
+/// [health layer](crate::health::HealthLayer) reads it. A forced attempt does not claim
+/// the probe slot; its outcome is recorded like any other (a success does not close an
+/// open breaker, a failure counts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForceAttempt;
+
+/// One top-level member: byte offsets into the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct JsonEntry {
+    /// The key's opening quote.
+    pub(crate) key_start: usize,
+    /// One past the key's closing quote.
+    pub(crate) key_end: usize,
+    /// First byte of the value.
+    pub(crate) value_start: usize,
+    /// One past the value's last byte.
+    pub(crate) value_end: usize,
+    /// Whether the key contains a backslash escape (compare it decoded).
+    pub(crate) escaped: bool,
+}
+
+/// The spans of a body's top-level members.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct JsonIndex {
+    /// Offset of the opening `{`.
+    pub(crate) open: usize,
+    /// Offset of the closing `}`.
+    pub(crate) close: usize,
+    pub(crate) entries: Vec<JsonEntry>,
+    /// Position in `entries` of the last `model` member.
+    pub(crate) model: Option<usize>,
+}
+
+/// A request body that is a JSON object, with the byte span of every top-level member:
+/// the parse of the body that travels in the request extensions.
+///
+/// Cheap to clone (a reference-count bump on the bytes and on the index), so it can travel
+/// in request extensions: the buffering layer inserts one for every chat-completion body,
+/// native routing and the fallback layer store the index of the body they write, and the
+/// fallback layer, the catalog and the spans read it instead of parsing again
+/// ([`JsonBody::from_request`]). `Debug` shows sizes only, never the body.
+///
+/// Declared here with the other types that cross layers, with its readers; the
+/// [`body`](crate::body) module parses it ([`JsonBody::parse`]) and writes new bodies from
+/// it ([`JsonBody::with_model`], [`JsonBody::edit`]).
+#[derive(Clone)]
+pub struct JsonBody {
+    pub(crate) bytes: Bytes,
+    pub(crate) index: Arc<JsonIndex>,
+}
+
+impl fmt::Debug for JsonBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonBody")
+            .field("len", &self.bytes.len())
+            .field("members", &self.index.entries.len())
+            .field("has_model", &self.index.model.is_some())
+            .finish()
+    }
+}
+
+/// Reading the index (parsing and editing are in [`body`](crate::body)).
+impl JsonBody {
+    /// The body's bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Whether this index describes exactly `bytes` (the same buffer, not merely equal
+    /// content).
+    pub fn is_for(&self, bytes: &Bytes) -> bool {
+        self.bytes.as_ptr() == bytes.as_ptr() && self.bytes.len() == bytes.len()
+    }
+
+    /// Whether the object has a top-level member `key`.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.find_last(key).is_some()
+    }
+
+    /// The raw JSON text of the top-level member `key` (its last occurrence).
+    pub fn get_raw(&self, key: &str) -> Option<&str> {
+        let e = self.index.entries[self.find_last(key)?];
+        // The index only holds spans of valid UTF-8 JSON values.
+        std::str::from_utf8(&self.bytes[e.value_start..e.value_end]).ok()
+    }
+
+    /// The raw JSON bytes of the top-level member `key` (its last occurrence), without
+    /// the UTF-8 check of [`get_raw`](Self::get_raw): for scans that read bytes anyway.
+    pub fn get_raw_bytes(&self, key: &str) -> Option<&[u8]> {
+        let e = self.index.entries[self.find_last(key)?];
+        Some(&self.bytes[e.value_start..e.value_end])
+    }
+
+    /// The top-level `model`, unescaped, when it is a string.
+    pub fn model(&self) -> Option<Cow<'_, str>> {
+        let e = self.index.entries[self.index.model?];
+        decode_str(&self.bytes[e.value_start..e.value_end])
+    }
+
+    /// The byte range of the top-level `model` value (quotes included).
+    pub fn model_span(&self) -> Option<Range<usize>> {
+        let e = self.index.entries[self.index.model?];
+        Some(e.value_start..e.value_end)
+    }
+
+    /// The top-level keys in body order (unescaped; duplicates repeated).
+    pub fn keys(&self) -> impl Iterator<Item = Cow<'_, str>> + '_ {
+        self.index
+            .entries
+            .iter()
+            .filter_map(move |e| decode_str(&self.bytes[e.key_start..e.key_end]))
+    }
+
+    pub(crate) fn key_eq(&self, e: &JsonEntry, name: &str) -> bool {
+        let raw = &self.bytes[e.key_start..e.key_end];
+        if e.escaped {
+            decode_str(raw).is_some_and(|k| k == name)
+        } else {
+            &raw[1..raw.len() - 1] == name.as_bytes()
+        }
+    }
+
+    pub(crate) fn find_last(&self, key: &str) -> Option<usize> {
+        self.index.entries.iter().rposition(|e| self.key_eq(e, key))
+    }
+}
+
+/// Decodes a JSON string token (quotes included); `None` if it is not a string.
+pub(crate) fn decode_str(raw: &[u8]) -> Option<Cow<'_, str>> {
+    if raw.first() != Some(&b'"') {
+        return None;
+    }
+    if !raw.contains(&b'\\') {
+        return std::str::from_utf8(&raw[1..raw.len() - 1])
+            .ok()
+            .map(Cow::Borrowed);
+    }
+    serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
+}

@@ -124,7 +124,8 @@ pub use config::Config;
 pub use error::ConfigError;
 pub use error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
 pub use extensions::{
-    Attempt, AttemptLog, Deadline, LaterAttempt, StreamErrorHook, StreamLimits, UpstreamInfo, Usage,
+    Attempt, AttemptLog, Deadline, ForceAttempt, JsonBody, LaterAttempt, StreamErrorHook,
+    StreamLimits, UpstreamInfo, Usage,
 };
 pub use fallback::{Chain, ChainModel, ChainName, Chains, FallbackLayer, ServedBy};
 pub use health::{HealthConfig, HealthLayer, HealthTracker};

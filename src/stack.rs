@@ -615,7 +615,7 @@ impl<C> OpenRouterLayerBuilder<C> {
             HealthSource::Tracker(t) => {
                 // A shared tracker keeps its own settings: they must already say the same.
                 for (model, d, at) in &disable {
-                    if t.config().get_model_disable_duration(model) != Some(*d) {
+                    if t.config().disable_duration_of(model) != Some(*d) {
                         return Err(ConfigError::new(
                             at.clone(),
                             format!(
@@ -624,7 +624,7 @@ impl<C> OpenRouterLayerBuilder<C> {
                         ));
                     }
                 }
-                if self.adaptive.is_some() && t.config().get_adaptive() != self.adaptive.as_ref() {
+                if self.adaptive.is_some() && t.config().adaptive != self.adaptive {
                     return Err(ConfigError::new(
                         "adaptive",
                         "adaptive: a shared health_tracker is used, so set HealthConfig::adaptive in its HealthConfig",

@@ -332,9 +332,9 @@ fn json_settings_turn_it_on_and_bad_ones_name_their_field() {
     };
     let layer =
         OpenRouterLayer::from_json(&json(r#"{"initial": 8, "min": 2, "max": 32}"#)).unwrap();
-    let a = layer.health().config().get_adaptive().copied().unwrap();
-    assert_eq!((a.get_initial(), a.get_min(), a.get_max()), (8, 2, 32));
-    assert_eq!(a.get_backoff(), 0.9);
+    let a = layer.health().config().adaptive.unwrap();
+    assert_eq!((a.initial, a.min, a.max), (8, 2, 32));
+    assert_eq!(a.backoff, 0.9);
 
     let err =
         OpenRouterLayer::from_json(&json(r#"{"initial": 0, "min": 1, "max": 32}"#)).unwrap_err();

@@ -15,7 +15,8 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
-use tower_openrouter::body::{full_bytes, BufferRequestLayer, JsonBody, DEFAULT_BODY_LIMIT};
+use tower_openrouter::body::{full_bytes, BufferRequestLayer, DEFAULT_BODY_LIMIT};
+use tower_openrouter::JsonBody;
 use tower_openrouter::{Error, ErrorKind};
 
 const AUTH: &str = "Bearer sk-or-v1-SENTINEL-KEY-0123456789";

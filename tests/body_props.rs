@@ -6,7 +6,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tower_openrouter::body::{edit_top_level, rewrite_model, Edit, JsonBody};
+use tower_openrouter::body::{edit_top_level, rewrite_model, Edit};
+use tower_openrouter::JsonBody;
 
 #[derive(Debug, Clone)]
 enum Tree {

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use tower::{ServiceBuilder, ServiceExt};
-use tower_openrouter::body::JsonBody;
 use tower_openrouter::mock::MockOpenRouter;
 use tower_openrouter::stack::OpenRouterLayer;
 use tower_openrouter::ErrorKind;
+use tower_openrouter::JsonBody;
 
 const MSG: &str = r#""messages":[{"role":"user","content":"hi"}]"#;
 

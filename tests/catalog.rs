@@ -7,12 +7,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_openrouter::body::JsonBody;
 use tower_openrouter::catalog::{MaxPrice, ModelCatalog, Requirements};
 use tower_openrouter::fallback::ServedBy;
 use tower_openrouter::health::HealthConfig;
 use tower_openrouter::mock::{MockModel, MockOpenRouter, Reply};
 use tower_openrouter::stack::{OpenRouter, OpenRouterLayer, OpenRouterLayerBuilder};
+use tower_openrouter::JsonBody;
 use tower_openrouter::{Action, Error, ErrorKind};
 
 // From the stand-in's catalog (src/mock/models.json).

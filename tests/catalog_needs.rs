@@ -1,8 +1,8 @@
 //! What a request needs: the requirement scan and the prompt-token estimate.
 
 use bytes::Bytes;
-use tower_openrouter::body::JsonBody;
 use tower_openrouter::catalog::{Modalities, Requirements, MEDIA_PART_TOKENS};
+use tower_openrouter::JsonBody;
 
 fn scan(body: &str) -> Requirements {
     Requirements::scan(&JsonBody::parse(Bytes::from(body.to_owned())).unwrap())

@@ -11,10 +11,8 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tokio::time::{advance, Instant};
 use tower::{service_fn, Layer, Service, ServiceExt};
-use tower_openrouter::health::{
-    Admission, BreakerState, ForceAttempt, HealthConfig, HealthLayer, HealthTracker,
-};
-use tower_openrouter::{Action, Attempt, Error, ErrorKind, StreamErrorHook};
+use tower_openrouter::health::{Admission, BreakerState, HealthConfig, HealthLayer, HealthTracker};
+use tower_openrouter::{Action, Attempt, Error, ErrorKind, ForceAttempt, StreamErrorHook};
 
 type Req = Request<Full<Bytes>>;
 type Resp = Response<()>;

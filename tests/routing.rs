@@ -8,11 +8,12 @@ use counting_upstream::Upstream;
 use http::{Request, Response};
 use http_body_util::Full;
 use tower::{service_fn, Layer, ServiceBuilder, ServiceExt};
-use tower_openrouter::body::{full_bytes, BufferRequestLayer, JsonBody};
+use tower_openrouter::body::{full_bytes, BufferRequestLayer};
 use tower_openrouter::routing::{
     DataCollection, MaxPrice, NativeRoutingLayer, Percentiles, Performance, ProviderPreferences,
     ProviderSort, RoutingConfig, RoutingOverride, SortBy, SortPartition,
 };
+use tower_openrouter::JsonBody;
 use tower_openrouter::{Error, ErrorKind};
 
 const AUTH: &str = "Bearer sk-or-v1-SENTINEL-KEY-0123456789";

@@ -14,7 +14,8 @@
 //! ```
 //! use bytes::Bytes;
 //! use serde_json::value::RawValue;
-//! use tower_openrouter::body::{edit_top_level, rewrite_model, Edit, JsonBody};
+//! use tower_openrouter::body::{edit_top_level, rewrite_model, Edit};
+//! use tower_openrouter::JsonBody;
 //!
 //! let body = Bytes::from_static(br#"{ "messages": [{"role":"user","content":"hi"}], "model" : "a/b" }"#);
 //! assert_eq!(
@@ -37,9 +38,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::borrow::Cow;
 use std::fmt;
-use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -48,55 +47,8 @@ use http_body_util::Full;
 use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::{Error, ErrorKind};
-
-/// One top-level member: byte offsets into the body.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Entry {
-    /// The key's opening quote.
-    key_start: usize,
-    /// One past the key's closing quote.
-    key_end: usize,
-    /// First byte of the value.
-    value_start: usize,
-    /// One past the value's last byte.
-    value_end: usize,
-    /// Whether the key contains a backslash escape (compare it decoded).
-    escaped: bool,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-struct Index {
-    /// Offset of the opening `{`.
-    open: usize,
-    /// Offset of the closing `}`.
-    close: usize,
-    entries: Vec<Entry>,
-    /// Position in `entries` of the last `model` member.
-    model: Option<usize>,
-}
-
-/// A request body that is a JSON object, with the byte span of every top-level member.
-///
-/// Cheap to clone (a reference-count bump on the bytes and on the index), so it can travel
-/// in request extensions: the buffering layer inserts one for every chat-completion body,
-/// and the fallback layer reuses it for each attempt instead of parsing again
-/// ([`JsonBody::from_request`]). `Debug` shows sizes only, never the body.
-#[derive(Clone)]
-pub struct JsonBody {
-    bytes: Bytes,
-    index: Arc<Index>,
-}
-
-impl fmt::Debug for JsonBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JsonBody")
-            .field("len", &self.bytes.len())
-            .field("members", &self.index.entries.len())
-            .field("has_model", &self.index.model.is_some())
-            .finish()
-    }
-}
+use crate::extensions::{JsonEntry as Entry, JsonIndex as Index};
+use crate::{Error, ErrorKind, JsonBody};
 
 /// One change to a top-level member, for [`JsonBody::edit`] and [`edit_top_level`].
 ///
@@ -235,56 +187,6 @@ impl JsonBody {
         }
     }
 
-    /// The body's bytes.
-    pub fn bytes(&self) -> &Bytes {
-        &self.bytes
-    }
-
-    /// Whether this index describes exactly `bytes` (the same buffer, not merely equal
-    /// content).
-    pub fn is_for(&self, bytes: &Bytes) -> bool {
-        self.bytes.as_ptr() == bytes.as_ptr() && self.bytes.len() == bytes.len()
-    }
-
-    /// Whether the object has a top-level member `key`.
-    pub fn contains_key(&self, key: &str) -> bool {
-        self.find_last(key).is_some()
-    }
-
-    /// The raw JSON text of the top-level member `key` (its last occurrence).
-    pub fn get_raw(&self, key: &str) -> Option<&str> {
-        let e = self.index.entries[self.find_last(key)?];
-        // The index only holds spans of valid UTF-8 JSON values.
-        std::str::from_utf8(&self.bytes[e.value_start..e.value_end]).ok()
-    }
-
-    /// The raw JSON bytes of the top-level member `key` (its last occurrence), without
-    /// the UTF-8 check of [`get_raw`](Self::get_raw): for scans that read bytes anyway.
-    pub fn get_raw_bytes(&self, key: &str) -> Option<&[u8]> {
-        let e = self.index.entries[self.find_last(key)?];
-        Some(&self.bytes[e.value_start..e.value_end])
-    }
-
-    /// The top-level `model`, unescaped, when it is a string.
-    pub fn model(&self) -> Option<Cow<'_, str>> {
-        let e = self.index.entries[self.index.model?];
-        decode_str(&self.bytes[e.value_start..e.value_end])
-    }
-
-    /// The byte range of the top-level `model` value (quotes included).
-    pub fn model_span(&self) -> Option<Range<usize>> {
-        let e = self.index.entries[self.index.model?];
-        Some(e.value_start..e.value_end)
-    }
-
-    /// The top-level keys in body order (unescaped; duplicates repeated).
-    pub fn keys(&self) -> impl Iterator<Item = Cow<'_, str>> + '_ {
-        self.index
-            .entries
-            .iter()
-            .filter_map(move |e| decode_str(&self.bytes[e.key_start..e.key_end]))
-    }
-
     /// The body with its top-level `model` replaced by `model` (JSON-escaped): the bytes
     /// before and after the old value are kept as they are. One allocation of the final
     /// size.
@@ -371,19 +273,6 @@ impl JsonBody {
             .model
             .map(|i| self.index.entries[i])
             .ok_or_else(|| invalid("the request body has no top-level \"model\" to rewrite"))
-    }
-
-    fn key_eq(&self, e: &Entry, name: &str) -> bool {
-        let raw = &self.bytes[e.key_start..e.key_end];
-        if e.escaped {
-            decode_str(raw).is_some_and(|k| k == name)
-        } else {
-            &raw[1..raw.len() - 1] == name.as_bytes()
-        }
-    }
-
-    fn find_last(&self, key: &str) -> Option<usize> {
-        self.index.entries.iter().rposition(|e| self.key_eq(e, key))
     }
 
     /// Applies deduplicated operations: (key, Some(value)) sets, (key, None) removes.
@@ -626,19 +515,6 @@ fn put_json_str(out: &mut Out, s: &str) {
     }
     out.put(&bytes[start..]);
     out.put(b"\"");
-}
-
-/// Decodes a JSON string token (quotes included); `None` if it is not a string.
-fn decode_str(raw: &[u8]) -> Option<Cow<'_, str>> {
-    if raw.first() != Some(&b'"') {
-        return None;
-    }
-    if !raw.contains(&b'\\') {
-        return std::str::from_utf8(&raw[1..raw.len() - 1])
-            .ok()
-            .map(Cow::Borrowed);
-    }
-    serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
 }
 
 fn json_type(first: u8) -> &'static str {

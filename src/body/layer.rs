@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::collect::Collected;
-use super::JsonBody;
+use crate::JsonBody;
 use crate::{BoxError, Error, ErrorKind};
 
 /// The default body limit: 16 MiB.

@@ -1,13 +1,14 @@
 //! Request bodies: buffering once into a cheaply cloneable `Request<Full<Bytes>>`
 //! ([`BufferRequestLayer`]), byte-exact edits of a JSON body's top-level members
-//! ([`JsonBody`], [`rewrite_model`], [`edit_top_level`]), and helpers every attempt uses
+//! ([`JsonBody`](crate::JsonBody), [`rewrite_model`], [`edit_top_level`]), and helpers every attempt uses
 //! ([`clone_request`], [`full_bytes`], [`replace_body`]).
 //!
 //! ```
 //! use bytes::Bytes;
 //! use http_body_util::Full;
 //! use tower::{service_fn, Layer, ServiceExt};
-//! use tower_openrouter::body::{full_bytes, BufferRequestLayer, JsonBody};
+//! use tower_openrouter::body::{full_bytes, BufferRequestLayer};
+//! use tower_openrouter::JsonBody;
 //! use tower_openrouter::ErrorKind;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -39,7 +40,7 @@ mod json;
 mod layer;
 
 pub(crate) use collect::Collected;
-pub use json::{edit_top_level, rewrite_model, Edit, JsonBody};
+pub use json::{edit_top_level, rewrite_model, Edit};
 pub(crate) use layer::{is_generation_endpoint, is_messages_endpoint};
 pub use layer::{BufferRequest, BufferRequestLayer, ResponseFuture, DEFAULT_BODY_LIMIT};
 

@@ -13,7 +13,7 @@
 //!   malformed refresh keeps the last good catalog and logs a `WARN`. A model missing
 //!   from the catalog is treated as capable unless [strict](ModelCatalog::strict).
 //! * [`Requirements`]: what the request needs, read from the buffered body's top-level
-//!   index ([`crate::body::JsonBody`]) without a `Value` round trip: `tools` /
+//!   index ([`JsonBody`]) without a `Value` round trip: `tools` /
 //!   `tool_choice`, a `json_schema` response format, image / audio / file content parts,
 //!   `reasoning`, an estimate of the prompt's tokens, and `max_tokens`.
 //! * [`MaxPrice`]: a ceiling on the estimated cost of one attempt and/or on per-token
@@ -81,8 +81,8 @@ pub use store::{ModelCatalog, RefreshHandle, DEFAULT_REFRESH};
 
 pub(crate) use store::CallFilter;
 
-use crate::body::JsonBody;
 use crate::error::{AttemptRecord, Error, ErrorKind};
+use crate::JsonBody;
 
 /// The catalog and the price ceilings a [`FallbackLayer`](crate::FallbackLayer) applies.
 ///

@@ -8,7 +8,7 @@
 use memchr::memchr;
 
 use super::model::Modalities;
-use crate::body::JsonBody;
+use crate::JsonBody;
 
 /// Tokens counted for one image, audio clip or file part: the real count depends on the
 /// size and the model (OpenAI: 85 to ~1,500 per image); a middle figure keeps the
@@ -22,7 +22,7 @@ const MESSAGE_OVERHEAD_TOKENS: u64 = 4;
 ///
 /// ```
 /// use bytes::Bytes;
-/// use tower_openrouter::body::JsonBody;
+/// use tower_openrouter::JsonBody;
 /// use tower_openrouter::catalog::{Modalities, Requirements};
 ///
 /// let body = JsonBody::parse(Bytes::from_static(br#"{"model":"a/b","max_tokens":500,

@@ -21,9 +21,9 @@ use super::template::BodyTemplate;
 use super::ServedBy;
 use crate::catalog::CallFilter;
 use crate::error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
-use crate::health::ForceAttempt;
 use crate::observe::CallObs;
 use crate::routing::MAX_SERVER_MODELS;
+use crate::ForceAttempt;
 use crate::{Attempt, AttemptLog, Deadline, UpstreamInfo};
 
 pin_project! {

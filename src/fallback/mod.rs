@@ -10,7 +10,7 @@
 //!   below gave up), moves on to the next model; `Fatal` returns at once;
 //! * a model the health tracker reports cooling down is skipped without an upstream call
 //!   (a `ModelCoolingDown` attempt is recorded); when every model is cooling down, one
-//!   forced probe ([`ForceAttempt`](crate::health::ForceAttempt)) goes to the model whose
+//!   forced probe ([`ForceAttempt`](crate::ForceAttempt)) goes to the model whose
 //!   cooldown ends first, so a request never fails without an upstream attempt while time
 //!   is left;
 //! * a model at its adaptive concurrency limit

@@ -10,8 +10,8 @@ use http_body_util::Full;
 
 use super::chain::{Chain, ChainModel, ChainName, Chains};
 use super::layer::Shared;
-use crate::body::JsonBody;
 use crate::error::{Error, ErrorKind};
+use crate::JsonBody;
 
 /// What the fallback layer does with a request whose `model` is neither a chain's name
 /// nor a chain's first model (set with

@@ -6,9 +6,10 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
-use crate::body::{is_messages_endpoint, Edit, JsonBody};
+use crate::body::{is_messages_endpoint, Edit};
 use crate::error::Error;
 use crate::routing::window_body;
+use crate::JsonBody;
 
 /// The caller's body, indexed once per call (the buffering layer's index is reused), and
 /// rendered per model: only the `model` value (and, in hybrid mode, `models`) changes.

@@ -65,12 +65,19 @@ use crate::ErrorKind;
 /// | `min` | - | the limit never falls below this (at least 1) |
 /// | `max` | - | the limit never rises above this |
 /// | [`backoff`](Self::backoff) | 0.9 | factor applied to the limit on an overload signal |
+///
+/// Read a setting through its public field of the same name.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct AdaptiveConfig {
-    initial: u32,
-    min: u32,
-    max: u32,
-    backoff: f64,
+    /// The limit of a model when first seen.
+    pub initial: u32,
+    /// The limit never falls below this (at least 1).
+    pub min: u32,
+    /// The limit never rises above this.
+    pub max: u32,
+    /// See [`backoff`](Self::backoff).
+    pub backoff: f64,
 }
 
 impl AdaptiveConfig {
@@ -89,26 +96,6 @@ impl AdaptiveConfig {
     pub fn backoff(mut self, factor: f64) -> Self {
         self.backoff = factor;
         self
-    }
-
-    /// See [`new`](Self::new).
-    pub fn get_initial(&self) -> u32 {
-        self.initial
-    }
-
-    /// See [`new`](Self::new).
-    pub fn get_min(&self) -> u32 {
-        self.min
-    }
-
-    /// See [`new`](Self::new).
-    pub fn get_max(&self) -> u32 {
-        self.max
-    }
-
-    /// See [`backoff`](Self::backoff).
-    pub fn get_backoff(&self) -> f64 {
-        self.backoff
     }
 
     /// Checks `1 <= min <= initial <= max <= 1,000,000` and the backoff factor; the
@@ -255,7 +242,7 @@ pub(crate) struct Permit {
 
 impl Permit {
     pub(crate) fn new(tracker: HealthTracker, limiter: Arc<Limiter>) -> Self {
-        let started = tracker.inner.now_nanos();
+        let started = tracker.now_nanos();
         Permit {
             tracker,
             limiter,
@@ -272,7 +259,7 @@ impl Permit {
                 false
             }
             Err(kind) if is_overload(kind) => {
-                let now = self.tracker.inner.now_nanos();
+                let now = self.tracker.now_nanos();
                 self.limiter.on_overload(kind, self.started, now)
             }
             Err(_) => false,
@@ -283,7 +270,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.limiter.release();
-        self.tracker.inner.slots.freed();
+        self.tracker.slots().freed();
     }
 }
 
@@ -316,18 +303,17 @@ impl HealthTracker {
     /// `true` without [`HealthConfig::adaptive`](super::HealthConfig::adaptive), and for a
     /// model not seen yet). Claims nothing.
     pub fn has_capacity(&self, model: &str) -> bool {
-        match self.inner.models.load().get(model) {
-            Some(s) => s.limiter.as_ref().is_none_or(|l| l.has_capacity()),
-            None => true,
-        }
+        self.with_state(model, |s| {
+            s.limiter.as_ref().is_none_or(|l| l.has_capacity())
+        })
+        .unwrap_or(true)
     }
 
     /// The adaptive concurrency limit of `model`; `None` without
     /// [`HealthConfig::adaptive`](super::HealthConfig::adaptive) or for a model not seen
     /// yet.
     pub fn concurrency_limit(&self, model: &str) -> Option<u32> {
-        let models = self.inner.models.load();
-        models.get(model)?.limiter.as_ref().map(|l| l.limit())
+        self.with_state(model, |s| s.limiter.as_ref().map(|l| l.limit()))?
     }
 
     /// Resolves when one of `models` has a free slot (at once if one has), or returns
@@ -339,7 +325,7 @@ impl HealthTracker {
     ) -> Pin<Box<dyn Future<Output = bool> + Send>> {
         let tracker = self.clone();
         let wait = async move {
-            let slots = &tracker.inner.slots;
+            let slots = tracker.slots();
             slots.waiters.fetch_add(1, Ordering::AcqRel);
             let _waiting = Waiting(slots);
             loop {

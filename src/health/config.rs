@@ -10,7 +10,9 @@ use crate::error::ConfigError;
 ///
 /// Builder-style: start from [`HealthConfig::default`] (or [`HealthConfig::new`]) and
 /// chain setters; [`HealthTracker::new`](super::HealthTracker::new) does not validate, call
-/// [`validate`](HealthConfig::validate) on settings you did not write yourself.
+/// [`validate`](HealthConfig::validate) on settings you did not write yourself. Read a
+/// setting through its public field of the same name (`config.window`); the per-model
+/// fixed cooldowns through [`disable_duration_of`](Self::disable_duration_of).
 ///
 /// | setting | default | meaning |
 /// |---|---|---|
@@ -45,31 +47,46 @@ use crate::error::ConfigError;
 ///     .window(Duration::from_secs(600))
 ///     .disable_duration(Duration::from_secs(300));
 /// assert!(config.validate().is_ok());
-/// assert_eq!(config.get_max_cooldown(), Duration::from_secs(300));
+/// assert_eq!(config.max_cooldown, Duration::from_secs(300));
 ///
 /// let err = HealthConfig::default().failure_ratio(1.5).validate().unwrap_err();
 /// assert_eq!(err.field(), "failure_ratio");
 /// assert_eq!(err.to_string(), "health failure_ratio must be in (0, 1], got 1.5");
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct HealthConfig {
-    pub(crate) consecutive_failures: u32,
-    pub(crate) failure_ratio: Option<f64>,
-    pub(crate) min_calls: u32,
-    pub(crate) window: Duration,
-    pub(crate) window_buckets: u32,
-    pub(crate) skip_below_success_rate: Option<f64>,
-    pub(crate) cooldown: Duration,
-    pub(crate) max_cooldown: Duration,
-    pub(crate) jitter: f64,
-    pub(crate) jitter_seed: Option<u64>,
-    pub(crate) respect_retry_after: bool,
-    pub(crate) max_retry_after: Duration,
-    pub(crate) max_models: usize,
-    /// Per-model fixed cooldowns (looked up once, when a model is first seen).
+    /// See [`consecutive_failures`](Self::consecutive_failures).
+    pub consecutive_failures: u32,
+    /// See [`failure_ratio`](Self::failure_ratio); `None` when off.
+    pub failure_ratio: Option<f64>,
+    /// See [`min_calls`](Self::min_calls).
+    pub min_calls: u32,
+    /// See [`window`](Self::window).
+    pub window: Duration,
+    /// See [`window_buckets`](Self::window_buckets).
+    pub window_buckets: u32,
+    /// See [`skip_below_success_rate`](Self::skip_below_success_rate); `None` when off.
+    pub skip_below_success_rate: Option<f64>,
+    /// See [`cooldown`](Self::cooldown).
+    pub cooldown: Duration,
+    /// See [`max_cooldown`](Self::max_cooldown).
+    pub max_cooldown: Duration,
+    /// See [`jitter`](Self::jitter).
+    pub jitter: f64,
+    /// See [`jitter_seed`](Self::jitter_seed); `None` for a random seed (the default).
+    pub jitter_seed: Option<u64>,
+    /// See [`respect_retry_after`](Self::respect_retry_after).
+    pub respect_retry_after: bool,
+    /// See [`max_retry_after`](Self::max_retry_after).
+    pub max_retry_after: Duration,
+    /// See [`max_models`](Self::max_models).
+    pub max_models: usize,
+    /// Per-model fixed cooldowns (looked up once, when a model is first seen; read with
+    /// [`disable_duration_of`](Self::disable_duration_of)).
     pub(crate) model_disable: Vec<(Arc<str>, Duration)>,
-    /// The adaptive concurrency limit per model (off by default).
-    pub(crate) adaptive: Option<AdaptiveConfig>,
+    /// See [`adaptive`](Self::adaptive); `None` when off (the default).
+    pub adaptive: Option<AdaptiveConfig>,
 }
 
 impl Default for HealthConfig {
@@ -202,7 +219,7 @@ impl HealthConfig {
 
     /// The fixed cooldown of `model`, when one is set with
     /// [`model_disable_duration`](Self::model_disable_duration).
-    pub fn get_model_disable_duration(&self, model: &str) -> Option<Duration> {
+    pub fn disable_duration_of(&self, model: &str) -> Option<Duration> {
         self.model_disable
             .iter()
             .find(|(m, _)| &**m == model)
@@ -249,7 +266,7 @@ impl HealthConfig {
     ///     .consecutive_failures(1)
     ///     .jitter(0.1)
     ///     .jitter_seed(42);
-    /// assert_eq!(config.get_jitter_seed(), Some(42));
+    /// assert_eq!(config.jitter_seed, Some(42));
     ///
     /// // Two trackers with the same seed: the same cooldown, to the nanosecond.
     /// let (a, b) = (HealthTracker::new(config.clone()), HealthTracker::new(config));
@@ -294,81 +311,11 @@ impl HealthConfig {
         self
     }
 
-    /// See [`consecutive_failures`](Self::consecutive_failures).
-    pub fn get_consecutive_failures(&self) -> u32 {
-        self.consecutive_failures
-    }
-
-    /// See [`failure_ratio`](Self::failure_ratio); `None` when off.
-    pub fn get_failure_ratio(&self) -> Option<f64> {
-        self.failure_ratio
-    }
-
-    /// See [`min_calls`](Self::min_calls).
-    pub fn get_min_calls(&self) -> u32 {
-        self.min_calls
-    }
-
-    /// See [`window`](Self::window).
-    pub fn get_window(&self) -> Duration {
-        self.window
-    }
-
-    /// See [`window_buckets`](Self::window_buckets).
-    pub fn get_window_buckets(&self) -> u32 {
-        self.window_buckets
-    }
-
-    /// See [`skip_below_success_rate`](Self::skip_below_success_rate); `None` when off.
-    pub fn get_skip_below_success_rate(&self) -> Option<f64> {
-        self.skip_below_success_rate
-    }
-
-    /// See [`cooldown`](Self::cooldown).
-    pub fn get_cooldown(&self) -> Duration {
-        self.cooldown
-    }
-
-    /// See [`max_cooldown`](Self::max_cooldown).
-    pub fn get_max_cooldown(&self) -> Duration {
-        self.max_cooldown
-    }
-
-    /// See [`jitter`](Self::jitter).
-    pub fn get_jitter(&self) -> f64 {
-        self.jitter
-    }
-
-    /// See [`jitter_seed`](Self::jitter_seed); `None` for a random seed (the default).
-    pub fn get_jitter_seed(&self) -> Option<u64> {
-        self.jitter_seed
-    }
-
-    /// See [`respect_retry_after`](Self::respect_retry_after).
-    pub fn get_respect_retry_after(&self) -> bool {
-        self.respect_retry_after
-    }
-
-    /// See [`max_retry_after`](Self::max_retry_after).
-    pub fn get_max_retry_after(&self) -> Duration {
-        self.max_retry_after
-    }
-
-    /// See [`max_models`](Self::max_models).
-    pub fn get_max_models(&self) -> usize {
-        self.max_models
-    }
-
     /// Turns on the adaptive concurrency limit of every model (see
     /// [`health::adaptive`](super::adaptive)); off by default.
     pub fn adaptive(mut self, config: AdaptiveConfig) -> Self {
         self.adaptive = Some(config);
         self
-    }
-
-    /// See [`adaptive`](Self::adaptive).
-    pub fn get_adaptive(&self) -> Option<&AdaptiveConfig> {
-        self.adaptive.as_ref()
     }
 
     /// Checks every setting; the error's [`field`](ConfigError::field) is the setter's name
@@ -455,15 +402,15 @@ mod tests {
     fn defaults_are_valid_and_documented() {
         let c = HealthConfig::default();
         assert!(c.validate().is_ok());
-        assert_eq!(c.get_consecutive_failures(), 5);
-        assert_eq!(c.get_failure_ratio(), Some(0.5));
-        assert_eq!(c.get_min_calls(), 20);
-        assert_eq!(c.get_window(), Duration::from_secs(30));
-        assert_eq!(c.get_cooldown(), Duration::from_secs(15));
-        assert_eq!(c.get_max_cooldown(), Duration::from_secs(300));
-        assert_eq!(c.get_skip_below_success_rate(), None);
-        assert_eq!(c.get_jitter(), 0.1);
-        assert_eq!(c.get_jitter_seed(), None);
+        assert_eq!(c.consecutive_failures, 5);
+        assert_eq!(c.failure_ratio, Some(0.5));
+        assert_eq!(c.min_calls, 20);
+        assert_eq!(c.window, Duration::from_secs(30));
+        assert_eq!(c.cooldown, Duration::from_secs(15));
+        assert_eq!(c.max_cooldown, Duration::from_secs(300));
+        assert_eq!(c.skip_below_success_rate, None);
+        assert_eq!(c.jitter, 0.1);
+        assert_eq!(c.jitter_seed, None);
     }
 
     #[test]
@@ -497,8 +444,8 @@ mod tests {
     #[test]
     fn disable_duration_is_a_fixed_cooldown() {
         let c = HealthConfig::default().disable_duration(Duration::from_secs(300));
-        assert_eq!(c.get_cooldown(), Duration::from_secs(300));
-        assert_eq!(c.get_max_cooldown(), Duration::from_secs(300));
+        assert_eq!(c.cooldown, Duration::from_secs(300));
+        assert_eq!(c.max_cooldown, Duration::from_secs(300));
         assert!(c.validate().is_ok());
     }
 }

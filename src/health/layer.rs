@@ -11,17 +11,9 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::adaptive::Permit;
-use super::tracker::{Admission, HealthTracker, ModelState};
-use crate::{Attempt, BoxError, Error, ErrorKind};
-
-/// Request extension: admit this attempt even if its model is cooling down.
-///
-/// The fallback layer inserts it when every model of the chain is cooling down, so a
-/// request never fails without a single upstream attempt. A forced attempt does not claim
-/// the probe slot; its outcome is recorded like any other (a success does not close an
-/// open breaker, a failure counts).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ForceAttempt;
+use super::breaker::Admission;
+use super::tracker::{HealthTracker, ModelState};
+use crate::{Attempt, BoxError, Error, ErrorKind, ForceAttempt};
 
 /// Records every attempt's outcome in a [`HealthTracker`] and rejects attempts of a model
 /// that is cooling down with [`ErrorKind::ModelCoolingDown`] (action
@@ -126,7 +118,7 @@ where
             Some(l) => Some(Permit::new(self.tracker.clone(), l.clone())),
             None => None,
         };
-        let probe = match self.tracker.inner.check(&state) {
+        let probe = match self.tracker.check_tracked(&state) {
             Admission::Allowed => false,
             Admission::Probe => true,
             Admission::CoolingDown { .. } if req.extensions().get::<ForceAttempt>().is_some() => {
@@ -190,10 +182,10 @@ impl Recorder {
         match outcome {
             Err(e) if absorbed || !e.counts_for_health() => {
                 if self.probe {
-                    self.tracker.inner.release_probe(&self.state);
+                    self.tracker.release_tracked_probe(&self.state);
                 }
             }
-            outcome => self.tracker.inner.record(&self.state, outcome, false),
+            outcome => self.tracker.record_tracked(&self.state, outcome),
         }
     }
 }
@@ -202,7 +194,7 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         // A cancelled attempt records nothing, but must not keep the probe slot.
         if !self.done && self.probe {
-            self.tracker.inner.release_probe(&self.state);
+            self.tracker.release_tracked_probe(&self.state);
         }
     }
 }

@@ -47,7 +47,7 @@
 //!
 //! * A request without an [`Attempt`](crate::Attempt) passes through untouched: nothing is
 //!   checked or recorded.
-//! * With [`ForceAttempt`] in the request extensions a cooling model is tried anyway (the
+//! * With [`ForceAttempt`](crate::ForceAttempt) in the request extensions a cooling model is tried anyway (the
 //!   fallback layer does this when every model of the chain is cooling down).
 //! * A response (`Ok`) records a success. For a stream that is the first token; the layer
 //!   inserts a [`StreamErrorHook`](crate::StreamErrorHook) into the request extensions,
@@ -111,6 +111,7 @@
 pub mod adaptive;
 mod breaker;
 mod config;
+mod events;
 mod layer;
 #[cfg(feature = "redis")]
 mod redis;
@@ -121,10 +122,10 @@ mod window;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisHealthStore, RedisStoreConfig};
 pub use adaptive::AdaptiveConfig;
-pub use breaker::BreakerState;
 pub(crate) use breaker::Jitter;
+pub use breaker::{Admission, BreakerState, TripReason};
 pub use config::HealthConfig;
-pub use layer::{ForceAttempt, Health, HealthLayer, ResponseFuture};
+pub use layer::{Health, HealthLayer, ResponseFuture};
 pub(crate) use store::redact_url;
-pub use store::{HealthSink, HealthStore, SharedEvent, StoreStatus, TripReason};
-pub use tracker::{Admission, HealthTracker, ModelHealth};
+pub use store::{HealthSink, HealthStore, SharedEvent, StoreStatus};
+pub use tracker::{HealthTracker, ModelHealth};

@@ -70,55 +70,8 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::breaker::TripReason;
 use super::tracker::Inner;
-
-const REASONS: [TripReason; 5] = [
-    TripReason::ConsecutiveFailures,
-    TripReason::FailureRatio,
-    TripReason::LowSuccessRate,
-    TripReason::ProbeFailed,
-    TripReason::RetryAfter,
-];
-
-/// Why a model tripped (or cools down longer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum TripReason {
-    /// Too many counted failures in a row.
-    ConsecutiveFailures,
-    /// The failure ratio over the window reached its limit.
-    FailureRatio,
-    /// The success rate over the window fell below the skip threshold.
-    LowSuccessRate,
-    /// The half-open probe failed.
-    ProbeFailed,
-    /// A `Retry-After` hint (a 429) cools the model at least that long.
-    RetryAfter,
-}
-
-impl TripReason {
-    /// The reason's name on the wire (`"consecutive_failures"`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TripReason::ConsecutiveFailures => "consecutive_failures",
-            TripReason::FailureRatio => "failure_ratio",
-            TripReason::LowSuccessRate => "low_success_rate",
-            TripReason::ProbeFailed => "probe_failed",
-            TripReason::RetryAfter => "retry_after",
-        }
-    }
-
-    /// The reason named `name` (what [`as_str`](Self::as_str) returns).
-    pub fn from_name(name: &str) -> Option<Self> {
-        REASONS.into_iter().find(|r| r.as_str() == name)
-    }
-}
-
-impl fmt::Display for TripReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A fact about one model's health that replicas share.
 ///
@@ -287,7 +240,7 @@ impl HealthSink {
 pub(crate) struct SharedSlot {
     until_ms: AtomicU64,
     granted_ms: AtomicU64,
-    /// The reason of the latest trip (index into [`REASONS`]).
+    /// The reason of the latest trip ([`TripReason::index`]).
     reason: AtomicU8,
 }
 
@@ -307,12 +260,11 @@ impl SharedSlot {
     }
 
     pub(crate) fn set_reason(&self, reason: TripReason) {
-        let i = REASONS.iter().position(|r| *r == reason).unwrap_or(0);
-        self.reason.store(i as u8, Ordering::Relaxed);
+        self.reason.store(reason.index(), Ordering::Relaxed);
     }
 
     pub(crate) fn reason(&self) -> TripReason {
-        REASONS[usize::from(self.reason.load(Ordering::Relaxed)) % REASONS.len()]
+        TripReason::from_index(self.reason.load(Ordering::Relaxed))
     }
 
     /// Whether this replica holds the probe slot of the current cooldown.
@@ -354,20 +306,6 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reasons_round_trip_by_name() {
-        for r in [
-            TripReason::ConsecutiveFailures,
-            TripReason::FailureRatio,
-            TripReason::LowSuccessRate,
-            TripReason::ProbeFailed,
-            TripReason::RetryAfter,
-        ] {
-            assert_eq!(TripReason::from_name(r.as_str()), Some(r));
-        }
-        assert_eq!(TripReason::from_name("bored"), None);
-    }
 
     #[test]
     fn slot_only_rises() {

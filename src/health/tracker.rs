@@ -1,8 +1,15 @@
-//! [`HealthTracker`]: per-model rolling windows and breakers, shared by every request.
+//! [`HealthTracker`]: the per-model map and the facade, shared by every request.
+//!
+//! The map holds, per model, its rolling [`Window`], its [`Breaker`] (the state machine
+//! of `breaker.rs`, beside the map, not inside it), its slot of the shared store and its
+//! adaptive limit. The tracker finds a model's state (creating it on first use), hands
+//! outcomes to the window and the breaker, and does what a breaker transition entails
+//! beyond the breaker: a fresh window when the breaker closes, the store told about trips
+//! and recoveries, the transition's event. The store seam (what other replicas share) is
+//! at the end of this file.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -10,29 +17,12 @@ use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use super::adaptive::{Limiter, Slots};
-use super::breaker::{self, Breaker, BreakerState, Jitter, Word};
+use super::breaker::{Admission, Breaker, BreakerState, Opened, Policy, TripReason};
 use super::config::HealthConfig;
-use super::store::{self as shared, HealthSink, HealthStore, SharedEvent, SharedSlot, TripReason};
+use super::events;
+use super::store::{self as shared, HealthSink, HealthStore, SharedEvent, SharedSlot};
 use super::window::{Update, Window};
-use crate::observe;
 use crate::{Error, StreamErrorHook};
-
-/// Whether one attempt of a model may go upstream, as [`HealthTracker::check`] decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// The breaker is closed: go ahead.
-    Allowed,
-    /// The cooldown is over and this attempt is the one probe: go ahead, and record its
-    /// outcome (or drop it: see [`HealthTracker::release_probe`]); it closes or reopens
-    /// the breaker.
-    Probe,
-    /// The model is cooling down: skip it.
-    CoolingDown {
-        /// When the model may be tried again. While another request probes the model
-        /// this is the present instant: the probe's outcome decides, soon.
-        until: Instant,
-    },
-}
 
 /// The health of one model, as [`HealthTracker::snapshot`] reports it.
 ///
@@ -105,33 +95,25 @@ mod ser {
 /// exact.
 #[derive(Clone)]
 pub struct HealthTracker {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    config: HealthConfig,
-    epoch: Instant,
-    window_nanos: u64,
-    pub(crate) models: ArcSwap<HashMap<Arc<str>, Arc<ModelState>>>,
+pub(super) struct Inner {
+    /// The settings, clock and jitter every breaker reads.
+    policy: Policy,
+    models: ArcSwap<HashMap<Arc<str>, Arc<ModelState>>>,
     insert: Mutex<()>,
-    jitter: Jitter,
     /// Where trips and recoveries are shared with other replicas (none: local only).
     store: Option<Arc<dyn HealthStore>>,
     /// Requests waiting for a free slot of an adaptive limit.
-    pub(crate) slots: Slots,
+    slots: Slots,
 }
 
+/// One model's entry in the map.
 pub(crate) struct ModelState {
     pub(crate) name: Arc<str>,
     window: Window,
     breaker: Breaker,
-    consecutive: AtomicU32,
-    /// The consecutive failures the latest success reset (0 when it reset none), so a
-    /// stream failure can take that success back.
-    reset_by_success: AtomicU32,
-    trips: AtomicU32,
-    /// This model's fixed cooldown ([`HealthConfig::model_disable_duration`]).
-    fixed_cooldown: Option<Duration>,
     /// Reports a mid-stream failure of this model (holds weak references only).
     pub(crate) hook: StreamErrorHook,
     /// The fleet's cooldown end and probe slot (used with a store only).
@@ -149,14 +131,10 @@ impl Default for HealthTracker {
 impl fmt::Debug for HealthTracker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HealthTracker")
-            .field("config", &self.inner.config)
+            .field("config", &self.inner.policy.config)
             .field("models", &self.inner.models.load().len())
             .finish()
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl HealthTracker {
@@ -180,16 +158,11 @@ impl HealthTracker {
     }
 
     fn build(config: HealthConfig, store: Option<Arc<dyn HealthStore>>) -> Self {
-        let window_nanos = nanos(config.window).max(1);
-        let jitter = Jitter::new(config.jitter_seed);
         HealthTracker {
             inner: Arc::new(Inner {
-                window_nanos,
-                config,
-                epoch: Instant::now(),
+                policy: Policy::new(config),
                 models: ArcSwap::from_pointee(HashMap::new()),
                 insert: Mutex::new(()),
-                jitter,
                 store,
                 slots: Slots::default(),
             }),
@@ -203,7 +176,7 @@ impl HealthTracker {
 
     /// The settings.
     pub fn config(&self) -> &HealthConfig {
-        &self.inner.config
+        &self.inner.policy.config
     }
 
     /// Admission for one attempt of `model`.
@@ -214,35 +187,29 @@ impl HealthTracker {
     /// [`release_probe`](Self::release_probe)); everybody else gets
     /// [`Admission::CoolingDown`] meanwhile.
     pub fn check(&self, model: &str) -> Admission {
-        match self.inner.models.load().get(model) {
-            Some(state) => self.inner.check(state),
-            None => Admission::Allowed,
-        }
+        self.with_state(model, |state| self.inner.check(state))
+            .unwrap_or(Admission::Allowed)
     }
 
     /// Whether `model` would be admitted now, without claiming anything: its breaker is
     /// closed, or its cooldown is over and nobody is probing it yet.
     pub fn is_available(&self, model: &str) -> bool {
-        match self.inner.models.load().get(model) {
-            Some(state) => self.inner.cooling_until(state).is_none(),
-            None => true,
-        }
+        self.with_state(model, |state| self.inner.cooling_until(state).is_none())
+            .unwrap_or(true)
     }
 
     /// When `model` may be tried again; `None` when it is available now (see
     /// [`is_available`](Self::is_available)). While a probe is in flight this is the
     /// present instant.
     pub fn cooldown_until(&self, model: &str) -> Option<Instant> {
-        let models = self.inner.models.load();
-        let until = self.inner.cooling_until(models.get(model)?)?;
-        Some(self.inner.instant(until))
+        let until = self.with_state(model, |state| self.inner.cooling_until(state))??;
+        Some(self.inner.policy.instant(until))
     }
 
     /// Successes / calls of `model` over the window; `None` with no counted calls.
     pub fn success_rate(&self, model: &str) -> Option<f64> {
-        let models = self.inner.models.load();
-        let state = models.get(model)?;
-        state.window.totals(self.inner.now()).success_rate()
+        let now = self.inner.policy.now();
+        self.with_state(model, |state| state.window.totals(now).success_rate())?
     }
 
     /// Records the outcome of one attempt of `model`.
@@ -261,15 +228,13 @@ impl HealthTracker {
     /// request it comes from.
     pub fn record(&self, model: &str, outcome: Result<(), &Error>) {
         match outcome {
-            Err(e) if !e.counts_for_health() => {
-                if let Some(state) = self.inner.models.load().get(model) {
-                    self.inner.release_probe(state);
-                }
-            }
+            Err(e) if !e.counts_for_health() => self.release_probe(model),
             _ => {
                 // Fast path: a known model, no lock, no refcount traffic.
-                if let Some(state) = self.inner.models.load().get(model) {
-                    self.inner.record(state, outcome, false);
+                if self
+                    .with_state(model, |state| self.inner.record(state, outcome, false))
+                    .is_some()
+                {
                     return;
                 }
                 if let Some(state) = self.state(model) {
@@ -294,9 +259,7 @@ impl HealthTracker {
         if !error.counts_for_health() {
             return;
         }
-        if let Some(state) = self.inner.models.load().get(model) {
-            self.inner.record(state, Err(error), true);
-        }
+        self.with_state(model, |state| self.inner.record(state, Err(error), true));
     }
 
     /// Gives back the probe slot [`check`](Self::check) handed out with
@@ -304,30 +267,29 @@ impl HealthTracker {
     /// stays open with its cooldown over, so the next request probes. Does nothing when
     /// the model is not being probed.
     pub fn release_probe(&self, model: &str) {
-        if let Some(state) = self.inner.models.load().get(model) {
-            self.inner.release_probe(state);
-        }
+        self.with_state(model, |state| self.inner.release_probe(state));
     }
 
     /// The health of every model seen so far, sorted by model id.
     pub fn snapshot(&self) -> Vec<ModelHealth> {
-        let now = self.inner.now();
+        let p = &self.inner.policy;
+        let now = p.now();
         let models = self.inner.models.load();
         let mut out: Vec<ModelHealth> = models
             .values()
             .map(|s| {
                 let w = s.breaker.load();
                 let totals = s.window.totals(now);
-                let until = Inner::cooling_until_at(w, now);
+                let until = w.cooling_until(now);
                 ModelHealth {
                     model: s.name.clone(),
                     state: w.state,
                     success_rate: totals.success_rate(),
                     calls: totals.calls(),
                     failures: totals.failures,
-                    consecutive_failures: s.consecutive.load(Ordering::Relaxed),
-                    trips: s.trips.load(Ordering::Relaxed),
-                    cooldown_until: until.map(|u| self.inner.instant(u)),
+                    consecutive_failures: s.breaker.consecutive(),
+                    trips: s.breaker.trips(),
+                    cooldown_until: until.map(|u| p.instant(u)),
                     cooldown_remaining: until.map(|u| Duration::from_nanos(u.saturating_sub(now))),
                     concurrency_limit: s.limiter.as_ref().map(|l| l.limit()),
                     in_flight: s.limiter.as_ref().map(|l| l.in_flight()),
@@ -336,6 +298,16 @@ impl HealthTracker {
             .collect();
         out.sort_by(|a, b| a.model.cmp(&b.model));
         out
+    }
+}
+
+/// What the health layer and the adaptive limit use: the state of one model, looked up
+/// once per attempt, and the tracker's operations on it.
+impl HealthTracker {
+    /// `f` of the state of `model`, when it is tracked already: no lock, no refcount
+    /// traffic (the map's snapshot is held only for the call).
+    pub(crate) fn with_state<R>(&self, model: &str, f: impl FnOnce(&ModelState) -> R) -> Option<R> {
+        self.inner.models.load().get(model).map(|state| f(state))
     }
 
     /// The state of `model`, created on first use; `None` when `max_models` models are
@@ -347,6 +319,32 @@ impl HealthTracker {
         // Slow path, once per model: copy the map with the new model in.
         Inner::insert(&self.inner, model)
     }
+
+    /// [`check`](Self::check) of a model whose state the caller holds.
+    pub(crate) fn check_tracked(&self, state: &ModelState) -> Admission {
+        self.inner.check(state)
+    }
+
+    /// [`record`](Self::record) of a model whose state the caller holds. `Err` must count
+    /// for health (the caller checks).
+    pub(crate) fn record_tracked(&self, state: &ModelState, outcome: Result<(), &Error>) {
+        self.inner.record(state, outcome, false);
+    }
+
+    /// [`release_probe`](Self::release_probe) of a model whose state the caller holds.
+    pub(crate) fn release_tracked_probe(&self, state: &ModelState) {
+        self.inner.release_probe(state);
+    }
+
+    /// Nanoseconds since the tracker's epoch (the clock of the breakers and limits).
+    pub(crate) fn now_nanos(&self) -> u64 {
+        self.inner.policy.now()
+    }
+
+    /// Requests waiting for a free slot of an adaptive limit.
+    pub(crate) fn slots(&self) -> &Slots {
+        &self.inner.slots
+    }
 }
 
 impl Inner {
@@ -357,24 +355,18 @@ impl Inner {
         if let Some(state) = current.get(model) {
             return Some(state.clone());
         }
-        if current.len() >= this.config.max_models {
+        let config = &this.policy.config;
+        if current.len() >= config.max_models {
             return None;
         }
         let name: Arc<str> = Arc::from(model);
         let weak_inner = Arc::downgrade(this);
-        let buckets = this.config.window_buckets;
-        let window_nanos = this.window_nanos;
-        let limiter = this.config.adaptive.map(|a| Arc::new(Limiter::new(a)));
         let state = Arc::new_cyclic(|weak_state: &Weak<ModelState>| {
             let weak_state = weak_state.clone();
             ModelState {
                 name: name.clone(),
-                window: Window::new(buckets, window_nanos),
-                breaker: Breaker::new(),
-                consecutive: AtomicU32::new(0),
-                reset_by_success: AtomicU32::new(0),
-                trips: AtomicU32::new(0),
-                fixed_cooldown: this.config.get_model_disable_duration(model),
+                window: Window::new(config.window_buckets, this.policy.window_nanos()),
+                breaker: Breaker::new(config.disable_duration_of(model)),
                 hook: StreamErrorHook::new(move |e: &Error| {
                     if !e.counts_for_health() {
                         return;
@@ -385,7 +377,7 @@ impl Inner {
                     }
                 }),
                 shared: SharedSlot::default(),
-                limiter,
+                limiter: config.adaptive.map(|a| Arc::new(Limiter::new(a))),
             }
         });
         let mut map = HashMap::clone(&current);
@@ -393,283 +385,66 @@ impl Inner {
         this.models.store(Arc::new(map));
         Some(state)
     }
-}
 
-/// How likely a run of failures may be, by chance alone, before it trips a model whose
-/// window is judged by its ratio.
-const CHANCE_RUN_ODDS: f64 = 1e-9;
-
-/// The shortest run of failures in a row that a model failing at `failure_rate` at random
-/// produces by chance less than once in a billion calls (never below `floor`): a run that
-/// long says the model broke just now, before the ratio can show it.
-fn chance_run(failure_rate: f64, floor: u32) -> u32 {
-    if !(failure_rate > 0.0 && failure_rate < 1.0) {
-        return floor;
-    }
-    let run = (CHANCE_RUN_ODDS.ln() / failure_rate.ln()).ceil();
-    floor.max(run.min(f64::from(u32::MAX)) as u32)
-}
-
-impl Inner {
-    pub(crate) fn now_nanos(&self) -> u64 {
-        self.now()
-    }
-
-    /// Nanoseconds since the epoch, kept below 2^62 (the breaker word's range).
-    fn now(&self) -> u64 {
-        nanos(Instant::now().saturating_duration_since(self.epoch)).min(u64::MAX >> 2)
-    }
-
-    fn instant(&self, nanos: u64) -> Instant {
-        self.epoch + Duration::from_nanos(nanos)
-    }
-
-    pub(crate) fn check(&self, state: &ModelState) -> Admission {
-        let mut w = state.breaker.load();
-        loop {
-            match w.state {
-                BreakerState::Closed => return Admission::Allowed,
-                BreakerState::Open => {
-                    let now = self.now();
-                    if now < w.until {
-                        return Admission::CoolingDown {
-                            until: self.instant(w.until),
-                        };
-                    }
-                    if !self.may_probe(state) {
-                        // Another replica holds the fleet's probe slot: its outcome decides.
-                        return Admission::CoolingDown {
-                            until: self.instant(now),
-                        };
-                    }
-                    match state
-                        .breaker
-                        .transition(w, Word::new(BreakerState::HalfOpen, w.until))
-                    {
-                        Ok(()) => {
-                            observe::breaker_half_open(&state.name);
-                            return Admission::Probe;
-                        }
-                        Err(found) => w = found,
-                    }
-                }
-                BreakerState::HalfOpen => {
-                    return Admission::CoolingDown {
-                        until: self.instant(w.until.max(self.now())),
-                    }
-                }
-            }
+    fn check(&self, state: &ModelState) -> Admission {
+        let admission = state.breaker.check(&self.policy, || self.may_probe(state));
+        if admission == Admission::Probe {
+            events::breaker_half_open(&state.name);
         }
+        admission
     }
 
     /// `Some(until)` while the model is not available (nanos since the epoch).
     fn cooling_until(&self, state: &ModelState) -> Option<u64> {
-        let w = state.breaker.load();
-        if w.state == BreakerState::Closed {
-            return None;
-        }
-        let now = self.now();
-        match Self::cooling_until_at(w, now) {
-            None if !self.may_probe(state) => Some(now),
-            until => until,
-        }
+        state
+            .breaker
+            .cooling_until(&self.policy, || self.may_probe(state))
     }
 
-    fn cooling_until_at(w: Word, now: u64) -> Option<u64> {
-        match w.state {
-            BreakerState::Closed => None,
-            BreakerState::Open => (now < w.until).then_some(w.until),
-            BreakerState::HalfOpen => Some(w.until.max(now)),
-        }
-    }
-
-    pub(crate) fn release_probe(&self, state: &ModelState) {
-        let w = state.breaker.load();
-        if w.state == BreakerState::HalfOpen {
-            // If this fails, another outcome decided in the meantime.
-            if state
-                .breaker
-                .transition(w, Word::new(BreakerState::Open, w.until))
-                .is_ok()
-            {
-                observe::probe_released(&state.name);
-            }
+    fn release_probe(&self, state: &ModelState) {
+        // If this fails, another outcome decided in the meantime.
+        if state.breaker.release_probe() {
+            events::probe_released(&state.name);
         }
     }
 
     /// Records a success or a failure. `Err` must count for health (callers check).
     /// `stream` marks a mid-stream failure that takes back the attempt's success.
-    pub(crate) fn record(&self, state: &ModelState, outcome: Result<(), &Error>, stream: bool) {
-        let now = self.now();
+    fn record(&self, state: &ModelState, outcome: Result<(), &Error>, stream: bool) {
+        let now = self.policy.now();
         match outcome {
-            Ok(()) => self.record_success(state, now),
+            Ok(()) => {
+                if state.breaker.record_success() {
+                    // The model is back: outcomes from before the trip no longer speak for it.
+                    state.window.clear();
+                    self.share_recovery(state);
+                    events::breaker_closed(&state.name);
+                }
+                state.window.record(now, Update::Success);
+            }
             Err(e) => {
                 let update = if stream {
                     Update::SuccessBecameFailure
                 } else {
                     Update::Failure
                 };
-                self.record_failure(state, now, update, e.retry_after());
-            }
-        }
-    }
-
-    fn record_success(&self, state: &ModelState, now: u64) {
-        // Loads first: on the common path (no failure before) nothing is written.
-        let mut reset = state.consecutive.load(Ordering::Relaxed);
-        if reset != 0 {
-            reset = state.consecutive.swap(0, Ordering::Relaxed);
-        }
-        if state.reset_by_success.load(Ordering::Relaxed) != reset {
-            state.reset_by_success.store(reset, Ordering::Relaxed);
-        }
-        let w = state.breaker.load();
-        if w.state == BreakerState::HalfOpen
-            && state
-                .breaker
-                .transition(w, Word::new(BreakerState::Closed, w.until))
-                .is_ok()
-        {
-            // The model is back: outcomes from before the trip no longer speak for it.
-            state.window.clear();
-            self.share_recovery(state);
-            observe::breaker_closed(&state.name);
-        }
-        state.window.record(now, Update::Success);
-    }
-
-    fn record_failure(&self, state: &ModelState, now: u64, update: Update, hint: Option<Duration>) {
-        state.window.record(now, update);
-        let consecutive = match update {
-            // Taking back the latest success: continue the count it reset.
-            Update::SuccessBecameFailure => {
-                let restored = state
-                    .reset_by_success
-                    .swap(0, Ordering::Relaxed)
-                    .saturating_add(1);
-                match state.consecutive.compare_exchange(
-                    0,
-                    restored,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => restored,
-                    Err(_) => state
-                        .consecutive
-                        .fetch_add(1, Ordering::Relaxed)
-                        .saturating_add(1),
-                }
-            }
-            _ => state
-                .consecutive
-                .fetch_add(1, Ordering::Relaxed)
-                .saturating_add(1),
-        };
-        let hint_until = hint
-            .filter(|_| self.config.respect_retry_after)
-            .map(|h| now.saturating_add(nanos(h.min(self.config.max_retry_after))));
-        let mut w = state.breaker.load();
-        loop {
-            // The new word, and the trip count to store when it is a trip.
-            let next: Option<(Word, Option<u32>)> = match w.state {
-                BreakerState::Closed if self.should_trip(state, consecutive, now) => {
-                    Some(self.trip(state, w, now, hint_until))
-                }
-                // A hint alone holds back the request that got it (the fallback and retry
-                // layers wait for it), not the model for everyone: see the module docs.
-                BreakerState::Closed => None,
-                // The probe failed: open again, for longer.
-                BreakerState::HalfOpen => Some(self.trip(state, w, now, hint_until)),
-                // Already open: only a longer hint changes anything.
-                BreakerState::Open => hint_until
-                    .filter(|&h| h > w.until)
-                    .map(|h| (Word::new(BreakerState::Open, h), None)),
-            };
-            let Some((next, trips)) = next else { return };
-            match state.breaker.transition(w, next) {
-                Ok(()) => {
-                    if let Some(t) = trips {
-                        state.trips.store(t, Ordering::Relaxed);
+                state.window.record(now, update);
+                let opened = state.breaker.record_failure(
+                    &self.policy,
+                    &state.window,
+                    now,
+                    stream,
+                    e.retry_after(),
+                );
+                if let Some(opened) = opened {
+                    self.share_trip(state, &opened);
+                    if opened.from != BreakerState::Open {
+                        let cooldown = Duration::from_nanos(opened.until.saturating_sub(now));
+                        events::breaker_opened(&state.name, opened.reason, opened.trips, cooldown);
                     }
-                    self.share_trip(state, w.state, next, trips.is_some(), consecutive);
-                    if w.state != BreakerState::Open {
-                        let reason = self.trip_reason(w.state, trips.is_some(), consecutive);
-                        self.report_open(state, reason, next.until, now);
-                    }
-                    return;
                 }
-                Err(found) => w = found,
             }
         }
-    }
-
-    /// Reports a breaker that just opened (an event, and metrics).
-    fn report_open(&self, state: &ModelState, reason: TripReason, until: u64, now: u64) {
-        let trips = state.trips.load(Ordering::Relaxed);
-        let cooldown = Duration::from_nanos(until.saturating_sub(now));
-        observe::breaker_opened(&state.name, reason.as_str(), trips, cooldown);
-    }
-
-    /// Why the breaker opened from `from` (`tripped`: by the trip rules, not a hint).
-    fn trip_reason(&self, from: BreakerState, tripped: bool, consecutive: u32) -> TripReason {
-        match from {
-            BreakerState::HalfOpen => TripReason::ProbeFailed,
-            _ if !tripped => TripReason::RetryAfter,
-            _ if consecutive >= self.config.consecutive_failures => TripReason::ConsecutiveFailures,
-            _ if self.config.failure_ratio.is_some() => TripReason::FailureRatio,
-            _ => TripReason::LowSuccessRate,
-        }
-    }
-
-    /// Whether a counted failure trips a closed breaker (the policy of the module docs).
-    fn should_trip(&self, state: &ModelState, consecutive: u32, now: u64) -> bool {
-        let c = &self.config;
-        let totals = state.window.totals(now);
-        let judged = c.failure_ratio.is_some() || c.skip_below_success_rate.is_some();
-        if !judged || totals.calls() < u64::from(c.min_calls.max(1)) {
-            // Too few calls to judge a ratio: a run of failures decides.
-            return consecutive >= c.consecutive_failures;
-        }
-        let calls = totals.calls() as f64;
-        let failure_rate = totals.failures as f64 / calls;
-        let by_ratio = c.failure_ratio.is_some_and(|r| failure_rate >= r)
-            || c.skip_below_success_rate
-                .is_some_and(|r| (totals.successes as f64 / calls) < r);
-        by_ratio || consecutive >= chance_run(failure_rate, c.consecutive_failures)
-    }
-
-    /// The open word of a trip from `w` at `now`, and the new trip count.
-    fn trip(
-        &self,
-        state: &ModelState,
-        w: Word,
-        now: u64,
-        hint_until: Option<u64>,
-    ) -> (Word, Option<u32>) {
-        let c = &self.config;
-        // A model back in service for a whole window starts a new streak of trips.
-        let fresh =
-            w.state == BreakerState::Closed && w.until.saturating_add(self.window_nanos) <= now;
-        let trips = if fresh {
-            1
-        } else {
-            state.trips.load(Ordering::Relaxed).saturating_add(1)
-        };
-        let unit = if c.jitter > 0.0 {
-            self.jitter.unit()
-        } else {
-            0.0
-        };
-        let (base, max) = match state.fixed_cooldown {
-            Some(d) => (d, d),
-            None => (c.cooldown, c.max_cooldown),
-        };
-        let d = breaker::cooldown(base, max, trips, c.jitter, unit);
-        let mut until = now.saturating_add(nanos(d)).max(w.until);
-        if let Some(h) = hint_until {
-            until = until.max(h);
-        }
-        (Word::new(BreakerState::Open, until), Some(trips))
     }
 }
 
@@ -690,35 +465,29 @@ impl Inner {
     /// Wall-clock ms of a cooldown end in nanos since the epoch (rounded up, so a shared
     /// cooldown never ends before the local one).
     fn until_wall_ms(&self, until: u64) -> u64 {
-        let left = until.saturating_sub(self.now());
+        let left = until.saturating_sub(self.policy.now());
         shared::now_ms().saturating_add(left.div_ceil(1_000_000))
     }
 
     /// Nanos since the epoch of a wall-clock ms cooldown end (0 left: now).
     fn until_local(&self, until_ms: u64) -> u64 {
         let left_ms = until_ms.saturating_sub(shared::now_ms());
-        self.now().saturating_add(left_ms.saturating_mul(1_000_000))
+        self.policy
+            .now()
+            .saturating_add(left_ms.saturating_mul(1_000_000))
     }
 
     /// Tells the store about a transition to open (a trip, or a longer `Retry-After`).
-    fn share_trip(
-        &self,
-        state: &ModelState,
-        from: BreakerState,
-        next: Word,
-        tripped: bool,
-        consecutive: u32,
-    ) {
+    fn share_trip(&self, state: &ModelState, opened: &Opened) {
         let Some(store) = &self.store else { return };
-        let until_ms = self.until_wall_ms(next.until);
+        let until_ms = self.until_wall_ms(opened.until);
         state.shared.raise(until_ms);
-        let reason = self.trip_reason(from, tripped, consecutive);
-        state.shared.set_reason(reason);
+        state.shared.set_reason(opened.reason);
         store.publish(SharedEvent::Tripped {
             model: state.name.clone(),
             until: shared::from_wall_ms(until_ms),
-            trips: state.trips.load(Ordering::Relaxed),
-            reason,
+            trips: opened.trips,
+            reason: opened.reason,
         });
     }
 
@@ -757,19 +526,8 @@ impl Inner {
             return false;
         }
         state.shared.set_reason(reason);
-        state.trips.fetch_max(trips, Ordering::Relaxed);
-        let until = self.until_local(until_ms);
-        let mut w = state.breaker.load();
-        loop {
-            if w.state == BreakerState::Open && w.until >= until {
-                return true;
-            }
-            let next = Word::new(BreakerState::Open, w.until.max(until));
-            match state.breaker.transition(w, next) {
-                Ok(()) => return true,
-                Err(found) => w = found,
-            }
-        }
+        state.breaker.open_until(self.until_local(until_ms), trips);
+        true
     }
 
     /// Another replica's successful probe: close, unless the model tripped again since.
@@ -778,25 +536,12 @@ impl Inner {
         let Some(state) = models.get(model) else {
             return false;
         };
-        if state.shared.until_ms() > until_ms {
+        if state.shared.until_ms() > until_ms || !state.breaker.close() {
             return false;
         }
-        let mut w = state.breaker.load();
-        while w.state != BreakerState::Closed {
-            match state
-                .breaker
-                .transition(w, Word::new(BreakerState::Closed, w.until))
-            {
-                Ok(()) => {
-                    // As after a local probe: outcomes from before the trip no longer count.
-                    state.window.clear();
-                    state.consecutive.store(0, Ordering::Relaxed);
-                    return true;
-                }
-                Err(found) => w = found,
-            }
-        }
-        false
+        // As after a local probe: outcomes from before the trip no longer count.
+        state.window.clear();
+        true
     }
 
     /// The store gave this replica the probe slot of the cooldown ending at `until_ms`.
@@ -808,7 +553,7 @@ impl Inner {
 
     /// Every cooldown in force, as trips to share.
     pub(super) fn active_trips(&self) -> Vec<SharedEvent> {
-        let now = self.now();
+        let now = self.policy.now();
         let models = self.models.load();
         models
             .values()
@@ -825,7 +570,7 @@ impl Inner {
                 Some(SharedEvent::Tripped {
                     model: s.name.clone(),
                     until: shared::from_wall_ms(until_ms),
-                    trips: s.trips.load(Ordering::Relaxed),
+                    trips: s.breaker.trips(),
                     reason: s.shared.reason(),
                 })
             })

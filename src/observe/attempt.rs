@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::Span;
 
-use crate::body::JsonBody;
+use crate::JsonBody;
 use crate::{Attempt, Error, UpstreamInfo};
 
 /// One try: its span, and what its metrics need.

@@ -7,9 +7,9 @@ use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::Span;
 
-use crate::body::JsonBody;
 use crate::fallback::ServedBy;
 use crate::Error;
+use crate::JsonBody;
 
 /// One call: its span, and the model the walk just left (the `from` of a fallback).
 pub(crate) struct CallObs {

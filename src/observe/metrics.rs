@@ -8,7 +8,6 @@ use metrics::{
 };
 
 use super::names::*;
-use crate::health::BreakerState;
 use crate::{ErrorKind, UpstreamInfo};
 
 const PROVIDER: &str = "openrouter";
@@ -159,29 +158,21 @@ pub(crate) fn budget_refused(model: &str) {
     counter!(RETRY_BUDGET_REFUSALS, "gen_ai.request.model" => model.to_owned()).increment(1);
 }
 
-fn state_label(state: BreakerState) -> (&'static str, f64) {
-    match state {
-        BreakerState::Closed => ("closed", 0.0),
-        BreakerState::HalfOpen => ("half_open", 1.0),
-        BreakerState::Open => ("open", 2.0),
-    }
-}
-
-/// A breaker transition to `state`.
-pub(crate) fn breaker(model: &Arc<str>, state: BreakerState) {
+/// A breaker transition of `model` to the state named `state` (`open`, `half_open`,
+/// `closed`), whose gauge value is `value`.
+pub(crate) fn breaker_transition(model: &Arc<str>, state: &'static str, value: f64) {
     if !recording() {
         return;
     }
-    let (name, _) = state_label(state);
-    counter!(BREAKER_TRANSITIONS, "gen_ai.request.model" => model.clone(), "state" => name)
+    counter!(BREAKER_TRANSITIONS, "gen_ai.request.model" => model.clone(), "state" => state)
         .increment(1);
-    breaker_state(model, state);
+    breaker_state(model, value);
 }
 
-/// The breaker state gauge alone.
-pub(crate) fn breaker_state(model: &Arc<str>, state: BreakerState) {
+/// The breaker state gauge alone (0 closed, 1 half-open, 2 open).
+pub(crate) fn breaker_state(model: &Arc<str>, value: f64) {
     if !recording() {
         return;
     }
-    gauge!(BREAKER_STATE, "gen_ai.request.model" => model.clone()).set(state_label(state).1);
+    gauge!(BREAKER_STATE, "gen_ai.request.model" => model.clone()).set(value);
 }

@@ -84,14 +84,12 @@
 
 mod attempt;
 mod call;
-mod health;
 #[cfg(feature = "metrics")]
-mod metrics;
+pub(crate) mod metrics;
 mod names;
 
 pub(crate) use attempt::TryObs;
 pub(crate) use call::CallObs;
-pub(crate) use health::{breaker_closed, breaker_half_open, breaker_opened, probe_released};
 #[cfg(feature = "metrics")]
 pub use metrics::describe_metrics;
 pub use names::*;

@@ -14,8 +14,9 @@ use tower::{Layer, Service};
 use super::config::{invalid_routing, Prepared};
 use super::lists::{raw, MAX_SERVER_MODELS};
 use super::{RoutingConfig, RoutingOverride};
-use crate::body::{is_generation_endpoint, is_messages_endpoint, replace_body, Edit, JsonBody};
+use crate::body::{is_generation_endpoint, is_messages_endpoint, replace_body, Edit};
 use crate::catalog::CatalogPolicy;
+use crate::JsonBody;
 use crate::{BoxError, Error};
 
 /// Injects OpenRouter's server-side routing parameters into chat-completion and

@@ -8,8 +8,9 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::{to_raw_value, RawValue};
 
-use crate::body::{Edit, JsonBody};
+use crate::body::Edit;
 use crate::Error;
+use crate::JsonBody;
 
 /// OpenRouter's limit on `models` and on `/messages` `fallbacks`: also the widest
 /// server-side window of the fallback layer's hybrid mode.

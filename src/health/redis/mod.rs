@@ -1,48 +1,7 @@
 //! [`RedisHealthStore`]: model health shared across a fleet of replicas through Redis
 //! (feature `redis`).
 //!
-//! Redis is never on a request's path. A replica's trips and recoveries go into a
-//! bounded queue (full: the event is dropped, with a WARN) that one background task
-//! writes to Redis; what other replicas share arrives by pub/sub and is applied to the
-//! local tracker, and a periodic reconciliation (every second by default) reads the trips
-//! in force, for messages missed while disconnected and for a replica that starts late.
-//!
-//! # In Redis (all keys under the prefix, default `tower-openrouter:`)
-//!
-//! * `{prefix}trip:{model}`: the trip in force, JSON `{"v":1,"until_ms","trips","reason",
-//!   "replica"}`, expiring at its cooldown end (`SET ... PXAT`). A Lua script writes it
-//!   only when its end is later than the one stored: a cooldown is never shortened,
-//!   whichever replica writes first.
-//! * `{prefix}probe:{until_ms}:{model}`: the fleet's probe slot of one cooldown
-//!   (`SET NX PXAT end + probe_hold`); its holder probes, the others skip the model until
-//!   the outcome arrives (or the slot expires: a replica that died mid-probe). After a
-//!   successful probe it holds `recovered`.
-//! * channel `{prefix}events`: trips and recoveries, JSON, to every replica at once.
-//!
-//! Data under the prefix that is not ours (another program's keys, a bad value) is
-//! ignored with a WARN, never a panic.
-//!
-//! # Faults
-//!
-//! While Redis is unreachable or slower than the command timeout, the replica runs on
-//! its local health alone (every replica probes for itself); one WARN says so when the
-//! connection is lost, it reconnects with backoff, and when Redis is back it writes the
-//! trips it holds and reads the fleet's again. The URL may carry a password
-//! (`redis://:secret@host/0`, `rediss://` for TLS); it is never logged or shown.
-//!
-//! # Example
-//!
-//! ```no_run
-//! use tower_openrouter::health::{HealthConfig, HealthTracker, RedisHealthStore, RedisStoreConfig};
-//!
-//! # async fn run() -> Result<(), tower_openrouter::ConfigError> {
-//! let store = RedisHealthStore::connect(
-//!     RedisStoreConfig::new("redis://:secret@cache.internal:6379/0").prefix("chat-api:"),
-//! )
-//! .await?;
-//! let tracker = HealthTracker::with_store(HealthConfig::default(), store.into_store());
-//! # let _ = tracker; Ok(()) }
-//! ```
+//! (The store's documentation is on [`RedisHealthStore`]: this module is private.)
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -204,8 +163,51 @@ impl RedisStoreConfig {
     }
 }
 
-/// A [`HealthStore`] on Redis: see the [module docs](crate::health). Cheap to clone; attach it to
-/// one tracker ([`HealthTracker::with_store`](super::HealthTracker::with_store)).
+/// A [`HealthStore`] on Redis (feature `redis`). Cheap to clone; attach it to one tracker
+/// ([`HealthTracker::with_store`](super::HealthTracker::with_store)).
+///
+/// Redis is never on a request's path. A replica's trips and recoveries go into a
+/// bounded queue (full: the event is dropped, with a WARN) that one background task
+/// writes to Redis; what other replicas share arrives by pub/sub and is applied to the
+/// local tracker, and a periodic reconciliation (every second by default) reads the trips
+/// in force, for messages missed while disconnected and for a replica that starts late.
+///
+/// # In Redis (all keys under the prefix, default `tower-openrouter:`)
+///
+/// * `{prefix}trip:{model}`: the trip in force, JSON `{"v":1,"until_ms","trips","reason",
+///   "replica"}`, expiring at its cooldown end (`SET ... PXAT`). A Lua script writes it
+///   only when its end is later than the one stored: a cooldown is never shortened,
+///   whichever replica writes first.
+/// * `{prefix}probe:{until_ms}:{model}`: the fleet's probe slot of one cooldown
+///   (`SET NX PXAT end + probe_hold`); its holder probes, the others skip the model until
+///   the outcome arrives (or the slot expires: a replica that died mid-probe). After a
+///   successful probe it holds `recovered`.
+/// * channel `{prefix}events`: trips and recoveries, JSON, to every replica at once.
+///
+/// Data under the prefix that is not ours (another program's keys, a bad value) is
+/// ignored with a WARN, never a panic.
+///
+/// # Faults
+///
+/// While Redis is unreachable or slower than the command timeout, the replica runs on
+/// its local health alone (every replica probes for itself); one WARN says so when the
+/// connection is lost, it reconnects with backoff, and when Redis is back it writes the
+/// trips it holds and reads the fleet's again. The URL may carry a password
+/// (`redis://:secret@host/0`, `rediss://` for TLS); it is never logged or shown.
+///
+/// # Example
+///
+/// ```no_run
+/// use tower_openrouter::health::{HealthConfig, HealthTracker, RedisHealthStore, RedisStoreConfig};
+///
+/// # async fn run() -> Result<(), tower_openrouter::ConfigError> {
+/// let store = RedisHealthStore::connect(
+///     RedisStoreConfig::new("redis://:secret@cache.internal:6379/0").prefix("chat-api:"),
+/// )
+/// .await?;
+/// let tracker = HealthTracker::with_store(HealthConfig::default(), store.into_store());
+/// # let _ = tracker; Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct RedisHealthStore {
     shared: Arc<Shared>,

@@ -6,7 +6,8 @@ use std::time::Duration;
 use super::task::glob_escape;
 use super::wire::{json, Message};
 use super::*;
-use crate::health::store::{from_wall_ms, SharedEvent, TripReason};
+use crate::health::breaker::TripReason;
+use crate::health::store::{from_wall_ms, SharedEvent};
 
 #[test]
 fn redact_drops_credentials_only() {

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::super::store::{from_wall_ms, SharedEvent, TripReason};
+use super::super::breaker::TripReason;
+use super::super::store::{from_wall_ms, SharedEvent};
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
