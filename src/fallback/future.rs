@@ -509,7 +509,8 @@ impl<S> CallCtx<S> {
             fell_back = served.fell_back,
             "served"
         );
-        self.obs.served(&served);
+        self.obs
+            .served(&served.model, served.attempts.len(), served.fell_back);
         resp.extensions_mut().insert(served);
     }
 }

@@ -86,7 +86,7 @@ impl<S> Health<S> {
 
 impl<S, B> Service<Request<B>> for Health<S>
 where
-    S: Service<Request<B>> + Clone,
+    S: Service<Request<B>>,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;
@@ -99,16 +99,16 @@ where
             .map_err(|e| Error::from_box(e.into()))
     }
 
+    // No clone-and-swap: the inner future owns what it needs, so `self.inner` is called
+    // right here. A rejected attempt leaves the inner service's readiness unused, which
+    // the next `call` after `poll_ready` uses.
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-
         let Some(attempt) = req.extensions().get::<Attempt>() else {
-            return ResponseFuture::passthrough(inner.call(req));
+            return ResponseFuture::passthrough(self.inner.call(req));
         };
         let Some(state) = self.tracker.state(&attempt.model) else {
             // More models than `max_models`: not tracked.
-            return ResponseFuture::passthrough(inner.call(req));
+            return ResponseFuture::passthrough(self.inner.call(req));
         };
         // The slot first: a probe slot claimed for a model at capacity would be wasted.
         let permit = match &state.limiter {
@@ -138,7 +138,7 @@ where
         };
         ResponseFuture {
             kind: Kind::Tracked {
-                future: inner.call(req),
+                future: self.inner.call(req),
                 recorder,
             },
         }

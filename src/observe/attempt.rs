@@ -7,8 +7,8 @@ use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::Span;
 
-use crate::JsonBody;
-use crate::{Attempt, Error, UpstreamInfo};
+use crate::error::Error;
+use crate::extensions::{Attempt, JsonBody, UpstreamInfo};
 
 /// One try: its span, and what its metrics need.
 pub(crate) struct TryObs {
@@ -103,7 +103,7 @@ impl TryObs {
         }
         #[cfg(feature = "metrics")]
         if let Some(model) = &self.model {
-            if e.kind() == crate::ErrorKind::ModelCoolingDown {
+            if e.kind() == crate::error::ErrorKind::ModelCoolingDown {
                 // Rejected by the health layer: no upstream call, one saved.
                 super::metrics::cooldown_skip(model.clone());
             } else {

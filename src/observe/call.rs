@@ -7,9 +7,8 @@ use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::Span;
 
-use crate::fallback::ServedBy;
-use crate::Error;
-use crate::JsonBody;
+use crate::error::Error;
+use crate::extensions::JsonBody;
 
 /// One call: its span, and the model the walk just left (the `from` of a fallback).
 pub(crate) struct CallObs {
@@ -91,14 +90,15 @@ impl CallObs {
         }
     }
 
-    pub(crate) fn served(&self, served: &ServedBy) {
+    /// The call was answered by `model`, after `attempts` failed or skipped attempts;
+    /// `fell_back`: a model after the chain's first answered.
+    pub(crate) fn served(&self, model: &str, attempts: usize, fell_back: bool) {
         if self.span.is_disabled() {
             return;
         }
-        self.span.record("gen_ai.response.model", &*served.model);
-        self.span
-            .record("openrouter.attempts", served.attempts.len() as u64);
-        self.span.record("openrouter.fell_back", served.fell_back);
+        self.span.record("gen_ai.response.model", model);
+        self.span.record("openrouter.attempts", attempts as u64);
+        self.span.record("openrouter.fell_back", fell_back);
         self.elapsed();
     }
 

@@ -8,7 +8,8 @@ use metrics::{
 };
 
 use super::names::*;
-use crate::{ErrorKind, UpstreamInfo};
+use crate::error::ErrorKind;
+use crate::extensions::UpstreamInfo;
 
 const PROVIDER: &str = "openrouter";
 

@@ -5,6 +5,12 @@
 //! No field or label ever holds the API key, a prompt or a completion: models, ids,
 //! finish reasons, token counts, cost, statuses and error kinds only.
 //!
+//! A ground-floor module, beside [`error`](crate::error) and
+//! [`extensions`](crate::extensions): it imports nothing else of the crate. The layers
+//! that know the facts (retry: each try; fallback: the call; health: breaker transitions,
+//! in `health/events.rs`) call it with those facts as plain values: model names, error
+//! kinds, counts, durations.
+//!
 //! # Spans (always on; INFO, target `tower_openrouter::observe`)
 //!
 //! `openrouter.call`, one per call (the fallback layer), parent of one
@@ -82,6 +88,8 @@
 //! [OpenTelemetry GenAI semantic conventions]: https://opentelemetry.io/docs/specs/semconv/gen-ai/
 //! [`ErrorKind`]: crate::ErrorKind
 
+use crate::error::ErrorKind;
+
 mod attempt;
 mod call;
 #[cfg(feature = "metrics")]
@@ -128,14 +136,14 @@ pub(crate) fn operation(path: &str) -> &'static str {
 }
 
 /// A retry of the same model is about to start.
-pub(crate) fn retrying(model: &str, kind: crate::ErrorKind) {
+pub(crate) fn retrying(model: &str, kind: ErrorKind) {
     let _ = (model, kind);
     #[cfg(feature = "metrics")]
     metrics::retry(model, kind);
 }
 
 /// The retry budget refused a retry.
-pub(crate) fn budget_refused(model: &str, kind: crate::ErrorKind) {
+pub(crate) fn budget_refused(model: &str, kind: ErrorKind) {
     tracing::debug!(
         target: TARGET,
         model,
