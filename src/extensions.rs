@@ -340,15 +340,15 @@ impl JsonBody {
     }
 
     /// The raw JSON text of the top-level member `key` (its last occurrence).
-    pub fn get_raw(&self, key: &str) -> Option<&str> {
+    pub fn raw(&self, key: &str) -> Option<&str> {
         let e = self.index.entries[self.find_last(key)?];
         // The index only holds spans of valid UTF-8 JSON values.
         std::str::from_utf8(&self.bytes[e.value_start..e.value_end]).ok()
     }
 
     /// The raw JSON bytes of the top-level member `key` (its last occurrence), without
-    /// the UTF-8 check of [`get_raw`](Self::get_raw): for scans that read bytes anyway.
-    pub fn get_raw_bytes(&self, key: &str) -> Option<&[u8]> {
+    /// the UTF-8 check of [`raw`](Self::raw): for scans that read bytes anyway.
+    pub fn raw_bytes(&self, key: &str) -> Option<&[u8]> {
         let e = self.index.entries[self.find_last(key)?];
         Some(&self.bytes[e.value_start..e.value_end])
     }

@@ -62,8 +62,9 @@
 //! | [`ClassifyLayer`] | turn every upstream outcome into a response or a typed [`Error`] |
 //!
 //! Layers talk through request extensions ([`Deadline`], [`Attempt`], [`AttemptLog`],
-//! [`StreamLimits`], [`StreamErrorHook`]) and response extensions ([`UpstreamInfo`],
-//! [`ServedBy`]); shared state (the [`HealthTracker`], the retry budget) is an `Arc`
+//! [`StreamLimits`], [`StreamErrorHook`], [`ForceAttempt`], [`LaterAttempt`], the parsed
+//! body [`JsonBody`]; all declared in [`extensions`]) and response extensions
+//! ([`UpstreamInfo`], [`ServedBy`]); shared state (the [`HealthTracker`], the retry budget) is an `Arc`
 //! handed to the layers that need it.
 //!
 //! # Errors

@@ -794,8 +794,8 @@ mod tests {
             JsonBody::parse(b(r#" {"a":1, "mod\u0065l" : "x\ty" ,"b":{"model":2}} "#)).unwrap();
         assert_eq!(json.keys().collect::<Vec<_>>(), ["a", "model", "b"]);
         assert_eq!(json.model().as_deref(), Some("x\ty"));
-        assert_eq!(json.get_raw("b"), Some(r#"{"model":2}"#));
-        assert_eq!(json.get_raw("a"), Some("1"));
+        assert_eq!(json.raw("b"), Some(r#"{"model":2}"#));
+        assert_eq!(json.raw("a"), Some("1"));
         assert!(json.contains_key("model") && !json.contains_key("c"));
         let span = json.model_span().unwrap();
         assert_eq!(&json.bytes()[span], br#""x\ty""#);
@@ -917,7 +917,7 @@ mod tests {
             "]".repeat(depth)
         );
         let json = JsonBody::parse_with_model(Bytes::from(body)).unwrap();
-        assert_eq!(json.get_raw("x").unwrap().len(), 2 * depth);
+        assert_eq!(json.raw("x").unwrap().len(), 2 * depth);
         assert!(json.with_model("b").unwrap().ends_with(b"\"model\":\"b\"}"));
     }
 

@@ -87,17 +87,17 @@ impl Requirements {
         let mut needs = Requirements {
             tools: tools_needed(body),
             structured_outputs: body
-                .get_raw_bytes("response_format")
+                .raw_bytes("response_format")
                 .is_some_and(|r| memchr::memmem::find(r, b"json_schema").is_some()),
             reasoning: reasoning_needed(body),
             max_tokens: ["max_tokens", "max_completion_tokens", "max_output_tokens"]
                 .iter()
-                .find_map(|k| body.get_raw(k)?.trim().parse::<u64>().ok()),
+                .find_map(|k| body.raw(k)?.trim().parse::<u64>().ok()),
             ..Requirements::default()
         };
         let mut count = TextCount::default();
         for key in PROMPT_KEYS {
-            if let Some(raw) = body.get_raw_bytes(key) {
+            if let Some(raw) = body.raw_bytes(key) {
                 scan_value(raw, &mut count);
             }
         }
@@ -110,10 +110,10 @@ impl Requirements {
 
 fn tools_needed(body: &JsonBody) -> bool {
     let tools = body
-        .get_raw("tools")
+        .raw("tools")
         .is_some_and(|t| !matches!(t.trim(), "[]" | "null") && !is_empty_array(t));
     let choice = body
-        .get_raw("tool_choice")
+        .raw("tool_choice")
         .is_some_and(|c| !matches!(c.trim(), "null" | "\"none\""));
     tools || choice
 }
@@ -124,7 +124,7 @@ fn is_empty_array(raw: &str) -> bool {
 }
 
 fn reasoning_needed(body: &JsonBody) -> bool {
-    if let Some(r) = body.get_raw("reasoning") {
+    if let Some(r) = body.raw("reasoning") {
         #[derive(serde::Deserialize)]
         struct Reasoning<'a> {
             enabled: Option<bool>,
@@ -141,8 +141,8 @@ fn reasoning_needed(body: &JsonBody) -> bool {
             return true;
         }
     }
-    let on = |k: &str| body.get_raw(k).is_some_and(|v| v.trim() == "true");
-    body.get_raw("reasoning_effort")
+    let on = |k: &str| body.raw(k).is_some_and(|v| v.trim() == "true");
+    body.raw("reasoning_effort")
         .is_some_and(|e| !matches!(e.trim(), "null" | "\"none\""))
         || on("include_reasoning")
 }

@@ -2,7 +2,7 @@
 //! model that is cooling down.
 //!
 //! * [`HealthTracker`] (cheap to clone, shared by every request and task) keeps, per model,
-//!   a rolling window of outcomes and a circuit breaker.
+//!   a rolling window of outcomes and a circuit breaker ([`BreakerState`]).
 //! * [`HealthLayer`] records each attempt's outcome against its model (the request's
 //!   [`Attempt`](crate::Attempt) extension) and rejects an attempt of a model that is
 //!   cooling down at once with [`ErrorKind::ModelCoolingDown`](crate::ErrorKind), action
@@ -63,6 +63,29 @@
 //! replicas through a [`HealthStore`] (see [`store`'s docs](HealthStore) for what is and
 //! is not shared); with the `redis` feature, `RedisHealthStore` is one on Redis. The
 //! rolling window stays per replica. Checking a model never waits for the store.
+//!
+//! # Where things live
+//!
+//! The tracker is the map, the breaker is the state machine beside it (linkerd2-proxy's
+//! failure accrual has the same shape):
+//!
+//! * `tracker.rs`, [`HealthTracker`]: the per-model map and the facade. It finds a model's
+//!   state (creating it on first use, up to [`max_models`](HealthConfig::max_models)),
+//!   hands each outcome to the model's window and breaker, and does what a transition
+//!   entails beyond the breaker: a fresh window when a probe closes it, the store told
+//!   about trips and recoveries, the transition's event. The health layer and the
+//!   adaptive limit use its `pub(crate)` methods on a model's state; nothing reaches into
+//!   it.
+//! * `breaker.rs`: one model's breaker. Its state, cooldown end, run of failures and
+//!   trips in a row, and every transition: admission ([`Admission`]), a success, a counted
+//!   failure, the trip rules above, the probe slot given back, the facts another replica
+//!   shares. It reads the settings and the tracker's clock and jitter, and reports what
+//!   changed (a probe admitted, a breaker opened with its [`TripReason`], or closed).
+//! * `window.rs`: the rolling window of outcomes. `config.rs`: [`HealthConfig`].
+//!   `layer.rs`: [`HealthLayer`]. `events.rs`: the transitions as events and metrics
+//!   (through [`observe`](crate::observe), as plain names and numbers).
+//! * `store.rs`: the shared-store seam ([`HealthStore`]); `redis/`: a store on Redis.
+//!   [`adaptive`]: the opt-in concurrency limit.
 //!
 //! # Performance
 //!

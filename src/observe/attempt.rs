@@ -58,7 +58,7 @@ impl TryObs {
             let stream = req
                 .extensions()
                 .get::<JsonBody>()
-                .and_then(|j| j.get_raw("stream"));
+                .and_then(|j| j.raw("stream"));
             if let Some(stream) = stream {
                 span.record("gen_ai.request.stream", stream == "true");
             }

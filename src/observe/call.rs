@@ -44,7 +44,7 @@ impl CallObs {
                 if let Some(model) = json.model() {
                     span.record("openrouter.requested_model", &*model);
                 }
-                if let Some(stream) = json.get_raw("stream") {
+                if let Some(stream) = json.raw("stream") {
                     span.record("gen_ai.request.stream", stream == "true");
                 }
             }

@@ -182,7 +182,7 @@ pub(crate) fn route_body<'a>(
                 edits.push(Edit::Set(key, v));
                 Some(v.get())
             }
-            _ => json.get_raw(key),
+            _ => json.raw(key),
         }
     };
     let models = field("models", p.models.as_deref());
