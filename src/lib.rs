@@ -103,6 +103,7 @@
 pub mod body;
 pub mod catalog;
 pub mod classify;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod extensions;
@@ -121,6 +122,7 @@ pub mod timeout;
 
 pub use body::BufferRequestLayer;
 pub use classify::{Classify, ClassifyLayer, OpenRouterClassifier};
+pub use client::{assert_client, Client};
 pub use config::Config;
 pub use error::ConfigError;
 pub use error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
@@ -134,3 +136,10 @@ pub use retry::{RetryLayer, RetryPolicy};
 pub use routing::{NativeRoutingLayer, RoutingConfig};
 pub use stack::{OpenRouter, OpenRouterLayer};
 pub use timeout::{AttemptTimeoutLayer, DeadlineLayer};
+
+// Every Rust snippet of the README is a doc test, so none can stop compiling unnoticed.
+// (The snippets use the stand-in, reqwest and redis: the README's test command,
+// `cargo test --all-features`, turns them all on.)
+#[cfg(all(doctest, feature = "mock", feature = "reqwest", feature = "redis"))]
+#[doc = include_str!("../README.md")]
+mod readme {}

@@ -102,6 +102,14 @@ pub type OpenRouter<S, C = OpenRouterClassifier> = BufferRequest<
 >;
 
 /// The standard stack as one layer. See the [module docs](self).
+///
+/// # The client it wraps
+///
+/// `S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>> + Clone`,
+/// `S::Error: Into<BoxError>`, `B: http_body::Body<Data = Bytes> + Unpin`: the
+/// [`client`](crate::client) module says why and how to meet them (`Buffer` for a
+/// non-`Clone` client, `boxed_unsync` for a non-`Unpin` body);
+/// [`assert_client`](crate::assert_client) names a missing bound at compile time.
 #[derive(Clone)]
 pub struct OpenRouterLayer<C = OpenRouterClassifier> {
     body: BufferRequestLayer,

@@ -304,13 +304,13 @@ impl ErrorKind {
             ModelNotAllowed => {
                 "use a configured chain's name or model; no upstream call was made"
             }
-            Incapable => "it was skipped without an upstream call; the reason says why",
+            Incapable => "it was skipped without an upstream call",
             NoCapableModel => {
                 "add a model that supports what the request uses, or raise the price ceiling; no upstream call was made"
             }
             InvalidRouting => "fix the routing parameters; no upstream call was made",
-            Exhausted => "every attempt is listed; see the last one",
-            UnexpectedStatus => "see the status and message",
+            // The summary and the last attempt say it all; no advice to add.
+            Exhausted | UnexpectedStatus => "",
         }
     }
 }
@@ -568,7 +568,7 @@ impl fmt::Display for Error {
         }
         if !i.attempts.is_empty() {
             write!(f, " after {} attempt(s)", i.attempts.len())?;
-            if let Some(last) = i.attempts.last() {
+            if let Some(last) = self.other_last_attempt() {
                 write!(f, "; last: {} ({})", last.error.kind(), last.model)?;
             }
         }
@@ -582,7 +582,26 @@ impl fmt::Display for Error {
             }
             _ => i.kind.advice(),
         };
-        write!(f, "; {advice}")
+        if advice.is_empty() {
+            Ok(())
+        } else {
+            write!(f, "; {advice}")
+        }
+    }
+}
+
+impl Error {
+    /// The last attempt's error when it is another error than this one: an error that
+    /// stopped the call (a fatal 402, say) is its own last attempt, and neither `Display`
+    /// nor [`source`](std::error::Error::source) repeats it.
+    fn other_last_attempt(&self) -> Option<&AttemptRecord> {
+        let last = self.inner.attempts.last()?;
+        let e = &last.error;
+        let same = e.kind() == self.kind()
+            && e.status() == self.status()
+            && e.model() == self.model()
+            && e.body().map(|b| &b.message) == self.body().map(|b| &b.message);
+        (!same).then_some(last)
     }
 }
 
@@ -622,8 +641,8 @@ impl std::error::Error for Error {
         if let Some(s) = &self.inner.source {
             return Some(&**s as &(dyn std::error::Error + 'static));
         }
-        self.last_attempt_error()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.other_last_attempt()
+            .map(|a| &a.error as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -688,6 +707,50 @@ mod tests {
         assert!(e
             .to_string()
             .contains("top up at https://openrouter.ai/settings/credits"));
+    }
+
+    fn record(model: &str, error: Error) -> AttemptRecord {
+        AttemptRecord {
+            model: model.into(),
+            index: 0,
+            retry: 0,
+            elapsed: Duration::from_millis(5),
+            error,
+        }
+    }
+
+    /// anyhow prints `Display` and then every `source()`: a fatal 402 that is its own last
+    /// attempt must show once, and an `Exhausted` shows its summary, then the last attempt.
+    #[test]
+    fn source_never_repeats_the_error() {
+        let body = ErrorBody::parse(br#"{"error":{"code":402,"message":"Insufficient credits"}}"#)
+            .unwrap();
+        let credits = Error::new(ErrorKind::InsufficientCredits)
+            .with_status(StatusCode::PAYMENT_REQUIRED)
+            .with_model("a/b")
+            .with_body(body);
+        let top = credits.clone().with_attempts(vec![record("a/b", credits)]);
+        assert!(std::error::Error::source(&top).is_none());
+        let shown = top.to_string();
+        assert_eq!(shown.matches("Insufficient credits").count(), 1, "{shown}");
+        assert!(!shown.contains("last:"), "{shown}");
+
+        let limited = Error::new(ErrorKind::RateLimited)
+            .with_status(StatusCode::TOO_MANY_REQUESTS)
+            .with_model("c/d");
+        let exhausted =
+            Error::new(ErrorKind::Exhausted).with_attempts(vec![record("c/d", limited)]);
+        let source = std::error::Error::source(&exhausted).unwrap();
+        assert_eq!(
+            source.to_string(),
+            exhausted.last_attempt_error().unwrap().to_string()
+        );
+        let shown = exhausted.to_string();
+        assert_eq!(
+            shown,
+            "all fallbacks exhausted after 1 attempt(s); last: rate_limited (c/d)"
+        );
+        assert!(!shown.contains("see the"), "no developer advice: {shown}");
     }
 
     #[test]
