@@ -478,6 +478,39 @@ impl<S> CallCtx<S> {
         None
     }
 
+    /// An attempt's outcome: the response (with [`ServedBy`]) or what to do next.
+    // `Step` is large (it holds a request), and moved once, like the state it becomes:
+    // boxing it would add an allocation per attempt.
+    #[allow(clippy::result_large_err)]
+    fn answered<B>(&mut self, res: Result<Response<B>, Error>) -> Result<Response<B>, Step> {
+        match res {
+            Ok(mut resp) => {
+                self.served(&mut resp);
+                Ok(resp)
+            }
+            Err(e) => Err(match self.failed(e) {
+                Some(e) => Step::Fail(e),
+                None => self.next_step(),
+            }),
+        }
+    }
+
+    /// After the wait for a rate limit: the model's own call, even if it is cooling (the
+    /// rate limit may have tripped it) or being probed, since it was told to wait and did.
+    fn waited(&mut self) -> Step {
+        let pos = self.cur.window[0];
+        self.send(&[pos], true)
+    }
+
+    /// After the wait for a free slot: the walk goes on, or the deadline came first.
+    fn slot_waited(&mut self, free: bool) -> Step {
+        if free {
+            self.next_step()
+        } else {
+            Step::Fail(self.deadline_error())
+        }
+    }
+
     fn served<B>(&mut self, resp: &mut Response<B>) {
         let models = self.chain.models();
         let first = &models[self.cur.window[0]];
@@ -571,73 +604,51 @@ where
         let _entered = this.span.enter();
         loop {
             let step = match this.state.as_mut().project() {
-                StateProj::Failed { error } => {
-                    let e = error
+                StateProj::Failed { error } => Step::Fail(
+                    error
                         .take()
-                        .unwrap_or_else(|| Error::new(ErrorKind::Exhausted));
-                    if let Some(ctx) = this.ctx.take() {
-                        ctx.obs.failed(&e);
-                    }
-                    this.state.set(State::Done);
-                    return Poll::Ready(Err(e));
-                }
+                        .unwrap_or_else(|| Error::new(ErrorKind::Exhausted)),
+                ),
                 StateProj::Ready { req } => {
                     let ctx = this.ctx.as_mut().expect("polled after completion");
                     if let Err(e) = ready!(ctx.svc.poll_ready(cx)) {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(Error::from_box(e.into())));
                     }
-                    let req = req.take().expect("request present");
-                    let fut = ctx.svc.call(req);
+                    let fut = ctx.svc.call(req.take().expect("request present"));
                     this.state.set(State::Calling { fut });
                     continue;
                 }
                 StateProj::Calling { fut } => {
-                    let res = ready!(fut.poll(cx));
+                    let res = ready!(fut.poll(cx)).map_err(|e| Error::from_box(e.into()));
                     let Some(ctx) = this.ctx.as_mut() else {
                         // A pass-through call: no chain to walk.
                         this.state.set(State::Done);
-                        return Poll::Ready(res.map_err(|e| Error::from_box(e.into())));
+                        return Poll::Ready(res);
                     };
-                    match res {
-                        Ok(mut resp) => {
-                            ctx.served(&mut resp);
+                    match ctx.answered(res) {
+                        Ok(resp) => {
                             this.state.set(State::Done);
                             *this.ctx = None;
                             return Poll::Ready(Ok(resp));
                         }
-                        Err(e) => match ctx.failed(Error::from_box(e.into())) {
-                            Some(e) => Step::Fail(e),
-                            None => ctx.next_step(),
-                        },
+                        Err(step) => step,
                     }
                 }
                 StateProj::Waiting { sleep } => {
                     ready!(sleep.as_mut().poll(cx));
-                    let ctx = this.ctx.as_mut().expect("polled after completion");
-                    let pos = ctx.cur.window[0];
-                    // It was told to wait and did: its own call, even if the model is
-                    // cooling (the rate limit may have tripped it) or being probed.
-                    ctx.send(&[pos], true)
+                    this.ctx.as_mut().expect("polled after completion").waited()
                 }
                 StateProj::WaitingSlot { wait } => {
                     let free = ready!(wait.as_mut().poll(cx));
                     let ctx = this.ctx.as_mut().expect("polled after completion");
-                    if free {
-                        ctx.next_step()
-                    } else {
-                        Step::Fail(ctx.deadline_error())
-                    }
+                    ctx.slot_waited(free)
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             };
-            match step {
-                Step::Send(req) => this.state.set(State::Ready { req: Some(req) }),
-                Step::Wait(at) => this.state.set(State::Waiting {
-                    sleep: Box::pin(tokio::time::sleep_until(at)),
-                }),
-                Step::WaitSlot(wait) => this.state.set(State::WaitingSlot { wait }),
-                Step::Fail(e) => {
+            match step.into_state() {
+                Ok(state) => this.state.set(state),
+                Err(e) => {
                     if let Some(ctx) = this.ctx.take() {
                         ctx.obs.failed(&e);
                     }
@@ -645,6 +656,20 @@ where
                     return Poll::Ready(Err(e));
                 }
             }
+        }
+    }
+}
+
+impl Step {
+    /// The state that carries the step out (`Err`: the call ends with this error).
+    fn into_state<F>(self) -> Result<State<F>, Error> {
+        match self {
+            Step::Send(req) => Ok(State::Ready { req: Some(req) }),
+            Step::Wait(at) => Ok(State::Waiting {
+                sleep: Box::pin(tokio::time::sleep_until(at)),
+            }),
+            Step::WaitSlot(wait) => Ok(State::WaitingSlot { wait }),
+            Step::Fail(e) => Err(e),
         }
     }
 }
