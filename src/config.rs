@@ -511,14 +511,105 @@ pub(crate) fn seconds(field: &str, value: f64) -> Result<Duration, ConfigError> 
     }
 }
 
-fn longer_than_deadline(field: &str, value: f64, deadline: f64) -> Result<(), ConfigError> {
-    if value > deadline {
-        return Err(ConfigError::new(
-            field.to_owned(),
-            format!("{field} ({value}s) is longer than settings.deadline_seconds ({deadline}s)"),
-        ));
+/// serde's message without the value it rejected: a string written under the wrong key
+/// may be a secret (an API key, a URL with a password), and errors name keys, never
+/// values. `invalid type: string "…", expected u32` becomes `invalid type: a string,
+/// expected u32`; `unknown variant `…`, expected …` becomes `unknown variant, expected …`.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let string = rest.find("string \"");
+        let variant = rest.find("variant `");
+        let (at, skip, close) = match (string, variant) {
+            (Some(s), v) if v.is_none_or(|v| s < v) => (s, "string \"".len(), '"'),
+            (_, Some(v)) => (v, "variant `".len(), '`'),
+            _ => break,
+        };
+        out.push_str(&rest[..at]);
+        out.push_str(if close == '"' { "a string" } else { "variant" });
+        let value = &rest[at + skip..];
+        let mut escaped = false;
+        let end = value.char_indices().find(|&(_, c)| {
+            let end = c == close && !escaped;
+            escaped = c == '\\' && !escaped;
+            end
+        });
+        rest = match end {
+            Some((i, _)) => &value[i + 1..],
+            None => "",
+        };
     }
-    Ok(())
+    out.push_str(rest);
+    out
+}
+
+/// `Ok` for a positive number of minutes, as a duration.
+pub(crate) fn minutes(field: &str, value: f64) -> Result<Duration, ConfigError> {
+    match Duration::try_from_secs_f64(value * 60.0) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(ConfigError::new(
+            field.to_owned(),
+            format!("{field} must be a positive number of minutes, got {value}"),
+        )),
+    }
+}
+
+/// The settings file's key of each builder setting that is spelled differently there
+/// (the builder's and the layers' errors name their own settings).
+const JSON_KEYS: &[(&str, &str)] = &[
+    ("deadline", "settings.deadline_seconds"),
+    ("attempt_timeout", "settings.attempt_timeout_seconds"),
+    (
+        "first_token_timeout",
+        "settings.first_token_timeout_seconds",
+    ),
+    ("idle_timeout", "settings.idle_timeout_seconds"),
+    ("max_retries", "settings.max_retries_per_model"),
+    (
+        "max_rate_limit_wait",
+        "settings.max_rate_limit_wait_seconds",
+    ),
+    ("server_side_window", "settings.server_side_window"),
+    ("chain_header", "settings.chain_header"),
+    ("max_body_bytes", "settings.max_body_bytes"),
+    ("disable_duration", "settings.disable_duration_seconds"),
+    ("window", "settings.health_window_minutes"),
+    ("skip_below_success_rate", "settings.skip_threshold"),
+    ("consecutive_failures", "settings.consecutive_failures"),
+    ("adaptive", "settings.adaptive"),
+    ("max_price_header", "max_price.header"),
+];
+
+/// A builder's error with the settings file's key as its field, and in its message where
+/// that names the field.
+fn json_error(e: ConfigError) -> ConfigError {
+    let field = json_key(e.field());
+    if field == e.field() {
+        return e;
+    }
+    let message = e.message().replacen(e.field(), &field, 1);
+    if message.contains(&field) {
+        ConfigError::new(field, message)
+    } else {
+        ConfigError::new(field.clone(), format!("{field}: {message}"))
+    }
+}
+
+/// The settings file's key of a builder setting: [`JSON_KEYS`] (also for the parts of one,
+/// `adaptive.min`), and a model's `timeout` and `disable_duration` are `_seconds` keys.
+fn json_key(field: &str) -> String {
+    for (from, to) in JSON_KEYS {
+        if let Some(rest) = field.strip_prefix(from) {
+            if rest.is_empty() || rest.starts_with('.') {
+                return format!("{to}{rest}");
+            }
+        }
+    }
+    if field.ends_with("].timeout") || field.ends_with("].disable_duration") {
+        return format!("{field}_seconds");
+    }
+    field.to_owned()
 }
 
 fn chain(field: &str, models: &[ModelConfig]) -> Result<Chain, ConfigError> {
@@ -563,7 +654,7 @@ impl Config {
             } else {
                 format!("{prefix}{path}")
             };
-            let inner = e.into_inner().to_string();
+            let inner = without_values(&e.into_inner().to_string());
             ConfigError::new(field.clone(), format!("{field}: {inner}"))
         })?;
         config.validate().map_err(|e| {
@@ -571,7 +662,14 @@ impl Config {
                 e
             } else {
                 let field = format!("{prefix}{}", e.field());
-                ConfigError::new(field, format!("{prefix}{}", e.message()))
+                let message = match e.message().strip_prefix(e.field()) {
+                    Some(rest) => format!("{field}{rest}"),
+                    None if !e.field().is_empty() && e.message().contains(e.field()) => {
+                        e.message().replacen(e.field(), &field, 1)
+                    }
+                    None => format!("{prefix}{}", e.message()),
+                };
+                ConfigError::new(field, message)
             }
         })?;
         Ok(config)
@@ -607,114 +705,37 @@ impl Config {
         ))
     }
 
-    /// Checks every setting; the error names the field.
+    /// Checks every setting; the error names the key.
+    ///
+    /// The checks are the stack's own ([`OpenRouterLayerBuilder::validate`], which runs
+    /// each layer's validation): this converts the keys to builder settings and names the
+    /// key in the error (`settings.attempt_timeout_seconds` for the builder's
+    /// `attempt_timeout`). A model's limits are checked on its own list, so the error
+    /// names that list (`cost_tiers[0].models[1].timeout_seconds`).
+    ///
+    /// [`OpenRouterLayerBuilder::validate`]: crate::stack::OpenRouterLayerBuilder::validate
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.chains()?;
-        if let Some(r) = &self.native_routing {
-            r.to_routing()?;
-        }
-        let s = &self.settings;
-        let durations = [
-            ("settings.deadline_seconds", s.deadline_seconds),
-            (
-                "settings.attempt_timeout_seconds",
-                s.attempt_timeout_seconds,
-            ),
-            (
-                "settings.first_token_timeout_seconds",
-                s.first_token_timeout_seconds,
-            ),
-            ("settings.idle_timeout_seconds", s.idle_timeout_seconds),
-            (
-                "settings.disable_duration_seconds",
-                s.disable_duration_seconds,
-            ),
-        ];
-        for (field, value) in durations {
-            if let Some(v) = value {
-                seconds(field, v)?;
-            }
-        }
-        if let Some(m) = s.health_window_minutes {
-            if !(m.is_finite() && m > 0.0) {
-                return Err(ConfigError::new(
-                    "settings.health_window_minutes",
-                    format!("settings.health_window_minutes must be a positive number of minutes, got {m}"),
-                ));
-            }
-        }
-        if let Some(t) = s.skip_threshold {
-            if !(0.0..=1.0).contains(&t) {
-                return Err(ConfigError::new(
-                    "settings.skip_threshold",
-                    format!(
-                        "settings.skip_threshold must be between 0 and 1 (a success rate), got {t}"
-                    ),
-                ));
-            }
-        }
-        if s.consecutive_failures == Some(0) {
-            return Err(ConfigError::zero("settings.consecutive_failures"));
-        }
-        if let Some(w) = s.server_side_window {
-            if w == 0 || w > crate::routing::MAX_SERVER_MODELS {
-                return Err(ConfigError::new(
-                    "settings.server_side_window",
-                    format!("settings.server_side_window must be between 1 and 3 (OpenRouter rejects longer `models` lists), got {w}"),
-                ));
-            }
-        }
-        if let Some(h) = &s.chain_header {
-            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                return Err(ConfigError::new(
-                    "settings.chain_header",
-                    format!("settings.chain_header is not a valid header name: {h:?}"),
-                ));
-            }
-        }
-        if s.max_body_bytes == Some(0) {
-            return Err(ConfigError::zero("settings.max_body_bytes"));
-        }
-        if let Some(a) = &s.adaptive {
-            a.to_config().validate().map_err(|e| {
-                ConfigError::new(
-                    format!("settings.{}", e.field()),
-                    format!("settings.{}", e.message()),
-                )
-            })?;
-        }
-        let deadline = s
-            .deadline_seconds
-            .unwrap_or(crate::timeout::DEFAULT_DEADLINE.as_secs_f64());
-        if let Some(a) = s.attempt_timeout_seconds {
-            longer_than_deadline("settings.attempt_timeout_seconds", a, deadline)?;
-        }
-        let mut disable: Vec<(&str, f64, String)> = Vec::new();
-        for (field, models) in self.model_lists() {
-            for (i, m) in models.iter().enumerate() {
-                if let Some(t) = m.timeout_seconds {
-                    longer_than_deadline(&format!("{field}[{i}].timeout_seconds"), t, deadline)?;
-                }
-                let Some(d) = m.disable_duration_seconds else {
-                    continue;
-                };
-                let at = format!("{field}[{i}].disable_duration_seconds");
-                match disable.iter().find(|(id, _, _)| *id == m.id) {
-                    Some((_, other, first)) if *other != d => {
-                        return Err(ConfigError::new(
-                            at.clone(),
-                            format!(
-                                "{at} ({d}s) differs from {first} ({other}s) for the same model {}",
-                                m.id
-                            ),
-                        ));
-                    }
-                    Some(_) => {}
-                    None => disable.push((&m.id, d, at)),
-                }
-            }
-        }
-        Ok(())
+        let builder = build::builder(self, build::Snapshot::Skip)?;
+        let deadline = match self.settings.deadline_seconds {
+            Some(v) => seconds("settings.deadline_seconds", v)?,
+            None => crate::timeout::DEFAULT_DEADLINE,
+        };
+        let lists = self
+            .model_lists()
+            .into_iter()
+            .map(|(field, models)| {
+                let models = models
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| m.to_chain_model(&format!("{field}[{i}]")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((field, Chain::in_order(models)))
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let named = lists.iter().map(|(field, chain)| (field.clone(), chain));
+        crate::stack::check_chain_models(named, deadline).map_err(json_error)?;
+        builder.validate().map_err(json_error)
     }
 
     /// Every model list with its path.

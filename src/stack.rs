@@ -23,7 +23,7 @@
 //! | [`server_side_window`](OpenRouterLayerBuilder::server_side_window) | 1 | hybrid mode: models sent server-side per attempt (1 to 3) |
 //! | [`native_routing`](OpenRouterLayerBuilder::native_routing) | nothing injected | OpenRouter's own `models` / `provider` / `route` / `fallbacks` (see [`crate::routing`]); the caller's are checked either way |
 //! | [`deadline`](OpenRouterLayerBuilder::deadline) | 300 s | total budget of a call |
-//! | [`attempt_timeout`](OpenRouterLayerBuilder::attempt_timeout) | 120 s | limit of one attempt (per model: [`ChainModel::timeout`](crate::fallback::ChainModel::timeout)) |
+//! | [`attempt_timeout`](OpenRouterLayerBuilder::attempt_timeout) | 120 s, or the deadline when that is shorter | limit of one attempt (per model: [`ChainModel::timeout`](crate::fallback::ChainModel::timeout)) |
 //! | [`first_token_timeout`](OpenRouterLayerBuilder::first_token_timeout), [`idle_timeout`](OpenRouterLayerBuilder::idle_timeout) | off | stream limits |
 //! | [`max_retries`](OpenRouterLayerBuilder::max_retries) | 2 | same-model retries (per model: [`ChainModel::max_retries`](crate::fallback::ChainModel::max_retries)) |
 //! | [`retry_policy`](OpenRouterLayerBuilder::retry_policy) | [`RetryPolicy::default`] | backoff, Retry-After, budget |
@@ -36,7 +36,12 @@
 //!
 //! [`build`](OpenRouterLayerBuilder::build) checks everything (attempt timeout and backoff
 //! cap within the deadline, chains well formed, ...) and returns a
-//! [`ConfigError`] naming the setting. [`OpenRouterLayer::from_json`] builds the same from
+//! [`ConfigError`] naming the setting; [`validate`](OpenRouterLayerBuilder::validate)
+//! runs the same checks alone. Each layer's settings are checked by that layer's own
+//! `validate` (called by its `build` or constructor, or here), so a rule is written once.
+//! Only settings you wrote can conflict: a default gives way (an attempt timeout you did
+//! not set follows a shorter deadline; the default retries' backoff is not held against
+//! the deadline). [`OpenRouterLayer::from_json`] builds the same from
 //! a JSON [`Config`](crate::config::Config).
 //!
 //! ```
@@ -92,8 +97,8 @@ use crate::health::{AdaptiveConfig, Health, HealthConfig, HealthLayer, HealthTra
 use crate::retry::{Retry, RetryLayer, RetryPolicy};
 use crate::routing::{NativeRouting, NativeRoutingLayer, RoutingConfig};
 use crate::timeout::{
-    AttemptTimeout, AttemptTimeoutLayer, DeadlineLayer, DeadlineService, DEFAULT_ATTEMPT_TIMEOUT,
-    DEFAULT_DEADLINE,
+    AttemptTimeout, AttemptTimeoutBuilder, AttemptTimeoutLayer, DeadlineLayer, DeadlineService,
+    DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_DEADLINE,
 };
 
 /// The service [`OpenRouterLayer`] builds around a client `S` with classifier `C`.
@@ -203,11 +208,13 @@ pub struct OpenRouterLayerBuilder<C = OpenRouterClassifier> {
     max_rate_limit_wait: Duration,
     unlisted: UnlistedModel,
     deadline: Duration,
-    attempt_timeout: Duration,
+    /// `None`: the default, or the deadline when that is shorter.
+    attempt_timeout: Option<Duration>,
     first_token: Option<Duration>,
     idle: Option<Duration>,
     max_retries: Option<u32>,
-    retry: RetryPolicy,
+    /// `None`: the default policy, never held against the deadline.
+    retry: Option<RetryPolicy>,
     health: HealthSource,
     shared_health: SharedHealth,
     adaptive: Option<AdaptiveConfig>,
@@ -227,10 +234,10 @@ struct CatalogSettings {
 
 impl CatalogSettings {
     /// The policy for the fallback layer, or why the settings cannot hold.
-    fn build(self) -> Result<Option<CatalogPolicy>, ConfigError> {
+    fn policy(&self) -> Result<Option<CatalogPolicy>, ConfigError> {
         let priced =
             self.max_price.is_some() || !self.chain_max_price.is_empty() || self.header.is_some();
-        let Some(mut policy) = self.policy else {
+        let Some(mut policy) = self.policy.clone() else {
             if priced {
                 return Err(ConfigError::new(
                     "max_price",
@@ -246,13 +253,7 @@ impl CatalogSettings {
             policy = policy.chain_max_price(chain, *p);
         }
         if let Some(h) = &self.header {
-            let name = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
-                ConfigError::new(
-                    "max_price_header",
-                    format!("max_price_header is not a valid header name: {h:?}"),
-                )
-            })?;
-            policy = policy.max_price_header(name);
+            policy = policy.max_price_header(header_name("max_price_header", h)?);
         }
         Ok(Some(policy))
     }
@@ -292,11 +293,11 @@ impl OpenRouterLayerBuilder {
             max_rate_limit_wait: crate::fallback::DEFAULT_MAX_RATE_LIMIT_WAIT,
             unlisted: UnlistedModel::TryFirst,
             deadline: DEFAULT_DEADLINE,
-            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            attempt_timeout: None,
             first_token: None,
             idle: None,
             max_retries: None,
-            retry: RetryPolicy::default(),
+            retry: None,
             health: HealthSource::Config(HealthConfig::default()),
             shared_health: SharedHealth::Local,
             adaptive: None,
@@ -408,7 +409,7 @@ impl<C> OpenRouterLayerBuilder<C> {
 
     /// The default limit of one attempt (models may set their own).
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = timeout;
+        self.attempt_timeout = Some(timeout);
         self
     }
 
@@ -432,7 +433,7 @@ impl<C> OpenRouterLayerBuilder<C> {
 
     /// The retry policy (backoff, Retry-After, budget).
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.retry = Some(policy);
         self
     }
 
@@ -546,7 +547,24 @@ impl<C> OpenRouterLayerBuilder<C> {
         self
     }
 
+    /// Checks every setting, as [`build`](Self::build) does, without building anything
+    /// (no tracker, no Redis connection).
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.checked().map(drop)
+    }
+
     /// Checks every setting and builds the layer.
+    ///
+    /// Each layer's settings are checked by that layer's own validation (the timeouts'
+    /// builder, [`RetryPolicy::validate`], [`HealthConfig::validate`],
+    /// [`FallbackLayer::validate`], ...); this adds the checks across layers. Only settings
+    /// you wrote can conflict: an attempt timeout you did not set follows a shorter
+    /// deadline, and the retries' backoff is held against the deadline only when you set
+    /// a retry setting (`max_retries`, `retry_policy`, a model's `max_retries`).
     ///
     /// # Errors
     ///
@@ -558,107 +576,153 @@ impl<C> OpenRouterLayerBuilder<C> {
     where
         C: Classify,
     {
+        let checked = self.checked()?;
+        let tracker = match (checked.health, self.health) {
+            (Some(c), _) => match self.shared_health.store()? {
+                Some(store) => HealthTracker::with_store(c, store),
+                None => HealthTracker::new(c),
+            },
+            (None, HealthSource::Tracker(t)) => t,
+            // Not reached: `checked` gives settings for every tracker it is to make.
+            (None, HealthSource::Config(c)) => HealthTracker::new(c),
+        };
+        Ok(OpenRouterLayer {
+            body: BufferRequestLayer::new().limit(self.max_body_bytes),
+            deadline: checked.deadline,
+            routing: checked.routing,
+            fallback: checked.fallback.health(tracker.clone()),
+            retry: RetryLayer::new(checked.retry)?,
+            health: HealthLayer::new(tracker),
+            attempt_timeout: checked.attempt_timeout,
+            classify: ClassifyLayer::with_shared_classifier(self.classifier),
+        })
+    }
+
+    /// Every check of [`build`](Self::build), and what it builds from (the layers'
+    /// settings, merged), with no side effect.
+    fn checked(&self) -> Result<Checked, ConfigError> {
         let deadline = DeadlineLayer::new(self.deadline)?;
-        let mut timeout =
-            AttemptTimeoutLayer::builder(self.attempt_timeout).deadline(self.deadline);
+        let attempt_timeout = self.timeouts().build()?;
+        let disable = check_chain_models(self.chains.all(), self.deadline)?;
+        let retry = self.checked_retry()?;
+        let health = self.health_settings(&disable)?;
+        let (fallback, routing) = self.fallback_and_routing(retry.retry_after_cap)?;
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::zero("max_body_bytes"));
+        }
+        Ok(Checked {
+            deadline,
+            attempt_timeout,
+            retry,
+            health,
+            fallback,
+            routing,
+        })
+    }
+
+    /// The attempt and stream limits, checked against the deadline by their builder. An
+    /// attempt timeout not set follows the deadline when that is shorter than the default.
+    fn timeouts(&self) -> AttemptTimeoutBuilder {
+        let limit = self
+            .attempt_timeout
+            .unwrap_or(DEFAULT_ATTEMPT_TIMEOUT.min(self.deadline));
+        let mut timeout = AttemptTimeoutLayer::builder(limit).deadline(self.deadline);
         if let Some(t) = self.first_token {
             timeout = timeout.first_token(t);
         }
         if let Some(t) = self.idle {
             timeout = timeout.idle(t);
         }
-        let attempt_timeout = timeout.build()?;
-        // Per-model limits: timeouts within the deadline, one disable duration per model.
-        let mut disable: Vec<(&str, Duration, String)> = Vec::new();
-        for (field, chain) in self.chains.all() {
-            for (i, m) in chain.iter().enumerate() {
-                check_model_timeout(&format!("{field}[{i}].timeout"), m, self.deadline)?;
-                let Some(d) = m.disable_duration else {
-                    continue;
-                };
-                let at = format!("{field}[{i}].disable_duration");
-                match disable.iter().find(|(id, _, _)| *id == m.model()) {
-                    Some((_, other, where_)) if *other != d => {
-                        return Err(ConfigError::new(
-                            at.clone(),
-                            format!(
-                            "{at} ({d:?}) differs from {where_} ({other:?}) for the same model {}",
-                            m.model()
-                        ),
-                        ))
-                    }
-                    Some(_) => {}
-                    None => disable.push((m.model(), d, at)),
-                }
-            }
-        }
-        let mut retry = self.retry;
+        timeout
+    }
+
+    /// The retry policy with `max_retries` applied, checked; against the deadline only
+    /// when a retry setting was written (the default backoff may be longer than a short
+    /// deadline: the deadline then ends the retries, which is what was asked for).
+    fn checked_retry(&self) -> Result<RetryPolicy, ConfigError> {
+        let mut retry = self.retry.clone().unwrap_or_default();
         if let Some(n) = self.max_retries {
             retry = retry.max_retries(n);
         }
-        retry.validate(Some(self.deadline))?;
-        check_backoff_sum(&retry, &self.chains, self.deadline)?;
-        let retry_after_cap = retry.retry_after_cap;
-        let retry = RetryLayer::new(retry)?;
-        let tracker = match self.health {
-            HealthSource::Config(mut c) => {
-                for (model, d, _) in &disable {
+        let per_model = self
+            .chains
+            .all()
+            .any(|(_, c)| c.iter().any(|m| m.max_retries.is_some()));
+        if self.retry.is_some() {
+            retry.validate(Some(self.deadline))?;
+        } else {
+            retry.validate(None)?;
+        }
+        if self.retry.is_some() || self.max_retries.is_some() || per_model {
+            check_backoff_sum(&retry, &self.chains, self.deadline)?;
+        }
+        Ok(retry)
+    }
+
+    /// The health settings of a new tracker (the models' disable durations and the
+    /// adaptive limit merged in), checked; `None` for a shared tracker, which must already
+    /// say the same.
+    fn health_settings(
+        &self,
+        disable: &[(&str, Duration, String)],
+    ) -> Result<Option<HealthConfig>, ConfigError> {
+        let t = match &self.health {
+            HealthSource::Config(c) => {
+                let mut c = c.clone();
+                for (model, d, _) in disable {
                     c = c.model_disable_duration(*model, *d);
                 }
                 if let Some(a) = self.adaptive {
                     c = c.adaptive(a);
                 }
                 c.validate()?;
-                match self.shared_health.store()? {
-                    Some(store) => HealthTracker::with_store(c, store),
-                    None => HealthTracker::new(c),
-                }
+                self.shared_health.validate()?;
+                return Ok(Some(c));
             }
-            HealthSource::Tracker(_) if !matches!(self.shared_health, SharedHealth::Local) => {
+            HealthSource::Tracker(t) => t,
+        };
+        if !matches!(self.shared_health, SharedHealth::Local) {
+            return Err(ConfigError::new(
+                "health_store",
+                "a shared health_tracker brings its own store: make it with HealthTracker::with_store instead of setting health_store or redis_health",
+            ));
+        }
+        for (model, d, at) in disable {
+            if t.config().disable_duration_of(model) != Some(*d) {
                 return Err(ConfigError::new(
-                    "health_store",
-                    "a shared health_tracker brings its own store: make it with HealthTracker::with_store instead of setting health_store or redis_health",
+                    at.clone(),
+                    format!(
+                        "{at}: a shared health_tracker is used, so set model_disable_duration({model:?}, {d:?}) in its HealthConfig"
+                    ),
                 ));
             }
-            HealthSource::Tracker(t) => {
-                // A shared tracker keeps its own settings: they must already say the same.
-                for (model, d, at) in &disable {
-                    if t.config().disable_duration_of(model) != Some(*d) {
-                        return Err(ConfigError::new(
-                            at.clone(),
-                            format!(
-                                "{at}: a shared health_tracker is used, so set model_disable_duration({model:?}, {d:?}) in its HealthConfig"
-                            ),
-                        ));
-                    }
-                }
-                if self.adaptive.is_some() && t.config().adaptive != self.adaptive {
-                    return Err(ConfigError::new(
-                        "adaptive",
-                        "adaptive: a shared health_tracker is used, so set HealthConfig::adaptive in its HealthConfig",
-                    ));
-                }
-                t
-            }
-        };
-        let mut fallback = FallbackLayer::new(self.chains)
+        }
+        if self.adaptive.is_some() && t.config().adaptive != self.adaptive {
+            return Err(ConfigError::new(
+                "adaptive",
+                "adaptive: a shared health_tracker is used, so set HealthConfig::adaptive in its HealthConfig",
+            ));
+        }
+        Ok(None)
+    }
+
+    /// The fallback layer (without its tracker) and the native routing layer, checked:
+    /// [`FallbackLayer::validate`], and the window against the routing config.
+    fn fallback_and_routing(
+        &self,
+        retry_after_cap: Duration,
+    ) -> Result<(FallbackLayer, NativeRoutingLayer), ConfigError> {
+        let mut fallback = FallbackLayer::new(self.chains.clone())
             .order(self.order)
             .server_side_window(self.window)
             .wait_for_rate_limit(self.wait_for_rate_limit)
             .max_rate_limit_wait(self.max_rate_limit_wait.min(retry_after_cap))
-            .unlisted_model(self.unlisted)
-            .health(tracker.clone());
+            .unlisted_model(self.unlisted);
         if let Some(h) = &self.header {
-            let name = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
-                ConfigError::new(
-                    "chain_header",
-                    format!("chain_header is not a valid header name: {h:?}"),
-                )
-            })?;
-            fallback = fallback.chain_header(name);
+            fallback = fallback.chain_header(header_name("chain_header", h)?);
         }
         let mut routing = NativeRoutingLayer::new(self.routing.clone());
-        if let Some(policy) = self.catalog.build()? {
+        if let Some(policy) = self.catalog.policy()? {
             routing = routing.catalog(policy.clone());
             fallback = fallback.catalog(policy);
         }
@@ -671,23 +735,37 @@ impl<C> OpenRouterLayerBuilder<C> {
                 "server_side_window above 1 sets `models` per attempt, which would replace the native_routing models/fallbacks: use one or the other",
             ));
         }
-        if self.max_body_bytes == 0 {
-            return Err(ConfigError::zero("max_body_bytes"));
-        }
-        Ok(OpenRouterLayer {
-            body: BufferRequestLayer::new().limit(self.max_body_bytes),
-            deadline,
-            routing,
-            fallback,
-            retry,
-            health: HealthLayer::new(tracker),
-            attempt_timeout,
-            classify: ClassifyLayer::with_shared_classifier(self.classifier),
-        })
+        Ok((fallback, routing))
     }
 }
 
+/// What [`OpenRouterLayerBuilder::build`] builds from, every setting checked.
+struct Checked {
+    deadline: DeadlineLayer,
+    attempt_timeout: AttemptTimeoutLayer,
+    retry: RetryPolicy,
+    /// The settings of a new tracker (`None`: a shared tracker is used).
+    health: Option<HealthConfig>,
+    fallback: FallbackLayer,
+    routing: NativeRoutingLayer,
+}
+
+/// A header name of the settings, or an error naming `field` (the name is not secret).
+fn header_name(field: &'static str, h: &str) -> Result<HeaderName, ConfigError> {
+    HeaderName::from_bytes(h.as_bytes())
+        .map_err(|_| ConfigError::new(field, format!("{field} is not a valid header name: {h:?}")))
+}
+
 impl SharedHealth {
+    /// Checks the settings of a store to be made (a Redis URL), without connecting.
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            #[cfg(feature = "redis")]
+            SharedHealth::Redis(c) => c.validate(),
+            _ => Ok(()),
+        }
+    }
+
     fn store(self) -> Result<Option<Arc<dyn crate::health::HealthStore>>, ConfigError> {
         match self {
             SharedHealth::Local => Ok(None),
@@ -723,6 +801,39 @@ fn check_backoff_sum(
         ));
     }
     Ok(())
+}
+
+/// The models' own limits across every chain (`(field, chain)`, field names as in the
+/// errors): each timeout within the deadline, and one disable duration per model. Returns
+/// each model's disable duration with the field that set it first.
+pub(crate) fn check_chain_models<'a>(
+    chains: impl IntoIterator<Item = (String, &'a Chain)>,
+    deadline: Duration,
+) -> Result<Vec<(&'a str, Duration, String)>, ConfigError> {
+    let mut disable: Vec<(&str, Duration, String)> = Vec::new();
+    for (field, chain) in chains {
+        for (i, m) in chain.iter().enumerate() {
+            check_model_timeout(&format!("{field}[{i}].timeout"), m, deadline)?;
+            let Some(d) = m.disable_duration else {
+                continue;
+            };
+            let at = format!("{field}[{i}].disable_duration");
+            match disable.iter().find(|(id, _, _)| *id == m.model()) {
+                Some((_, other, first)) if *other != d => {
+                    return Err(ConfigError::new(
+                        at.clone(),
+                        format!(
+                            "{at} ({d:?}) differs from {first} ({other:?}) for the same model {}",
+                            m.model()
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None => disable.push((m.model(), d, at)),
+            }
+        }
+    }
+    Ok(disable)
 }
 
 fn check_model_timeout(field: &str, m: &ChainModel, deadline: Duration) -> Result<(), ConfigError> {

@@ -360,3 +360,58 @@ mod same_as_code {
         );
     }
 }
+
+#[test]
+fn a_deadline_alone_is_followed_by_the_attempt_timeout() {
+    use tower_openrouter::stack::OpenRouterLayer;
+    let layer = OpenRouterLayer::from_json(
+        r#"{"default_chain": ["a/b"], "settings": {"deadline_seconds": 30}}"#,
+    )
+    .unwrap();
+    assert_eq!(layer.attempt_timeout(), Duration::from_secs(30));
+    let layer = OpenRouterLayer::from_json(
+        r#"{"default_chain": ["a/b"], "settings": {"deadline_seconds": 1}}"#,
+    )
+    .unwrap();
+    assert_eq!(layer.attempt_timeout(), Duration::from_secs(1));
+    // Written ones conflict, named by their keys.
+    let err = Config::from_json(
+        r#"{"default_chain": ["a/b"], "settings": {"deadline_seconds": 1, "max_retries_per_model": 3}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), "settings.max_retries_per_model");
+}
+
+#[test]
+fn the_file_is_checked_by_the_layers_own_rules() {
+    // The health settings' own range for a success rate, (0, 1]: 0 is refused when the file
+    // is read, not only when the stack is built.
+    let err = Config::from_json(r#"{"default_chain": ["a/b"], "settings": {"skip_threshold": 0}}"#)
+        .unwrap_err();
+    assert_eq!(err.field(), "settings.skip_threshold");
+    assert!(err.to_string().contains("settings.skip_threshold"), "{err}");
+    // A model's limits name the list it was written in, at its written position.
+    let err = Config::from_json(
+        r#"{"cost_tiers": [{"name": "budget", "models": [{"id": "a/b", "priority": 2, "timeout_seconds": 400}, {"id": "c/d", "priority": 1}]}]}"#,
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), "cost_tiers[0].models[0].timeout_seconds");
+}
+
+#[test]
+fn config_errors_never_echo_a_rejected_value() {
+    const SECRET: &str = "sk-or-v1-0123456789abcdef";
+    for json in [
+        format!(
+            r#"{{"default_chain": ["a/b"], "settings": {{"max_retries_per_model": "{SECRET}"}}}}"#
+        ),
+        format!(r#"{{"default_chain": ["a/b"], "settings": {{"order": "{SECRET}"}}}}"#),
+        format!(
+            r#"{{"default_chain": ["a/b"], "health": {{"shared": {{"redis_url": "redis://:{SECRET}@h", "reconcile_ms": "{SECRET}"}}}}}}"#
+        ),
+    ] {
+        let err = Config::from_json(&json).unwrap_err();
+        assert!(!err.to_string().contains(SECRET), "{err}");
+        assert!(!format!("{err:?}").contains(SECRET), "{err:?}");
+    }
+}

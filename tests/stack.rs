@@ -560,3 +560,39 @@ fn a_chain_from_a_slice_or_an_iterator() {
     let layer = FallbackLayer::new(models.iter().copied());
     assert_eq!(layer.chains().default_chain().unwrap().len(), 3);
 }
+
+#[test]
+fn only_settings_written_can_conflict() {
+    let s = Duration::from_secs;
+    // A deadline alone: the attempt timeout not set follows it (default 120 s is longer),
+    // and the default retries' backoff (10 s cap, 1.5 s in all) is not held against it.
+    let attempt_under = |deadline: u64| {
+        let layer = OpenRouterLayer::builder()
+            .chain([A])
+            .deadline(s(deadline))
+            .build()
+            .unwrap();
+        assert_eq!(layer.deadline(), s(deadline));
+        layer.attempt_timeout()
+    };
+    assert_eq!(attempt_under(30), s(30));
+    assert_eq!(attempt_under(1), s(1));
+    // A longer deadline keeps the default attempt timeout.
+    assert_eq!(attempt_under(200), s(120));
+    // Settings written still conflict.
+    let field = |b: OpenRouterLayerBuilder| b.build().unwrap_err().field().to_owned();
+    let b = || OpenRouterLayer::builder().chain([A]).deadline(s(1));
+    assert_eq!(field(b().attempt_timeout(s(2))), "attempt_timeout");
+    assert_eq!(field(b().max_retries(2)), "max_retries");
+    assert_eq!(
+        field(b().chain([ChainModel::new(A).max_retries(2)])),
+        "max_retries"
+    );
+    assert_eq!(field(b().retry_policy(RetryPolicy::new())), "backoff_cap");
+    // `validate` checks the same without building.
+    assert_eq!(
+        b().attempt_timeout(s(2)).validate().unwrap_err().field(),
+        "attempt_timeout"
+    );
+    assert!(b().validate().is_ok());
+}

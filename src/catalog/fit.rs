@@ -82,7 +82,11 @@ impl MaxPrice {
     }
 
     /// Checks every field is a finite number >= 0.
-    pub fn validate(&self) -> Result<(), String> {
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`](crate::error::ConfigError) on `max_price` naming the ceiling.
+    pub fn validate(&self) -> Result<(), crate::error::ConfigError> {
         for (name, v) in [
             ("per_request", self.per_request),
             ("prompt", self.prompt),
@@ -90,7 +94,10 @@ impl MaxPrice {
         ] {
             if let Some(v) = v {
                 if !v.is_finite() || v < 0.0 {
-                    return Err(format!("max_price.{name} must be a number >= 0, got {v}"));
+                    return Err(crate::error::ConfigError::new(
+                        "max_price",
+                        format!("max_price.{name} must be a number >= 0, got {v}"),
+                    ));
                 }
             }
         }
@@ -129,7 +136,7 @@ impl FromStr for MaxPrice {
                 *slot = Some(num(v)?);
             }
         }
-        out.validate()?;
+        out.validate().map_err(|e| e.message().to_owned())?;
         Ok(out)
     }
 }

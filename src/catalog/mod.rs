@@ -148,11 +148,14 @@ impl CatalogPolicy {
 
     /// Checks every ceiling holds numbers >= 0.
     pub fn validate(&self) -> Result<(), crate::error::ConfigError> {
-        let bad = |m: String| crate::error::ConfigError::new("max_price", m);
-        self.max_price.validate().map_err(bad)?;
+        self.max_price.validate()?;
         for (name, c) in &self.chain_max_price {
-            c.validate()
-                .map_err(|m| bad(format!("chain {name:?}: {m}")))?;
+            c.validate().map_err(|e| {
+                crate::error::ConfigError::new(
+                    e.field().to_owned(),
+                    format!("chain {name:?}: {}", e.message()),
+                )
+            })?;
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! From a [`Config`] to the stack: the builder calls for every key of the settings file.
 
-use super::{CatalogSection, Config, SharedHealthConfig};
+use super::{CatalogSection, Config, Settings, SharedHealthConfig};
 use crate::catalog::ModelCatalog;
 use crate::error::ConfigError;
 use crate::health::HealthConfig;
@@ -60,85 +60,101 @@ impl OpenRouterLayerBuilder {
     /// A [`ConfigError`] naming the bad key.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         config.validate()?;
-        let s = &config.settings;
-        let mut b = OpenRouterLayerBuilder::new().chains(config.chains()?);
-        let secs = super::seconds;
-        if let Some(v) = s.deadline_seconds {
-            b = b.deadline(secs("settings.deadline_seconds", v)?);
-        }
-        if let Some(v) = s.attempt_timeout_seconds {
-            b = b.attempt_timeout(secs("settings.attempt_timeout_seconds", v)?);
-        }
-        if let Some(v) = s.first_token_timeout_seconds {
-            b = b.first_token_timeout(secs("settings.first_token_timeout_seconds", v)?);
-        }
-        if let Some(v) = s.idle_timeout_seconds {
-            b = b.idle_timeout(secs("settings.idle_timeout_seconds", v)?);
-        }
-        if let Some(n) = s.max_retries_per_model {
-            b = b.max_retries(n);
-        }
-        let mut health = HealthConfig::default();
-        if let Some(v) = s.disable_duration_seconds {
-            health = health.disable_duration(secs("settings.disable_duration_seconds", v)?);
-        }
-        if let Some(m) = s.health_window_minutes {
-            health = health.window(secs("settings.health_window_minutes", m * 60.0)?);
-        }
-        if let Some(t) = s.skip_threshold {
-            health = health.skip_below_success_rate(t);
-        }
-        if let Some(n) = s.consecutive_failures {
-            health = health.consecutive_failures(n);
-        }
-        if let Some(a) = &s.adaptive {
-            health = health.adaptive(a.to_config());
-        }
-        health.validate().map_err(|e| {
-            ConfigError::new(
-                format!("settings.{}", e.field()),
-                format!("settings: {}", e.message()),
-            )
-        })?;
-        b = b.health_config(health);
-        if let Some(shared) = config.health.as_ref().and_then(|h| h.shared.as_ref()) {
-            b = shared_health(b, shared)?;
-        }
-        if let Some(o) = s.order {
-            b = b.order(o.into());
-        }
-        if let Some(h) = &s.chain_header {
-            b = b.chain_header(h);
-        }
-        if let Some(u) = s.unlisted_model {
-            b = b.unlisted_model(u.into());
-        }
-        if let Some(w) = s.server_side_window {
-            b = b.server_side_window(w);
-        }
-        if let Some(v) = s.max_rate_limit_wait_seconds {
-            b = b.max_rate_limit_wait(secs("settings.max_rate_limit_wait_seconds", v)?);
-        }
-        if let Some(n) = s.max_body_bytes {
-            b = b.max_body_bytes(n);
-        }
-        if let Some(r) = &config.native_routing {
-            b = b.native_routing(r.to_routing()?);
-        }
-        if let Some(c) = &config.catalog {
-            b = b.catalog(catalog_from_config(c)?);
-        }
-        if let Some(p) = &config.max_price {
-            b = b.max_price(p.ceiling());
-            for (chain, c) in &p.chains {
-                b = b.chain_max_price(chain, *c);
-            }
-            if let Some(h) = &p.header {
-                b = b.max_price_header(h);
-            }
-        }
-        Ok(b)
+        builder(config, Snapshot::Load)
     }
+}
+
+/// Whether [`builder`] reads the catalog's snapshot file (building) or not (checking).
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Snapshot {
+    Load,
+    Skip,
+}
+
+/// The builder calls for every key of `config`: only conversions (seconds to durations,
+/// names to types), whose errors name the key; the settings themselves are checked by the
+/// builder and the layers.
+pub(super) fn builder(
+    config: &Config,
+    snapshot: Snapshot,
+) -> Result<OpenRouterLayerBuilder, ConfigError> {
+    let s = &config.settings;
+    let mut b = OpenRouterLayerBuilder::new().chains(config.chains()?);
+    let secs = super::seconds;
+    if let Some(v) = s.deadline_seconds {
+        b = b.deadline(secs("settings.deadline_seconds", v)?);
+    }
+    if let Some(v) = s.attempt_timeout_seconds {
+        b = b.attempt_timeout(secs("settings.attempt_timeout_seconds", v)?);
+    }
+    if let Some(v) = s.first_token_timeout_seconds {
+        b = b.first_token_timeout(secs("settings.first_token_timeout_seconds", v)?);
+    }
+    if let Some(v) = s.idle_timeout_seconds {
+        b = b.idle_timeout(secs("settings.idle_timeout_seconds", v)?);
+    }
+    if let Some(n) = s.max_retries_per_model {
+        b = b.max_retries(n);
+    }
+    b = b.health_config(health(s)?);
+    if let Some(shared) = config.health.as_ref().and_then(|h| h.shared.as_ref()) {
+        b = shared_health(b, shared)?;
+    }
+    if let Some(o) = s.order {
+        b = b.order(o.into());
+    }
+    if let Some(h) = &s.chain_header {
+        b = b.chain_header(h);
+    }
+    if let Some(u) = s.unlisted_model {
+        b = b.unlisted_model(u.into());
+    }
+    if let Some(w) = s.server_side_window {
+        b = b.server_side_window(w);
+    }
+    if let Some(v) = s.max_rate_limit_wait_seconds {
+        b = b.max_rate_limit_wait(secs("settings.max_rate_limit_wait_seconds", v)?);
+    }
+    if let Some(n) = s.max_body_bytes {
+        b = b.max_body_bytes(n);
+    }
+    if let Some(r) = &config.native_routing {
+        b = b.native_routing(r.to_routing()?);
+    }
+    if let Some(c) = &config.catalog {
+        b = b.catalog(catalog_from_config(c, snapshot)?);
+    }
+    if let Some(p) = &config.max_price {
+        b = b.max_price(p.ceiling());
+        for (chain, c) in &p.chains {
+            b = b.chain_max_price(chain, *c);
+        }
+        if let Some(h) = &p.header {
+            b = b.max_price_header(h);
+        }
+    }
+    Ok(b)
+}
+
+/// The health settings of `settings`, unchecked (the builder checks them).
+fn health(s: &Settings) -> Result<HealthConfig, ConfigError> {
+    let mut health = HealthConfig::default();
+    if let Some(v) = s.disable_duration_seconds {
+        health = health.disable_duration(super::seconds("settings.disable_duration_seconds", v)?);
+    }
+    if let Some(m) = s.health_window_minutes {
+        health = health.window(super::minutes("settings.health_window_minutes", m)?);
+    }
+    if let Some(t) = s.skip_threshold {
+        health = health.skip_below_success_rate(t);
+    }
+    if let Some(n) = s.consecutive_failures {
+        health = health.consecutive_failures(n);
+    }
+    if let Some(a) = &s.adaptive {
+        health = health.adaptive(a.to_config());
+    }
+    Ok(health)
 }
 
 /// The `health.shared` key of a settings file, as the builder takes it.
@@ -173,12 +189,16 @@ fn shared_health(
     }
 }
 
-/// The catalog of the `catalog` key: its snapshot loaded, strict mode, the interval.
-fn catalog_from_config(c: &CatalogSection) -> Result<ModelCatalog, ConfigError> {
+/// The catalog of the `catalog` key: its snapshot loaded (unless skipped), strict mode,
+/// the interval.
+fn catalog_from_config(
+    c: &CatalogSection,
+    snapshot: Snapshot,
+) -> Result<ModelCatalog, ConfigError> {
     let catalog = match &c.snapshot {
-        Some(path) => ModelCatalog::from_file(path)
+        Some(path) if snapshot == Snapshot::Load => ModelCatalog::from_file(path)
             .map_err(|e| ConfigError::new("catalog.snapshot", format!("catalog.snapshot: {e}")))?,
-        None => ModelCatalog::new(),
+        _ => ModelCatalog::new(),
     };
     let mut catalog = catalog.strict(c.strict.unwrap_or(false));
     if let Some(s) = c.refresh_seconds {

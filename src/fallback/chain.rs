@@ -154,6 +154,14 @@ impl Chain {
         }
     }
 
+    /// A chain of `models` as given, not sorted by priority: for checks whose errors name
+    /// the position a model was written at.
+    pub(crate) fn in_order(models: Vec<ChainModel>) -> Self {
+        Chain {
+            models: models.into(),
+        }
+    }
+
     /// Cost tiers, cheapest first: the chain for a request that may use every tier up to
     /// and including `max_tier` (the budget models first, then the standard ones, ...).
     /// `None` when no tier has that name.

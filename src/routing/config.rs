@@ -226,9 +226,25 @@ impl RoutingConfigBuilder {
     ///
     /// # Errors
     ///
+    /// As [`validate`](Self::validate).
+    pub fn build(self) -> Result<RoutingConfig, ConfigError> {
+        self.validate()?;
+        let prepared = self.values.prepare();
+        Ok(RoutingConfig {
+            inner: Arc::new(Inner {
+                values: self.values,
+                prepared,
+            }),
+        })
+    }
+
+    /// Checks OpenRouter's documented limits (what [`build`](Self::build) checks).
+    ///
+    /// # Errors
+    ///
     /// [`ConfigError`] for more than 3 `models` (field `models`), more than 3 `fallbacks`,
     /// `fallbacks` together with `models` (field `fallbacks`), or an empty model id.
-    pub fn build(self) -> Result<RoutingConfig, ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let v = &self.values;
         for (field, list) in [("models", &v.models), ("fallbacks", &v.fallbacks)] {
             let list = list.as_deref().unwrap_or_default();
@@ -255,13 +271,7 @@ impl RoutingConfigBuilder {
                 "fallbacks cannot be used together with models (OpenRouter rejects both)",
             ));
         }
-        let prepared = self.values.prepare();
-        Ok(RoutingConfig {
-            inner: Arc::new(Inner {
-                values: self.values,
-                prepared,
-            }),
-        })
+        Ok(())
     }
 }
 

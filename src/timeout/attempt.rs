@@ -110,9 +110,19 @@ impl AttemptTimeoutBuilder {
     ///
     /// # Errors
     ///
+    /// As [`validate`](Self::validate).
+    pub fn build(self) -> Result<AttemptTimeoutLayer, ConfigError> {
+        self.validate()?;
+        Ok(self.layer)
+    }
+
+    /// Checks the settings (what [`build`](Self::build) checks).
+    ///
+    /// # Errors
+    ///
     /// [`ConfigError`] when a limit is zero (`attempt_timeout`, `first_token_timeout`,
     /// `idle_timeout`) or longer than the [`deadline`](Self::deadline).
-    pub fn build(self) -> Result<AttemptTimeoutLayer, ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.layer;
         let limits = [
             ("attempt_timeout", Some(l.limit)),
@@ -126,7 +136,7 @@ impl AttemptTimeoutBuilder {
                 error::not_longer(field, value, "deadline", deadline)?;
             }
         }
-        Ok(self.layer)
+        Ok(())
     }
 }
 
