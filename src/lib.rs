@@ -116,6 +116,7 @@ pub mod observe;
 pub mod reqwest;
 pub mod retry;
 pub mod routing;
+mod service;
 pub mod stack;
 pub mod stream;
 pub mod timeout;

@@ -167,20 +167,7 @@ impl<S: Clone, C> Clone for ClassifyService<S, C> {
 }
 
 impl<S, C> ClassifyService<S, C> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::service::inner_service_accessors!();
 }
 
 impl<S, C, ReqB, B> Service<Request<ReqB>> for ClassifyService<S, C>

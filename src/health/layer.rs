@@ -13,6 +13,7 @@ use tower::{Layer, Service};
 use super::adaptive::Permit;
 use super::breaker::Admission;
 use super::tracker::{HealthTracker, ModelState};
+use crate::service::InnerOrError;
 use crate::{Attempt, BoxError, Error, ErrorKind, ForceAttempt};
 
 /// Records every attempt's outcome in a [`HealthTracker`] and rejects attempts of a model
@@ -68,20 +69,7 @@ impl<S> Health<S> {
         &self.tracker
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::service::inner_service_accessors!();
 }
 
 impl<S, B> Service<Request<B>> for Health<S>
@@ -94,9 +82,7 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner
-            .poll_ready(cx)
-            .map_err(|e| Error::from_box(e.into()))
+        crate::service::poll_inner(&mut self.inner, cx)
     }
 
     // No clone-and-swap: the inner future owns what it needs, so `self.inner` is called
@@ -210,22 +196,26 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F> {
-        Passthrough { #[pin] future: F },
+        // Not tracked (a request the layer does not judge) or rejected before any call.
+        Plain { #[pin] future: InnerOrError<F> },
         Tracked { #[pin] future: F, recorder: Recorder },
-        Rejected { error: Option<Error> },
     }
 }
 
 impl<F> ResponseFuture<F> {
     fn passthrough(future: F) -> Self {
         ResponseFuture {
-            kind: Kind::Passthrough { future },
+            kind: Kind::Plain {
+                future: InnerOrError::inner(future),
+            },
         }
     }
 
     fn rejected(error: Error) -> Self {
         ResponseFuture {
-            kind: Kind::Rejected { error: Some(error) },
+            kind: Kind::Plain {
+                future: InnerOrError::error(error),
+            },
         }
     }
 }
@@ -245,9 +235,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Passthrough { future } => {
-                future.poll(cx).map_err(|e| Error::from_box(e.into()))
-            }
+            KindProj::Plain { future } => future.poll(cx),
             KindProj::Tracked { future, recorder } => {
                 let result = ready!(future.poll(cx));
                 Poll::Ready(match result {
@@ -262,9 +250,6 @@ where
                     }
                 })
             }
-            KindProj::Rejected { error } => Poll::Ready(Err(error
-                .take()
-                .expect("health::ResponseFuture polled after completion"))),
         }
     }
 }

@@ -76,15 +76,7 @@ pub struct Retry<S> {
 }
 
 impl<S> Retry<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, consuming `self`.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::service::inner_service_accessors!();
 }
 
 impl<S, B> Service<Request<Full<Bytes>>> for Retry<S>
@@ -97,9 +89,7 @@ where
     type Future = ResponseFuture<S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner
-            .poll_ready(cx)
-            .map_err(|e| Error::from_box(e.into()))
+        crate::service::poll_inner(&mut self.inner, cx)
     }
 
     fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {

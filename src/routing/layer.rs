@@ -16,6 +16,7 @@ use super::lists::{raw, MAX_SERVER_MODELS};
 use super::{RoutingConfig, RoutingOverride};
 use crate::body::{is_generation_endpoint, is_messages_endpoint, replace_body, Edit};
 use crate::catalog::CatalogPolicy;
+use crate::service::InnerOrError;
 use crate::JsonBody;
 use crate::{BoxError, Error};
 
@@ -97,20 +98,7 @@ impl<S> NativeRouting<S> {
         &self.config
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::service::inner_service_accessors!();
 }
 
 impl<S> Service<Request<Full<Bytes>>> for NativeRouting<S>
@@ -123,9 +111,7 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner
-            .poll_ready(cx)
-            .map_err(|e| Error::from_box(e.into()))
+        crate::service::poll_inner(&mut self.inner, cx)
     }
 
     // The inner service is called here and now (its future needs no service of its own),
@@ -137,9 +123,7 @@ where
             }
         }
         ResponseFuture {
-            state: State::Inner {
-                future: self.inner.call(req),
-            },
+            state: InnerOrError::inner(self.inner.call(req)),
         }
     }
 }
@@ -251,28 +235,14 @@ pin_project! {
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
-        state: State<F>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    #[derive(Debug)]
-    enum State<F> {
-        Inner {
-            #[pin]
-            future: F,
-        },
-        Failed {
-            error: Option<Error>,
-        },
+        state: InnerOrError<F>,
     }
 }
 
 impl<F> ResponseFuture<F> {
     fn failed(error: Error) -> Self {
         ResponseFuture {
-            state: State::Failed { error: Some(error) },
+            state: InnerOrError::error(error),
         }
     }
 }
@@ -285,11 +255,6 @@ where
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Inner { future } => future.poll(cx).map_err(|e| Error::from_box(e.into())),
-            StateProj::Failed { error } => {
-                Poll::Ready(Err(error.take().expect("polled after completion")))
-            }
-        }
+        self.project().state.poll(cx)
     }
 }

@@ -70,20 +70,7 @@ impl<S> DeadlineService<S> {
         Ok(DeadlineLayer::new(budget)?.layer(inner))
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service, consuming `self`.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::service::inner_service_accessors!();
 }
 
 impl<S, B> Service<Request<B>> for DeadlineService<S>
@@ -96,9 +83,7 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner
-            .poll_ready(cx)
-            .map_err(|e| Error::from_box(e.into()))
+        crate::service::poll_inner(&mut self.inner, cx)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
