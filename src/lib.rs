@@ -97,7 +97,12 @@
 //!   operation duration and token usage, attempts, fallbacks, breaker state; see
 //!   [`observe`]). Off by default. Spans and events ([`observe`]) are always on.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;

@@ -308,6 +308,19 @@ impl OpenRouterLayerBuilder {
     }
 }
 
+// By hand: the classifier `C` need not be `Debug`, and the settings worth showing are these.
+impl<C> std::fmt::Debug for OpenRouterLayerBuilder<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenRouterLayerBuilder")
+            .field("chains", &self.chains)
+            .field("order", &self.order)
+            .field("deadline", &self.deadline)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<C> OpenRouterLayerBuilder<C> {
     /// What a request whose `model` is neither a chain's name nor a chain's first model
     /// gets (default [`UnlistedModel::TryFirst`]; see [`FallbackLayer::unlisted_model`]).

@@ -227,11 +227,6 @@ impl RetryPolicy {
         self.also.contains(&kind) || self.actions.contains(&err.action())
     }
 
-    /// The retry-after cap (see [`retry_after_cap`](Self::retry_after_cap)).
-    pub fn get_retry_after_cap(&self) -> Duration {
-        self.retry_after_cap
-    }
-
     /// The longest the backoffs of `retries` retries can add up to:
     /// `sum of min(cap, base * 2^n)` for `n` in `0..retries`.
     pub fn largest_backoffs(&self, retries: u32) -> Duration {
