@@ -1,0 +1,163 @@
+//! The `Reading` state: a body read whole (or up to its cap) before the response goes
+//! back, for the 200-with-error check of a 2xx or for the classifier of an error status.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::response::Parts;
+use http::{HeaderMap, Response};
+use http_body::Body;
+
+use super::{Ctx, Output};
+use crate::body::Collected;
+use crate::classify::layer::Limits;
+use crate::classify::probe::upstream_info;
+use crate::classify::{Classify, Outcome, ResponseBody};
+use crate::error::BoxError;
+
+/// A response whose body is being read.
+pub(super) struct Reading<B> {
+    parts: Parts,
+    body: B,
+    buf: Collected,
+    trailers: Option<HeaderMap>,
+    // true: a 2xx read for the 200-with-error check (over the cap it passes through
+    // unchecked); false: an error body read for the classifier (cut at the cap).
+    success: bool,
+}
+
+/// Why a read stopped.
+pub(super) enum ReadEnd {
+    /// The body ended.
+    Ended,
+    /// The cap was reached; the rest is unread.
+    Capped,
+    /// The body failed to read.
+    Failed(BoxError),
+}
+
+impl<B> Reading<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    pub(super) fn new(parts: Parts, body: B, success: bool) -> Self {
+        Reading {
+            parts,
+            body,
+            buf: Collected::default(),
+            trailers: None,
+            success,
+        }
+    }
+
+    /// Reads until the end, a read error or the cap. A 2xx may pass its cap by a chunk
+    /// (which is how a body too large to check is told apart from one that fits); an
+    /// error body stops as soon as it reaches it.
+    pub(super) fn poll_read(&mut self, cx: &mut Context<'_>, limits: Limits) -> Poll<ReadEnd> {
+        let limit = if self.success {
+            limits.success
+        } else {
+            limits.error
+        };
+        loop {
+            if self.buf.len() > limit || (!self.success && self.buf.len() >= limit) {
+                return Poll::Ready(ReadEnd::Capped);
+            }
+            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                None => return Poll::Ready(ReadEnd::Ended),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => self.buf.push(data),
+                    Err(frame) => {
+                        if let Ok(t) = frame.into_trailers() {
+                            self.trailers = Some(t);
+                        }
+                    }
+                },
+                Some(Err(e)) => return Poll::Ready(ReadEnd::Failed(e.into())),
+            }
+        }
+    }
+
+    /// The verdict on what was read: an error, or the response with the read bytes
+    /// replayed first.
+    pub(super) fn finish<C: Classify>(self, end: ReadEnd, ctx: &Ctx<C>) -> Output<B> {
+        if self.success {
+            self.finish_success(end, ctx)
+        } else {
+            self.finish_error(end, ctx)
+        }
+    }
+
+    /// A 2xx: checked for an embedded error when it was read whole; on success its facts
+    /// go into the response extensions.
+    fn finish_success<C: Classify>(self, end: ReadEnd, ctx: &Ctx<C>) -> Output<B> {
+        let Reading {
+            mut parts,
+            body,
+            buf,
+            trailers,
+            ..
+        } = self;
+        let bytes = buf.freeze();
+        match end {
+            ReadEnd::Failed(e) => return Err(ctx.client_error(e)),
+            // Over the cap: prefix + rest, unchecked.
+            ReadEnd::Capped => {
+                return Ok(Response::from_parts(
+                    parts,
+                    ResponseBody::new(bytes, None, Some(body)),
+                ))
+            }
+            ReadEnd::Ended => {}
+        }
+        ctx.classify(&parts, &bytes)?;
+        if let Some(info) = upstream_info(&bytes, crate::observe::listening()) {
+            parts.extensions.insert(info);
+        }
+        Ok(Response::from_parts(
+            parts,
+            ResponseBody::new(bytes, trailers, None),
+        ))
+    }
+
+    /// An error status: the classifier sees the body cut at the cap (the bytes are kept
+    /// whole in case it calls the outcome a success, and the response goes back as it
+    /// came).
+    fn finish_error<C: Classify>(self, end: ReadEnd, ctx: &Ctx<C>) -> Output<B> {
+        let Reading {
+            parts,
+            body,
+            buf,
+            trailers,
+            ..
+        } = self;
+        let bytes = buf.freeze();
+        ctx.classify(&parts, &bytes[..bytes.len().min(ctx.limits.error)])?;
+        let rest = match end {
+            ReadEnd::Ended => None,
+            ReadEnd::Capped => Some(body),
+            ReadEnd::Failed(e) => return Err(ctx.client_error(e)),
+        };
+        Ok(Response::from_parts(
+            parts,
+            ResponseBody::new(bytes, trailers, rest),
+        ))
+    }
+}
+
+impl<C: Classify> Ctx<C> {
+    /// The classifier's verdict on a response read: `Err` with the request's model, or
+    /// `Ok` for a success.
+    fn classify(&self, parts: &Parts, body: &[u8]) -> Result<(), crate::Error> {
+        match self.classifier.classify(Outcome::Response {
+            status: parts.status,
+            headers: &parts.headers,
+            body,
+        }) {
+            Some(c) => Err(self.or_model(c.into_error())),
+            None => Ok(()),
+        }
+    }
+}
