@@ -1,64 +1,79 @@
 //! [`Collected`]: the bytes of a body read so far, for every layer that reads one (the
 //! request buffering here, the classify layer's response reads).
 
-use bytes::{Buf, BufMut as _, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 /// Bytes read from a body so far: one chunk is kept as it is (no copy), more are joined
 /// into one buffer.
 ///
 /// Most bodies arrive in one chunk, so the common case never allocates; the second chunk
-/// allocates once for `expected` bytes (or twice what has come, when more has come than
-/// expected), so a body of many chunks is not copied over and over.
+/// allocates once for the larger of `expected` and twice what has come, so a body of many
+/// chunks is not copied over and over.
 #[derive(Debug, Default)]
 pub(crate) struct Collected {
-    /// The only chunk so far (empty until the first non-empty one comes).
-    first: Bytes,
-    /// Every chunk so far, once a second one came.
-    more: Option<BytesMut>,
+    chunks: Chunks,
     /// The size the caller expects (`Content-Length`, a size hint), `0` when unknown.
     expected: usize,
+}
+
+/// An enum rather than two fields: it lives in the classify future of every request, whose
+/// size is copied when the future moves.
+#[derive(Debug)]
+enum Chunks {
+    /// At most one chunk so far (empty until the first non-empty one comes), as it came.
+    One(Bytes),
+    /// Two chunks or more, joined.
+    Joined(BytesMut),
+}
+
+impl Default for Chunks {
+    fn default() -> Self {
+        Chunks::One(Bytes::new())
+    }
 }
 
 impl Collected {
     /// An empty collection that expects `expected` bytes in all (`0` when unknown).
     pub(crate) fn with_expected(expected: usize) -> Self {
         Collected {
-            first: Bytes::new(),
-            more: None,
+            chunks: Chunks::default(),
             expected,
         }
     }
 
     /// Bytes collected so far.
     pub(crate) fn len(&self) -> usize {
-        self.more.as_ref().map_or(self.first.len(), BytesMut::len)
+        match &self.chunks {
+            Chunks::One(b) => b.len(),
+            Chunks::Joined(m) => m.len(),
+        }
     }
 
-    /// Adds one chunk. A `Bytes` chunk is kept by reference count while it is the only one.
-    pub(crate) fn push(&mut self, mut data: impl Buf) {
-        let n = data.remaining();
-        if n == 0 {
+    /// Adds one chunk, kept by reference count while it is the only one. (`Bytes`, not any
+    /// `Buf`: the classify layer calls this on every response, and a generic chunk costs
+    /// a call into `copy_to_bytes` there.)
+    pub(crate) fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
             return;
         }
-        match &mut self.more {
-            Some(m) => m.put(data),
-            None if self.first.is_empty() => self.first = data.copy_to_bytes(n),
-            None => {
-                let len = self.first.len() + n;
+        match &mut self.chunks {
+            Chunks::Joined(m) => m.extend_from_slice(&data),
+            Chunks::One(first) if first.is_empty() => *first = data,
+            Chunks::One(first) => {
+                let len = first.len() + data.len();
                 let mut m = BytesMut::with_capacity(self.expected.max(len * 2));
-                m.extend_from_slice(&self.first);
-                m.put(data);
-                self.first = Bytes::new();
-                self.more = Some(m);
+                m.extend_from_slice(first);
+                m.extend_from_slice(&data);
+                self.chunks = Chunks::Joined(m);
             }
         }
     }
 
     /// The bytes, in one piece.
     pub(crate) fn freeze(self) -> Bytes {
-        match self.more {
-            Some(m) => m.freeze(),
-            None => self.first,
+        match self.chunks {
+            Chunks::One(b) => b,
+            Chunks::Joined(m) => m.freeze(),
         }
     }
 }

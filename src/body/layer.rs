@@ -17,7 +17,9 @@ use super::collect::Collected;
 use crate::JsonBody;
 use crate::{BoxError, Error, ErrorKind};
 
-/// The default body limit: 16 MiB.
+/// The default body limit: 16 MiB. It is also the default cap on a 2xx response body the
+/// classify layer reads for its 200-with-error check
+/// ([`ClassifyLayer::success_body_limit`](crate::classify::ClassifyLayer::success_body_limit)).
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Buffers a request body once into a cheaply cloneable `Request<Full<Bytes>>`, bounded,
@@ -248,13 +250,14 @@ where
                     limit,
                 } => match ready!(body.as_mut().poll_frame(cx)) {
                     Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
+                        if let Ok(mut data) = frame.into_data() {
                             if collected.len() + data.remaining() > *limit {
                                 State::Failed {
                                     error: Some(too_large(*limit)),
                                 }
                             } else {
-                                collected.push(data);
+                                // A `Bytes` chunk moves over (no copy).
+                                collected.push(data.copy_to_bytes(data.remaining()));
                                 continue;
                             }
                         } else {

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,33 +17,20 @@ use super::{Ctx, Output};
 use crate::body::Collected;
 use crate::classify::watch::{Failure, Watcher};
 use crate::classify::{Classify, ResponseBody};
-use crate::error::{BoxError, Error};
+use crate::error::BoxError;
 
 /// A stream being held.
+///
+/// `release` takes the parts, body and watch out through `&mut self` (hence the
+/// `Option`s) rather than moving the whole state out of the future (a move that showed in
+/// instruction counts).
 pub(super) struct Hold<B> {
-    parts: Parts,
-    body: B,
+    parts: Option<Parts>,
+    body: Option<B>,
     held: Collected,
     trailers: Option<HeaderMap>,
     // Boxed: it moves into the response body, which stays small for the plain case.
-    watch: Box<Watcher>,
-}
-
-/// Why a hold stopped.
-pub(super) struct HoldEnd {
-    /// The upstream body ended (nothing is left to watch).
-    ended: bool,
-    /// The failure found, before or (when the hold hit its cap) after content.
-    failure: Option<Failure>,
-}
-
-impl HoldEnd {
-    fn stop(failure: Option<Failure>) -> Poll<Result<HoldEnd, Error>> {
-        Poll::Ready(Ok(HoldEnd {
-            ended: false,
-            failure,
-        }))
-    }
+    watch: Option<Box<Watcher>>,
 }
 
 impl<B> Hold<B>
@@ -51,6 +38,7 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
+    #[inline]
     pub(super) fn new<C: Classify>(parts: Parts, body: B, ctx: &Ctx<C>) -> Self {
         let classifier: Arc<dyn Classify> = ctx.classifier.clone();
         let info = &ctx.info;
@@ -62,34 +50,45 @@ where
         )
         .responses_api(info.responses);
         Hold {
-            parts,
-            body,
+            parts: Some(parts),
+            body: Some(body),
             held: Collected::default(),
             trailers: None,
-            watch: Box::new(watch),
+            watch: Some(Box::new(watch)),
         }
     }
 
     /// Reads and holds chunks until content, a failure, the end, the hold's cap (the
-    /// success body limit) or the first-token limit. A read error is the client's error.
+    /// success body limit) or the first-token limit, then [`release`](Self::release)s the
+    /// hold. A read error is the client's error.
+    ///
+    /// It releases at each stop itself, rather than returning why it stopped: a failure
+    /// is large, and passing it out through `poll` cost copies on every stream.
+    #[inline]
     pub(super) fn poll_hold<C: Classify>(
         &mut self,
         cx: &mut Context<'_>,
         first_token: Pin<&mut Option<Sleep>>,
         ctx: &Ctx<C>,
-    ) -> Poll<Result<HoldEnd, Error>> {
+    ) -> Poll<Output<B>> {
+        let (Some(body), Some(watch)) = (self.body.as_mut(), self.watch.as_mut()) else {
+            panic!("polled after completion")
+        };
         loop {
-            match Pin::new(&mut self.body).poll_frame(cx) {
-                Poll::Pending => return self.poll_first_token(cx, first_token),
+            match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Pending => {
+                    let stall = ready!(poll_first_token(cx, first_token, watch));
+                    return Poll::Ready(self.release(false, Some(stall), ctx.info.idle));
+                }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
-                        let failure = self.watch.feed(&data);
+                        let failure = watch.feed(&data);
                         self.held.push(data);
                         if failure.is_some()
-                            || self.watch.content_seen()
+                            || watch.content_seen()
                             || self.held.len() > ctx.limits.success
                         {
-                            return HoldEnd::stop(failure);
+                            return Poll::Ready(self.release(false, failure, ctx.info.idle));
                         }
                     }
                     Err(frame) => {
@@ -102,52 +101,32 @@ where
                     return Poll::Ready(Err(ctx.client_error(e.into())));
                 }
                 Poll::Ready(None) => {
-                    return Poll::Ready(Ok(HoldEnd {
-                        ended: true,
-                        failure: self.watch.finish(),
-                    }))
+                    let failure = watch.finish();
+                    return Poll::Ready(self.release(true, failure, ctx.info.idle));
                 }
             }
         }
     }
 
-    /// The upstream has nothing yet: a stall once the first-token limit passes, unless
-    /// the classifier lets it pass (then the hold waits on, without a limit).
-    fn poll_first_token(
-        &self,
-        cx: &mut Context<'_>,
-        mut first_token: Pin<&mut Option<Sleep>>,
-    ) -> Poll<Result<HoldEnd, Error>> {
-        let stalled = first_token
-            .as_mut()
-            .as_pin_mut()
-            .is_some_and(|t| t.poll(cx).is_ready());
-        if !stalled {
-            return Poll::Pending;
-        }
-        first_token.set(None);
-        match self.watch.stalled() {
-            Some(f) => HoldEnd::stop(Some(f)),
-            None => Poll::Pending,
-        }
-    }
-
-    /// Ends the hold: an error before content, or the response whose body replays the
-    /// held bytes (cut before a failing event) and watches the rest.
-    pub(super) fn release(self, end: HoldEnd, idle: Option<Duration>) -> Output<B> {
-        let Hold {
-            mut parts,
-            body,
-            held,
-            trailers,
-            mut watch,
-        } = self;
-        let rest = if end.ended { None } else { Some(body) };
-        let held = held.freeze();
+    /// Ends the hold (`ended`: the upstream body ended, nothing is left to watch): an error
+    /// for a failure before content, or the response whose body replays the held bytes
+    /// (cut before a failure after content) and watches the rest.
+    #[inline]
+    fn release(
+        &mut self,
+        ended: bool,
+        failure: Option<Failure>,
+        idle: Option<Duration>,
+    ) -> Output<B> {
+        let mut parts = self.parts.take().expect("polled after completion");
+        let mut watch = self.watch.take().expect("polled after completion");
+        let rest = if ended { None } else { self.body.take() };
+        let trailers = self.trailers.take();
+        let held = std::mem::take(&mut self.held).freeze();
         if let Some(info) = watch.take_info() {
             parts.extensions.insert(info);
         }
-        let body = match end.failure {
+        let body = match failure {
             Some(f) if !f.after_content => return Err(watch.error(f)),
             Some(f) => {
                 let cut = usize::try_from(f.at).unwrap_or(usize::MAX).min(held.len());
@@ -165,5 +144,26 @@ where
             }
         };
         Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// The upstream has nothing yet: a stall once the first-token limit passes, unless the
+/// classifier lets it pass (then the hold waits on, without a limit).
+fn poll_first_token(
+    cx: &mut Context<'_>,
+    mut first_token: Pin<&mut Option<Sleep>>,
+    watch: &Watcher,
+) -> Poll<Failure> {
+    let stalled = first_token
+        .as_mut()
+        .as_pin_mut()
+        .is_some_and(|t| t.poll(cx).is_ready());
+    if !stalled {
+        return Poll::Pending;
+    }
+    first_token.set(None);
+    match watch.stalled() {
+        Some(f) => Poll::Ready(f),
+        None => Poll::Pending,
     }
 }

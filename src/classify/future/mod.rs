@@ -6,7 +6,6 @@ mod hold;
 mod read;
 
 use std::future::Future;
-use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -119,7 +118,6 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    #[project_replace = StateOwned]
     enum State<F, B> {
         // The inner service's call.
         Calling { #[pin] fut: F },
@@ -170,33 +168,24 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { fut } => {
-                    let step = match ready!(fut.poll(cx)) {
-                        Ok(resp) => on_head(resp, ctx),
-                        Err(e) => ControlFlow::Break(Err(ctx.client_error(e.into()))),
+                    let out = match ready!(fut.poll(cx)) {
+                        Ok(resp) => on_head(resp, ctx, this.state.as_mut()),
+                        Err(e) => Some(Err(ctx.client_error(e.into()))),
                     };
-                    match step {
-                        ControlFlow::Continue(next) => this.state.set(next),
-                        ControlFlow::Break(out) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(out);
-                        }
+                    if let Some(out) = out {
+                        this.state.set(State::Done);
+                        return Poll::Ready(out);
                     }
                 }
+                // A finished read or hold is left empty in place (a poll after it panics):
+                // the output is built straight into the return value, not moved past a
+                // state change.
                 StateProj::Reading { read } => {
                     let end = ready!(read.poll_read(cx, ctx.limits));
-                    let StateOwned::Reading { read } = this.state.project_replace(State::Done)
-                    else {
-                        unreachable!("the state was Reading")
-                    };
                     return Poll::Ready(read.finish(end, ctx));
                 }
                 StateProj::Peeking { hold, first_token } => {
-                    let end = ready!(hold.poll_hold(cx, first_token, ctx));
-                    let StateOwned::Peeking { hold, .. } = this.state.project_replace(State::Done)
-                    else {
-                        unreachable!("the state was Peeking")
-                    };
-                    return Poll::Ready(end.and_then(|end| hold.release(end, ctx.info.idle)));
+                    return hold.poll_hold(cx, first_token, ctx);
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
@@ -205,9 +194,15 @@ where
 }
 
 /// The `Calling` state's end: what the response head says to do next. A 2xx event stream
-/// is held ([`Hold`]); a 2xx too large to check passes through unchecked; any other body
-/// is read ([`Reading`]).
-fn on_head<F, B, C>(resp: Response<B>, ctx: &Ctx<C>) -> ControlFlow<Output<B>, State<F, B>>
+/// is held ([`Hold`]); any other body is read ([`Reading`]); a 2xx too large to check is
+/// the output at once, passed through unchecked. The next state is set in place (no
+/// move of a whole state on every request).
+#[inline]
+fn on_head<F, B, C>(
+    resp: Response<B>,
+    ctx: &Ctx<C>,
+    mut state: Pin<&mut State<F, B>>,
+) -> Option<Output<B>>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
@@ -216,21 +211,23 @@ where
     let (parts, body) = resp.into_parts();
     let success = parts.status.is_success();
     if success && is_event_stream(&parts.headers) {
-        return ControlFlow::Continue(State::Peeking {
+        state.set(State::Peeking {
             hold: Hold::new(parts, body, ctx),
             first_token: ctx.info.first_token_by.map(tokio::time::sleep_until),
         });
+        return None;
     }
     if success && content_length(&parts.headers).is_some_and(|n| n > ctx.limits.success as u64) {
         // Too large to check: pass through unchecked.
-        return ControlFlow::Break(Ok(Response::from_parts(
+        return Some(Ok(Response::from_parts(
             parts,
             ResponseBody::new(Bytes::new(), None, Some(body)),
         )));
     }
-    ControlFlow::Continue(State::Reading {
+    state.set(State::Reading {
         read: Reading::new(parts, body, success),
-    })
+    });
+    None
 }
 
 fn is_event_stream(headers: &HeaderMap) -> bool {

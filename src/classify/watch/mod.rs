@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use self::responses::Kind;
 use super::{Classification, Classify, Outcome, StreamFailure};
-use crate::error::{Action, Error, ErrorKind};
+use crate::error::{Action, BoxError, Error, ErrorKind};
 use crate::extensions::{StreamErrorHook, UpstreamInfo};
 use crate::stream::{Event, SseParser};
 
@@ -345,7 +345,7 @@ impl Watcher {
     }
 
     /// A read error of the upstream body after content.
-    pub(crate) fn interrupted(&self, source: crate::BoxError) -> Error {
+    pub(crate) fn interrupted(&self, source: BoxError) -> Error {
         let mut e = Error::new(ErrorKind::StreamInterrupted)
             .with_action(Action::Fatal)
             .with_detail("the connection failed mid-stream")
