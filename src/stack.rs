@@ -97,13 +97,13 @@ use crate::health::{AdaptiveConfig, Health, HealthConfig, HealthLayer, HealthTra
 use crate::retry::{Retry, RetryLayer, RetryPolicy};
 use crate::routing::{NativeRouting, NativeRoutingLayer, RoutingConfig};
 use crate::timeout::{
-    AttemptTimeout, AttemptTimeoutBuilder, AttemptTimeoutLayer, DeadlineLayer, DeadlineService,
+    AttemptTimeout, AttemptTimeoutBuilder, AttemptTimeoutLayer, Deadline, DeadlineLayer,
     DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_DEADLINE,
 };
 
 /// The service [`OpenRouterLayer`] builds around a client `S` with classifier `C`.
 pub type OpenRouter<S, C = OpenRouterClassifier> = BufferRequest<
-    DeadlineService<NativeRouting<Fallback<Retry<Health<AttemptTimeout<ClassifyService<S, C>>>>>>>,
+    Deadline<NativeRouting<Fallback<Retry<Health<AttemptTimeout<ClassifyService<S, C>>>>>>>,
 >;
 
 /// The standard stack as one layer. See the [module docs](self).

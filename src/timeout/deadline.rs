@@ -10,13 +10,15 @@ use tower::{Layer, Service};
 use super::future::{Expiry, ResponseFuture};
 use crate::error::{self, ConfigError};
 use crate::error::{BoxError, Error};
-use crate::extensions::{Attempt, AttemptLog, Deadline};
+// The service is `Deadline<S>`, as tower names its middleware; the extension it sets is the
+// crate root's `Deadline`, here `CallDeadline`.
+use crate::extensions::{Attempt, AttemptLog, Deadline as CallDeadline};
 
 /// Gives every call one time budget, backoff and every attempt included.
 ///
-/// The layer puts a [`Deadline`] into the request extensions (keeping an earlier one the
+/// The layer puts a [`Deadline`](crate::extensions::Deadline) into the request extensions (keeping an earlier one the
 /// request already has), and an [`AttemptLog`] when there is none. Inner layers clamp their
-/// waits to [`Deadline::remaining`]. When the budget is gone the call ends with
+/// waits to [`Deadline::remaining`](crate::extensions::Deadline::remaining). When the budget is gone the call ends with
 /// [`ErrorKind::DeadlineExceeded`](crate::ErrorKind::DeadlineExceeded), which carries every
 /// logged attempt ([`Error::last_attempt_error`]) and the model of the last one; no new
 /// attempt starts.
@@ -43,10 +45,10 @@ impl DeadlineLayer {
 }
 
 impl<S> Layer<S> for DeadlineLayer {
-    type Service = DeadlineService<S>;
+    type Service = Deadline<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        DeadlineService {
+        Deadline {
             inner,
             budget: self.budget,
         }
@@ -55,12 +57,12 @@ impl<S> Layer<S> for DeadlineLayer {
 
 /// The service of [`DeadlineLayer`].
 #[derive(Debug, Clone)]
-pub struct DeadlineService<S> {
+pub struct Deadline<S> {
     inner: S,
     budget: Duration,
 }
 
-impl<S> DeadlineService<S> {
+impl<S> Deadline<S> {
     /// Wraps `inner`; see [`DeadlineLayer`].
     ///
     /// # Errors
@@ -73,7 +75,7 @@ impl<S> DeadlineService<S> {
     crate::service::inner_service_accessors!();
 }
 
-impl<S, B> Service<Request<B>> for DeadlineService<S>
+impl<S, B> Service<Request<B>> for Deadline<S>
 where
     S: Service<Request<B>>,
     S::Error: Into<BoxError>,
@@ -88,8 +90,8 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let ext = req.extensions_mut();
-        let mine = Deadline::after(self.budget);
-        let deadline = match ext.get::<Deadline>() {
+        let mine = CallDeadline::after(self.budget);
+        let deadline = match ext.get::<CallDeadline>() {
             Some(earlier) if *earlier <= mine => *earlier,
             _ => {
                 ext.insert(mine);

@@ -1,4 +1,4 @@
-//! The response future shared by [`DeadlineService`](super::DeadlineService) and
+//! The response future shared by [`Deadline`](super::Deadline) and
 //! [`AttemptTimeout`](super::AttemptTimeout).
 
 use std::future::Future;
@@ -108,7 +108,7 @@ pin_project! {
 }
 
 pin_project! {
-    /// Response future of [`DeadlineService`](super::DeadlineService) and
+    /// Response future of [`Deadline`](super::Deadline) and
     /// [`AttemptTimeout`](super::AttemptTimeout): the inner future raced against a timer.
     pub struct ResponseFuture<F> {
         #[pin]

@@ -67,5 +67,5 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
 use std::time::Duration;
 
 pub use attempt::{AttemptTimeout, AttemptTimeoutBuilder, AttemptTimeoutLayer};
-pub use deadline::{DeadlineLayer, DeadlineService};
+pub use deadline::{Deadline, DeadlineLayer};
 pub use future::ResponseFuture;
