@@ -85,6 +85,28 @@
 //! typed error frame ([`ErrorKind::StreamInterrupted`], [`ErrorKind::StreamTruncated`])
 //! that counts against the model's health and is never replayed.
 //!
+//! # Layout
+//!
+//! One folder per middleware (`layer.rs`, `future.rs`, one small function per future state),
+//! on floors: a module imports only from floors below its own.
+//!
+//! | floor | modules |
+//! |---|---|
+//! | ground | [`error`] (with OpenRouter's error body and [`ConfigError`]), [`extensions`] (every type that crosses layers), [`observe`] (spans and metrics, fed plain facts), [`client`] (the bounds), a private `service` (accessors, `poll_ready` mapping) |
+//! | 1 | [`body`], [`stream`] (the SSE parser) |
+//! | 2 | [`classify`] (rules, the layer, its future, the stream watcher) |
+//! | 3 | [`timeout`], [`retry`], [`health`], [`catalog`] |
+//! | 4 | [`routing`] (the one writer of OpenRouter's `models` / `fallbacks`) |
+//! | 5 | [`fallback`] |
+//! | 6 | [`stack`] ([`OpenRouterLayer`]) |
+//! | 7 | [`config`] (the settings file; it builds the stack, so it sits above it) |
+//!
+//! Where this differs from the design map the project started from: `config` sits above
+//! `stack` (turning a file into the builder is `config`'s job, so `stack` does not import
+//! it), `observe` is on the ground floor (every layer reports to it), and the Retry-After
+//! parsers live in `error` beside the error body that carries hints too (re-exported from
+//! `classify`).
+//!
 //! # Features
 //!
 //! * `mock`: `mock::MockOpenRouter`, a scriptable OpenRouter stand-in (in process, or
