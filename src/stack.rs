@@ -47,7 +47,7 @@
 //! ```
 //! use std::time::Duration;
 //! use bytes::Bytes;
-//! use http_body_util::Full;
+//! use http_body_util::{BodyExt, Full};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //! use tower_openrouter::fallback::ServedBy;
 //! use tower_openrouter::stack::OpenRouterLayer;
@@ -56,7 +56,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // Your HTTP client; here one that answers every request from the model it was asked.
 //! let client = service_fn(|req: http::Request<Full<Bytes>>| async move {
-//!     let body = tower_openrouter::body::full_bytes(req.body());
+//!     let body = req.into_body().collect().await?.to_bytes();
 //!     let asked: serde_json::Value = serde_json::from_slice(&body)?;
 //!     let answer = format!(r#"{{"model":{},"choices":[]}}"#, asked["model"]);
 //!     let resp = http::Response::builder()

@@ -1,13 +1,13 @@
 //! Request bodies: buffering once into a cheaply cloneable `Request<Full<Bytes>>`
 //! ([`BufferRequestLayer`]), byte-exact edits of a JSON body's top-level members
-//! ([`JsonBody`](crate::JsonBody), [`rewrite_model`], [`edit_top_level`]), and helpers every attempt uses
-//! ([`clone_request`], [`full_bytes`], [`replace_body`]).
+//! ([`JsonBody`](crate::JsonBody), [`rewrite_model`], [`edit_top_level`]). The helpers every
+//! attempt uses (copying a buffered request, swapping its body) are the crate's own.
 //!
 //! ```
 //! use bytes::Bytes;
-//! use http_body_util::Full;
+//! use http_body_util::{BodyExt, Full};
 //! use tower::{service_fn, Layer, ServiceExt};
-//! use tower_openrouter::body::{full_bytes, BufferRequestLayer};
+//! use tower_openrouter::body::BufferRequestLayer;
 //! use tower_openrouter::JsonBody;
 //! use tower_openrouter::ErrorKind;
 //!
@@ -17,7 +17,7 @@
 //!     // The buffering layer left a parsed index of the body for inner layers.
 //!     let json = JsonBody::from_request(&req)?;
 //!     assert_eq!(json.model().as_deref(), Some("openai/gpt-4o"));
-//!     Ok::<_, tower_openrouter::Error>(http::Response::new(full_bytes(req.body())))
+//!     Ok::<_, tower_openrouter::Error>(http::Response::new(req.into_body()))
 //! });
 //! let svc = BufferRequestLayer::new().limit(1024).layer(upstream);
 //!
@@ -25,7 +25,8 @@
 //!     .body(Full::new(Bytes::from_static(br#"{"model":"openai/gpt-4o","messages":[]}"#)))
 //!     .unwrap();
 //! let resp = svc.clone().oneshot(req).await.unwrap();
-//! assert_eq!(resp.body(), &Bytes::from_static(br#"{"model":"openai/gpt-4o","messages":[]}"#));
+//! let echoed = resp.into_body().collect().await.unwrap().to_bytes();
+//! assert_eq!(echoed, Bytes::from_static(br#"{"model":"openai/gpt-4o","messages":[]}"#));
 //!
 //! let req = http::Request::post("http://127.0.0.1/api/v1/chat/completions")
 //!     .body(Full::new(Bytes::from_static(br#"{"messages":[]}"#)))
@@ -53,6 +54,10 @@ use http_body_util::Full;
 
 /// The bytes of a `Full<Bytes>` body, without consuming it (a reference-count bump, no
 /// copy). An already consumed body gives empty bytes.
+///
+/// Plumbing, hidden from the docs: public only because the crate's integration tests read
+/// the bodies their stand-in upstreams receive with it.
+#[doc(hidden)]
 pub fn full_bytes(body: &Full<Bytes>) -> Bytes {
     let mut body = body.clone();
     let mut cx = Context::from_waker(Waker::noop());
@@ -64,7 +69,7 @@ pub fn full_bytes(body: &Full<Bytes>) -> Bytes {
 
 /// A copy of a buffered request for another attempt: same method, URI, version, headers,
 /// extensions and body bytes (the body is shared by reference count, not copied).
-pub fn clone_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+pub(crate) fn clone_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
     with_parts_of(req, req.body().clone())
 }
 
@@ -80,7 +85,7 @@ fn with_parts_of(req: &Request<Full<Bytes>>, body: Full<Bytes>) -> Request<Full<
 
 /// Replaces a buffered request's body with `bytes`, and its `Content-Length` header (when
 /// it has one) with the new length.
-pub fn replace_body(req: &mut Request<Full<Bytes>>, bytes: Bytes) {
+pub(crate) fn replace_body(req: &mut Request<Full<Bytes>>, bytes: Bytes) {
     if req.headers().contains_key(http::header::CONTENT_LENGTH) {
         req.headers_mut().insert(
             http::header::CONTENT_LENGTH,
@@ -92,7 +97,10 @@ pub fn replace_body(req: &mut Request<Full<Bytes>>, bytes: Bytes) {
 
 /// A copy of a buffered request for another attempt, with a new body (see
 /// [`replace_body`]); nothing else is copied but the request's parts.
-pub fn clone_request_with_body(req: &Request<Full<Bytes>>, bytes: Bytes) -> Request<Full<Bytes>> {
+pub(crate) fn clone_request_with_body(
+    req: &Request<Full<Bytes>>,
+    bytes: Bytes,
+) -> Request<Full<Bytes>> {
     let mut out = with_parts_of(req, Full::default());
     replace_body(&mut out, bytes);
     out

@@ -9,11 +9,12 @@ use tower::{Layer, Service};
 
 use super::future::{RequestInfo, ResponseFuture};
 use super::{Classify, OpenRouterClassifier, ResponseBody};
+use crate::body::DEFAULT_BODY_LIMIT;
 use crate::error::{BoxError, Error};
 
-/// Default cap on a non-streaming 200 body read for the 200-with-error check: 16 MiB.
-pub const DEFAULT_SUCCESS_BODY_LIMIT: usize = 16 * 1024 * 1024;
-/// Default cap on an error body read for classification: 64 KiB.
+/// Default cap on an error body read for classification: 64 KiB (see
+/// [`ClassifyLayer::error_body_limit`]). A 2xx body's cap defaults to
+/// [`DEFAULT_BODY_LIMIT`], the same as a request body's.
 pub const DEFAULT_ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy)]
@@ -112,7 +113,7 @@ impl<C: Classify> ClassifyLayer<C> {
         ClassifyLayer {
             classifier,
             limits: Limits {
-                success: DEFAULT_SUCCESS_BODY_LIMIT,
+                success: DEFAULT_BODY_LIMIT,
                 error: DEFAULT_ERROR_BODY_LIMIT,
             },
         }

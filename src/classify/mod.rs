@@ -52,9 +52,7 @@ mod rules;
 mod watch;
 
 pub use future::ResponseFuture;
-pub use layer::{
-    ClassifyLayer, ClassifyService, DEFAULT_ERROR_BODY_LIMIT, DEFAULT_SUCCESS_BODY_LIMIT,
-};
+pub use layer::{ClassifyLayer, ClassifyService, DEFAULT_ERROR_BODY_LIMIT};
 pub use response_body::ResponseBody;
 // The wait-hint parsers live with the error body (which carries hints too); they are
 // re-exported here, where a classifier looks for them.

@@ -21,8 +21,8 @@
 //!   the service, so retries cannot multiply load.
 //!
 //! Before every retry the inner service is polled ready again; the request is replayed
-//! byte for byte with [`clone_request`](crate::body::clone_request) (the body is shared,
-//! not copied) and its [`Attempt::retry`](crate::Attempt::retry) bumped so inner layers see
+//! byte for byte from a copy of the buffered request (the body is shared by reference
+//! count, not copied) and its [`Attempt::retry`](crate::Attempt::retry) bumped so inner layers see
 //! the retry number. Each retried attempt is pushed into the request's
 //! [`AttemptLog`](crate::AttemptLog). Nothing runs in the background: once the caller drops
 //! the future, nothing more is sent.

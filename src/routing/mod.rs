@@ -22,9 +22,8 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use http_body_util::Full;
+//! use http_body_util::{BodyExt, Full};
 //! use tower::{service_fn, Layer, ServiceExt};
-//! use tower_openrouter::body::full_bytes;
 //! use tower_openrouter::routing::{NativeRoutingLayer, ProviderPreferences, RoutingConfig, SortBy};
 //! use tower_openrouter::{Error, ErrorKind};
 //!
@@ -35,14 +34,14 @@
 //!     .provider(ProviderPreferences::new().sort(SortBy::Price).allow_fallbacks(true))
 //!     .build()?;
 //! let upstream = service_fn(|req: http::Request<Full<Bytes>>| async move {
-//!     Ok::<_, Error>(http::Response::new(full_bytes(req.body())))
+//!     Ok::<_, Error>(http::Response::new(req.into_body()))
 //! });
 //! let svc = NativeRoutingLayer::new(config).layer(upstream);
 //!
 //! let body = r#"{"model": "anthropic/claude-sonnet-4.5", "messages": []}"#;
 //! let req = http::Request::post("http://127.0.0.1/api/v1/chat/completions")
 //!     .body(Full::new(Bytes::from_static(body.as_bytes())))?;
-//! let sent = svc.clone().oneshot(req).await?.into_body();
+//! let sent = svc.clone().oneshot(req).await?.into_body().collect().await?.to_bytes();
 //! assert_eq!(
 //!     sent,
 //!     r#"{"model": "anthropic/claude-sonnet-4.5", "messages": [], "models": ["anthropic/claude-sonnet-4.5","openai/gpt-4o"], "provider": {"allow_fallbacks":true,"sort":"price"}}"#

@@ -30,6 +30,17 @@ pub fn ok() -> Resp {
     Response::new(Full::new(Bytes::from_static(b"{\"choices\":[]}")))
 }
 
+/// A copy of a recorded request: its parts and its body (shared, not copied).
+fn copy(req: &Req) -> Req {
+    let mut out = Request::new(req.body().clone());
+    *out.method_mut() = req.method().clone();
+    *out.uri_mut() = req.uri().clone();
+    *out.version_mut() = req.version();
+    *out.headers_mut() = req.headers().clone();
+    *out.extensions_mut() = req.extensions().clone();
+    out
+}
+
 /// What an upstream saw: every request and when it arrived.
 #[derive(Clone, Default)]
 pub struct Seen {
@@ -52,14 +63,12 @@ impl Seen {
 
     pub fn requests(&self) -> Vec<Req> {
         let log = self.log.lock().unwrap();
-        log.iter()
-            .map(|(_, r)| tower_openrouter::body::clone_request(r))
-            .collect()
+        log.iter().map(|(_, r)| copy(r)).collect()
     }
 
     fn record(&self, req: &Req) -> usize {
         let mut log = self.log.lock().unwrap();
-        log.push((Instant::now(), tower_openrouter::body::clone_request(req)));
+        log.push((Instant::now(), copy(req)));
         self.calls.fetch_add(1, Ordering::SeqCst)
     }
 }
