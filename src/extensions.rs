@@ -359,6 +359,20 @@ impl JsonBody {
         decode_str(&self.bytes[e.value_start..e.value_end])
     }
 
+    /// Whether the top-level `model` is the string `name` (compared unescaped), without
+    /// decoding it when it has no escape.
+    pub(crate) fn model_is(&self, name: &str) -> bool {
+        let Some(i) = self.index.model else {
+            return false;
+        };
+        let e = self.index.entries[i];
+        let raw = &self.bytes[e.value_start..e.value_end];
+        if raw.first() != Some(&b'"') || has_escape(raw) {
+            return self.model().as_deref() == Some(name);
+        }
+        &raw[1..raw.len() - 1] == name.as_bytes()
+    }
+
     /// The byte range of the top-level `model` value (quotes included).
     pub fn model_span(&self) -> Option<Range<usize>> {
         let e = self.index.entries[self.index.model?];
@@ -392,10 +406,21 @@ pub(crate) fn decode_str(raw: &[u8]) -> Option<Cow<'_, str>> {
     if raw.first() != Some(&b'"') {
         return None;
     }
-    if !raw.contains(&b'\\') {
+    if !has_escape(raw) {
         return std::str::from_utf8(&raw[1..raw.len() - 1])
             .ok()
             .map(Cow::Borrowed);
     }
     serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
+}
+
+/// Whether a JSON string's bytes hold a backslash escape. A plain loop: these strings are
+/// short (model ids, keys), where `contains`'s memchr costs more than it saves.
+pub(crate) fn has_escape(s: &[u8]) -> bool {
+    for &b in s {
+        if b == b'\\' {
+            return true;
+        }
+    }
+    false
 }

@@ -47,7 +47,7 @@ use http_body_util::Full;
 use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::extensions::{JsonEntry as Entry, JsonIndex as Index};
+use crate::extensions::{has_escape, JsonEntry as Entry, JsonIndex as Index};
 use crate::{Error, ErrorKind, JsonBody};
 
 /// One change to a top-level member, for [`JsonBody::edit`] and [`edit_top_level`].
@@ -141,7 +141,9 @@ impl JsonBody {
                 json_type(self.bytes[e.value_start])
             )));
         }
-        if self.model().is_none() {
+        // Only an escape can fail to decode: the parse checked that the body is UTF-8.
+        let value = &self.bytes[e.value_start..e.value_end];
+        if has_escape(value) && self.model().is_none() {
             return Err(invalid(
                 "the request body's \"model\" is not a valid Unicode string (a lone surrogate escape)",
             ));
@@ -619,22 +621,33 @@ impl Visitor<'_> for IsModel {
 }
 
 fn index(bytes: &[u8]) -> Result<Index, Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let members = de
-        .deserialize_map(TopLevel {
-            base: bytes.as_ptr() as usize,
-        })
-        .and_then(|m| de.end().map(|()| m))
-        .map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => {
-                invalid("the request body is valid JSON but not an object")
-            }
-            _ => invalid(format!(
-                "the request body is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            )),
-        })?;
+    let top = TopLevel {
+        base: bytes.as_ptr() as usize,
+    };
+    // A body that parses is UTF-8 throughout, so one check of the whole body up front lets
+    // serde_json read it as a `str` and skip its second UTF-8 check of every raw value (a
+    // third of the parse for a 1 KB body). A body that is not UTF-8 takes the slice path,
+    // whose error (and its line and column) stays the one it always was.
+    let members = match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            de.deserialize_map(top).and_then(|m| de.end().map(|()| m))
+        }
+        Err(_) => {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            de.deserialize_map(top).and_then(|m| de.end().map(|()| m))
+        }
+    };
+    let members = members.map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            invalid("the request body is valid JSON but not an object")
+        }
+        _ => invalid(format!(
+            "the request body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )),
+    })?;
     // serde_json validated the syntax; walk the separators to find each key's span.
     let broken = || invalid("the request body could not be indexed");
     let open = skip_ws(bytes, 0);

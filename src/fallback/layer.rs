@@ -290,9 +290,9 @@ where
                 log
             }
         };
-        ResponseFuture::start(
+        ResponseFuture::start(Box::new(
             CallCtx::new(inner, self.shared.clone(), selected, req, log).with_filter(filter),
-        )
+        ))
     }
 }
 

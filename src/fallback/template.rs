@@ -58,7 +58,7 @@ impl BodyTemplate {
             .map_err(Clone::clone)?;
         match window {
             Some(w) => window_body(json, model, w, is_messages_endpoint(base.uri().path())),
-            None if json.model().as_deref() == Some(model) => Ok(json.bytes().clone()),
+            None if json.model_is(model) => Ok(json.bytes().clone()),
             None if json.bytes().len() < REBASE_AT => json.with_model(model),
             None => {
                 // Index computed while writing: no second parse.

@@ -303,6 +303,10 @@ impl HealthTracker {
     /// `true` without [`HealthConfig::adaptive`](super::HealthConfig::adaptive), and for a
     /// model not seen yet). Claims nothing.
     pub fn has_capacity(&self, model: &str) -> bool {
+        // Off (the default): no model has a limiter, so skip the map lookup on the hot path.
+        if self.config().adaptive.is_none() {
+            return true;
+        }
         self.with_state(model, |s| {
             s.limiter.as_ref().is_none_or(|l| l.has_capacity())
         })

@@ -160,20 +160,21 @@ pub(crate) fn route_body<'a>(
 ) -> Result<Option<JsonBody>, Error> {
     let mut edits: Vec<Edit<'a>> = Vec::with_capacity(4);
     // The value each field will have in the final body.
-    let mut field = |key: &'static str, value: Option<&'a RawValue>| -> Option<&'a str> {
-        match value {
-            Some(v) if p.replace || !json.contains_key(key) => {
-                edits.push(Edit::Set(key, v));
-                Some(v.get())
-            }
-            _ => json.raw(key),
+    // `read`: whether the caller's own value is needed (for the checks below); the
+    // lookup is skipped for the others.
+    let mut field = |key: &'static str, value: Option<&'a RawValue>, read: bool| match value {
+        Some(v) if p.replace || !json.contains_key(key) => {
+            edits.push(Edit::Set(key, v));
+            Some(v.get())
         }
+        _ if read => json.raw(key),
+        _ => None,
     };
-    let models = field("models", p.models.as_deref());
-    field("provider", p.provider.as_deref());
-    field("route", p.route.as_deref());
+    let models = field("models", p.models.as_deref(), true);
+    field("provider", p.provider.as_deref(), false);
+    field("route", p.route.as_deref(), false);
     let fallbacks = if messages {
-        field("fallbacks", p.fallbacks.as_deref())
+        field("fallbacks", p.fallbacks.as_deref(), true)
     } else {
         None
     };
