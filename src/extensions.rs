@@ -11,8 +11,9 @@
 //! * [`StreamLimits`]: set by the attempt-timeout layer, enforced by the classify layer.
 //! * [`LaterAttempt`]: set by the fallback layer on an attempt after the call's first;
 //!   the retry layer's budget reads it.
-//! * [`ForceAttempt`]: set by the fallback layer when every model is cooling down; the
-//!   health layer then admits the attempt anyway.
+//! * [`ForceAttempt`]: set by the fallback layer on an attempt that must go upstream
+//!   even if its model is cooling down (panic mode's followers, a call after a waited-out
+//!   `Retry-After`); the health layer then admits the attempt anyway.
 //! * [`JsonBody`]: the parsed request body (its top-level members' spans), set by the
 //!   buffering layer and by whoever writes a new body (native routing, fallback), read by
 //!   fallback, the catalog and the spans, so the body is parsed once.
@@ -159,7 +160,14 @@ pub struct Usage {
 /// failures.
 #[derive(Clone, Default)]
 pub struct AttemptLog {
-    records: Arc<std::sync::Mutex<Vec<crate::AttemptRecord>>>,
+    inner: Arc<std::sync::Mutex<LogInner>>,
+}
+
+#[derive(Default)]
+struct LogInner {
+    records: Vec<crate::AttemptRecord>,
+    /// A wait the call needed (a same-model retry's backoff) did not fit in the time left.
+    cut_short: bool,
 }
 
 impl AttemptLog {
@@ -168,30 +176,40 @@ impl AttemptLog {
         Self::default()
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, LogInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Adds an attempt.
     pub fn push(&self, record: crate::AttemptRecord) {
-        self.records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(record);
+        self.lock().records.push(record);
     }
 
     /// The attempts so far, in order.
     pub fn snapshot(&self) -> Vec<crate::AttemptRecord> {
-        self.records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.lock().records.clone()
     }
 
     /// How many attempts were logged.
     pub fn len(&self) -> usize {
-        self.records.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock().records.len()
     }
 
     /// Whether no attempt was logged.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Notes that the deadline left no room for a wait the call needed (the retry layer
+    /// does, for a backoff): the call then ends with `DeadlineExceeded` rather than
+    /// `Exhausted` once no other model can be tried.
+    pub(crate) fn note_cut_short(&self) {
+        self.lock().cut_short = true;
+    }
+
+    /// Whether [`note_cut_short`](Self::note_cut_short) was called.
+    pub(crate) fn cut_short(&self) -> bool {
+        self.lock().cut_short
     }
 }
 
@@ -258,13 +276,22 @@ pub struct LaterAttempt;
 
 /// Request extension: admit this attempt even if its model is cooling down.
 ///
-/// The fallback layer inserts it when every model of the chain is cooling down, so a
-/// request never fails without a single upstream attempt; the
+/// The fallback layer inserts it on an attempt it owes the caller an upstream call for:
+/// in panic mode (every model of the chain cooling down, see
+/// [`fallback`'s docs](crate::fallback)), the call each waiting caller makes once the one
+/// probe answered; and the call after a waited-out `Retry-After`. The
 /// [health layer](crate::health::HealthLayer) reads it. A forced attempt does not claim
 /// the probe slot; its outcome is recorded like any other (a success does not close an
-/// open breaker, a failure counts).
+/// open breaker, a failure counts). Panic mode's probe itself is marked apart (it does
+/// hold the probe slot).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ForceAttempt;
+
+/// Request extension (crate-private): panic mode's one probe of a model, which the health
+/// layer admits with the breaker's probe slot even before the cooldown is over (see
+/// `health/panic.rs`). Set by the fallback layer on its leader's attempt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PanicProbe;
 
 /// One top-level member: byte offsets into the body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

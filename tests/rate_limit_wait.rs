@@ -184,6 +184,73 @@ async fn a_needed_wait_past_the_deadline_is_deadline_exceeded_with_every_attempt
     assert_eq!(err.retry_after(), Some(secs(5)));
 }
 
+/// A random source at its ceiling: every jittered backoff is its full length.
+struct Ceiling;
+
+impl tower::util::rng::Rng for Ceiling {
+    fn next_u64(&mut self) -> u64 {
+        u64::MAX
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_needed_backoff_past_the_deadline_is_deadline_exceeded_with_every_attempt() {
+    const B: &str = "openai/gpt-4o";
+    // A 500 after 4 s of a 5 s deadline: its retry is due after a 2 s backoff, 1 s is left.
+    let b = |chain: &[&str]| {
+        OpenRouterLayer::builder()
+            .chain(chain.to_vec())
+            .deadline(secs(5))
+            .attempt_timeout(secs(5))
+            .retry_policy(
+                RetryPolicy::new()
+                    .max_retries(1)
+                    .backoff_base(secs(2))
+                    .backoff_cap(secs(2))
+                    .rng(Ceiling),
+            )
+    };
+    let mock = MockOpenRouter::new();
+    mock.model(A)
+        .respond(Reply::delay(secs(4), Reply::status(500)));
+    let start = Instant::now();
+    let err = send(&stack(b(&[A]), &mock)).await.unwrap_err();
+    assert_eq!(start.elapsed(), secs(4));
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    let attempts: Vec<_> = err
+        .attempts()
+        .iter()
+        .map(|a| (&*a.model, a.retry, a.kind(), a.elapsed))
+        .collect();
+    assert_eq!(attempts, [(A, 0, ErrorKind::ProviderError, secs(4))]);
+    assert_eq!(err.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+    assert_eq!(mock.calls(A), 1);
+
+    // Another model can still be tried: it is, and it answers.
+    mock.model(B).respond(Reply::ok());
+    let served = send(&stack(b(&[A, B]), &mock)).await.unwrap();
+    assert_eq!(&*served.model, B);
+    assert_eq!((mock.calls(A), mock.calls(B)), (2, 1));
+
+    // It fails too (a 503: not retried, nothing else to try): DeadlineExceeded, every
+    // attempt.
+    mock.model(B).respond(Reply::status(503));
+    let err = send(&stack(b(&[A, B]), &mock)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    let attempts: Vec<_> = err
+        .attempts()
+        .iter()
+        .map(|a| (&*a.model, a.kind()))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (A, ErrorKind::ProviderError),
+            (B, ErrorKind::ModelUnavailable)
+        ]
+    );
+}
+
 #[test]
 fn backoffs_that_cannot_fit_in_the_deadline_are_rejected_naming_the_setting() {
     // Retries 3, base 2 s, cap 4 s: up to 2 + 4 + 4 = 10 s of backoff, 5 s deadline.

@@ -21,6 +21,8 @@ use super::template::BodyTemplate;
 use super::ServedBy;
 use crate::catalog::CallFilter;
 use crate::error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
+use crate::extensions::PanicProbe;
+use crate::health::{PanicLead, PanicTurn, ProbeEnd, ProbeWait};
 use crate::observe::CallObs;
 use crate::routing::MAX_SERVER_MODELS;
 use crate::ForceAttempt;
@@ -50,6 +52,7 @@ pin_project! {
         Calling { #[pin] fut: F },
         Waiting { sleep: Pin<Box<Sleep>> },
         WaitingSlot { wait: SlotWait },
+        AwaitingProbe { wait: ProbeWait },
         Done,
     }
 }
@@ -60,6 +63,7 @@ enum Step {
     Send(Request<Full<Bytes>>),
     Wait(Instant),
     WaitSlot(SlotWait),
+    AwaitProbe(ProbeWait),
     Fail(Error),
 }
 
@@ -95,7 +99,10 @@ pub(crate) struct CallCtx<S> {
     upstream: usize,
     /// The cooling model whose cooldown ends first: (end, chain position).
     earliest_cooling: Option<(Option<Instant>, usize)>,
+    /// Panic mode was entered (every model cooling before any upstream call).
     forced: bool,
+    /// Panic mode's leader token while this call's probe is in flight.
+    panic: Option<PanicLead>,
     /// The rate-limited model that may be retried after its Retry-After: (ready at, the
     /// hint, pos).
     rate_wait: Option<(Instant, Duration, usize)>,
@@ -155,6 +162,7 @@ impl<S> CallCtx<S> {
             upstream: 0,
             earliest_cooling: None,
             forced: false,
+            panic: None,
             rate_wait: None,
             waited: false,
             filter: None,
@@ -358,18 +366,22 @@ impl<S> CallCtx<S> {
         if let Some(step) = self.capacity_step() {
             return step;
         }
-        // Never end with zero upstream attempts while time is left: probe the model whose
-        // cooldown ends first.
+        // Panic mode: never end with zero upstream attempts while time is left; one
+        // probe of the model whose cooldown ends first, however many callers are here.
         if self.upstream == 0 && !self.forced {
             if let Some((_, pos)) = self.earliest_cooling {
                 self.forced = true;
-                return self.send(&[pos], true);
+                return self.panic_step(pos);
             }
         }
         match self.rate_limit_wait() {
             Ok(Some(until)) => return Step::Wait(until),
             Ok(None) => {}
             Err(e) => return Step::Fail(e),
+        }
+        if self.log.cut_short() {
+            // A needed backoff did not fit in the time left, and no model is left to try.
+            return Step::Fail(self.deadline_error());
         }
         let attempts = self.log.snapshot();
         if let Some(e) = crate::catalog::no_capable_model(&attempts) {
@@ -381,6 +393,73 @@ impl<S> CallCtx<S> {
             "every model of the chain failed"
         };
         Step::Fail(self.call_error(Error::new(ErrorKind::Exhausted).with_detail(detail)))
+    }
+
+    /// Panic mode (see `health/panic.rs`): lead the probe of the model at `pos`, or wait
+    /// for the one in flight.
+    fn panic_step(&mut self, pos: usize) -> Step {
+        let Some(health) = self.shared.health.as_ref() else {
+            return self.send(&[pos], true);
+        };
+        let model = self.chain.models()[pos].model();
+        let deadline = self.deadline.map(|d| d.instant());
+        match health.panic_turn(model, deadline) {
+            PanicTurn::Lead(lead) => {
+                let mut step = self.send(&[pos], true);
+                if let Step::Send(req) = &mut step {
+                    req.extensions_mut().insert(PanicProbe);
+                    // One call: a probe retried on the model it just found broken would
+                    // spend what the breaker is there to save.
+                    if let Some(a) = req.extensions_mut().get_mut::<Attempt>() {
+                        a.max_retries = Some(0);
+                    }
+                    self.panic = Some(lead);
+                }
+                step
+            }
+            PanicTurn::Follow(wait) => {
+                tracing::debug!(model, "every model is cooling down; waiting for the probe");
+                self.cur.window[0] = pos;
+                self.cur.len = 1;
+                Step::AwaitProbe(wait)
+            }
+            PanicTurn::Untracked => self.send(&[pos], true),
+        }
+    }
+
+    /// A follower's wait for panic mode's probe ended (`None`: at the deadline).
+    fn probe_ended(&mut self, end: Option<ProbeEnd>) -> Step {
+        let pos = self.cur.window[0];
+        match end {
+            None => Step::Fail(self.deadline_error()),
+            // The model answered: this caller's own call.
+            Some(ProbeEnd::Closed) => self.send(&[pos], true),
+            // No verdict: the next follower leads (this one, if first).
+            Some(ProbeEnd::Released) => self.panic_step(pos),
+            Some(ProbeEnd::Failed) => {
+                // The probe's failure cooled its model for longer: the hint is the soonest
+                // cooldown end now.
+                self.refresh_cooling_hints();
+                let now = Instant::now();
+                if self.soonest_hint.is_none_or(|t| t <= now) {
+                    // No cooldown left to point at: never fail without a call or a hint.
+                    return self.send(&[pos], true);
+                }
+                let model = self.chain.models()[pos].model();
+                let detail = format!("every model is cooling down and the probe of {model} failed");
+                Step::Fail(self.call_error(Error::new(ErrorKind::Exhausted).with_detail(detail)))
+            }
+        }
+    }
+
+    /// Hints from the cooldowns of the models skipped as cooling, read again.
+    fn refresh_cooling_hints(&mut self) {
+        self.soonest_hint = None;
+        for record in self.log.snapshot() {
+            if record.kind() == ErrorKind::ModelCoolingDown {
+                self.note_cooling(record.index);
+            }
+        }
     }
 
     /// Builds the request for `window` (chain positions; the first is the model).
@@ -485,6 +564,19 @@ impl<S> CallCtx<S> {
     // boxing it would add an allocation per attempt.
     #[allow(clippy::result_large_err)]
     fn answered<B>(&mut self, res: Result<Response<B>, Error>) -> Result<Response<B>, Step> {
+        if let Some(lead) = self.panic.take() {
+            // The followers learn the probe's outcome (the health layer recorded it).
+            let end = match &res {
+                Ok(_) => ProbeEnd::Closed,
+                Err(e) if e.counts_for_health() => ProbeEnd::Failed,
+                Err(_) => ProbeEnd::Released,
+            };
+            if end == ProbeEnd::Failed {
+                // The failure cooled the model for longer than when it was skipped.
+                self.refresh_cooling_hints();
+            }
+            lead.finish(end);
+        }
         match res {
             Ok(mut resp) => {
                 self.served(&mut resp);
@@ -584,6 +676,7 @@ where
                 sleep: Box::pin(tokio::time::sleep_until(at)),
             },
             Step::WaitSlot(wait) => State::WaitingSlot { wait },
+            Step::AwaitProbe(wait) => State::AwaitingProbe { wait },
         };
         drop(_entered);
         ResponseFuture {
@@ -646,6 +739,13 @@ where
                     let ctx = this.ctx.as_mut().expect("polled after completion");
                     ctx.slot_waited(free)
                 }
+                StateProj::AwaitingProbe { wait } => {
+                    let end = ready!(wait.as_mut().poll(cx));
+                    this.ctx
+                        .as_mut()
+                        .expect("polled after completion")
+                        .probe_ended(end)
+                }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             };
             match step.into_state() {
@@ -671,6 +771,7 @@ impl Step {
                 sleep: Box::pin(tokio::time::sleep_until(at)),
             }),
             Step::WaitSlot(wait) => Ok(State::WaitingSlot { wait }),
+            Step::AwaitProbe(wait) => Ok(State::AwaitingProbe { wait }),
             Step::Fail(e) => Err(e),
         }
     }

@@ -9,10 +9,18 @@
 //! * an error whose [`Action`](crate::Action) is `Fallback`, or `Retry` (the retry layer
 //!   below gave up), moves on to the next model; `Fatal` returns at once;
 //! * a model the health tracker reports cooling down is skipped without an upstream call
-//!   (a `ModelCoolingDown` attempt is recorded); when every model is cooling down, one
-//!   forced probe ([`ForceAttempt`](crate::ForceAttempt)) goes to the model whose
-//!   cooldown ends first, so a request never fails without an upstream attempt while time
-//!   is left;
+//!   (a `ModelCoolingDown` attempt is recorded);
+//! * **panic mode**: when every model is cooling down and the request has made no upstream
+//!   call yet, one probe goes to the model whose cooldown ends first, however many
+//!   requests are in that spot at once (see [`health`'s rules](crate::health)). The first
+//!   leads: its attempt takes the model's probe slot, with no same-model retries. The
+//!   others wait for its outcome within their deadline: on success each makes its own
+//!   call of that model ([`ForceAttempt`](crate::ForceAttempt)); on a failure that counts
+//!   for health they end at once with `Exhausted` and the soonest cooldown end still in the
+//!   future as [`retry_after`](crate::Error::retry_after); with no verdict (the probe was
+//!   cancelled, or failed with an error that does not count) the next one leads; at their
+//!   deadline, `DeadlineExceeded`. So a request never fails with neither an upstream
+//!   attempt nor a `retry_after`;
 //! * a model at its adaptive concurrency limit
 //!   ([`HealthConfig::adaptive`](crate::health::HealthConfig::adaptive)) is skipped the
 //!   same way (a `ModelAtCapacity` attempt is recorded); when the chain is used up and
@@ -24,7 +32,9 @@
 //!   [`max_rate_limit_wait`](FallbackLayer::max_rate_limit_wait), the layer waits for it
 //!   (jittered in `[hint, 1.5 x hint]`, before the deadline) and makes one more attempt of
 //!   that model of its own (see [`FallbackLayer::wait_for_rate_limit`]); when the hint ends
-//!   past the deadline the call ends with `DeadlineExceeded`, otherwise with `Exhausted`.
+//!   past the deadline, or a same-model retry was due but its backoff did not fit in the
+//!   time left (the retry layer says so in the call's log), the call ends with
+//!   `DeadlineExceeded`, otherwise with `Exhausted`.
 //!   Both carry the last upstream status ([`Error::status`](crate::Error::status)) and the
 //!   soonest hint still in the future ([`Error::retry_after`](crate::Error::retry_after)).
 //!

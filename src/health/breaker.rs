@@ -331,6 +331,21 @@ impl Breaker {
         }
     }
 
+    /// Panic mode's probe (see `panic.rs`): moves an open breaker to half-open whether or
+    /// not its cooldown is over, keeping the cooldown end (so a failed or released probe
+    /// leaves the model cooling as long as before, at least). Returns whether it did
+    /// (false: closed, or another probe is in flight).
+    pub(crate) fn force_probe(&self) -> bool {
+        let mut w = self.load();
+        while w.state == BreakerState::Open {
+            match self.transition(w, Word::new(BreakerState::HalfOpen, w.until)) {
+                Ok(()) => return true,
+                Err(found) => w = found,
+            }
+        }
+        false
+    }
+
     /// Gives the probe slot back without an outcome: open again with the cooldown over.
     /// Returns whether it did (false: not being probed, or another outcome decided).
     pub(crate) fn release_probe(&self) -> bool {
@@ -618,6 +633,19 @@ mod tests {
         assert_eq!(b.transition(closed, open), Ok(()));
         assert_eq!(b.transition(closed, closed), Err(open));
         assert_eq!(b.load(), open);
+    }
+
+    #[test]
+    fn a_forced_probe_claims_an_open_breaker_before_its_cooldown_ends() {
+        let b = Breaker::new(None);
+        assert!(!b.force_probe(), "closed: nothing to claim");
+        b.open_until(1_000, 1);
+        assert!(b.force_probe());
+        assert_eq!(b.load(), Word::new(BreakerState::HalfOpen, 1_000));
+        assert!(!b.force_probe(), "a probe is in flight");
+        // Given back: cooling as long as before.
+        assert!(b.release_probe());
+        assert_eq!(b.load(), Word::new(BreakerState::Open, 1_000));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use tower::{Layer, Service};
 use super::adaptive::Permit;
 use super::breaker::Admission;
 use super::tracker::{HealthTracker, ModelState};
+use crate::extensions::PanicProbe;
 use crate::service::InnerOrError;
 use crate::{Attempt, BoxError, Error, ErrorKind, ForceAttempt};
 
@@ -107,6 +108,11 @@ where
         let probe = match self.tracker.check_tracked(&state) {
             Admission::Allowed => false,
             Admission::Probe => true,
+            // Panic mode's one probe: the probe slot, even before the cooldown is over
+            // (admitted without it when another probe is in flight).
+            Admission::CoolingDown { .. } if req.extensions().get::<PanicProbe>().is_some() => {
+                self.tracker.force_tracked_probe(&state)
+            }
             Admission::CoolingDown { .. } if req.extensions().get::<ForceAttempt>().is_some() => {
                 false
             }

@@ -42,13 +42,30 @@
 //!   others are rejected while it is in flight. Its success closes the breaker and starts
 //!   a fresh window; a counted failure opens it again, for longer; an error that does not
 //!   count, or a cancelled probe, gives the slot back to the next request.
+//! * **Panic mode.** When a request finds *every* model of its chain cooling down before
+//!   it has made any upstream call, the fallback layer probes the model whose cooldown ends
+//!   first, ahead of time, and exactly one such probe goes upstream per model however many
+//!   callers arrive at once: the first caller leads (its attempt takes the probe slot even
+//!   before the cooldown is over, is one call without same-model retries, and its outcome
+//!   closes or reopens the breaker like any probe's), the others wait for its outcome
+//!   within their own deadline. On success each of them makes its own call of that model;
+//!   on a counted failure they fail at once with the soonest cooldown end still in the
+//!   future as [`retry_after`](crate::Error::retry_after); when the probe gives no verdict
+//!   (cancelled, or an error that does not count) the next of them leads. A caller whose
+//!   deadline comes first gets `DeadlineExceeded`. So no request fails with neither an
+//!   upstream attempt nor a `retry_after`, and 100 callers in panic cost one call, not 100.
+//!   A caller that was told a `Retry-After` and waited it out is not in panic: it makes its
+//!   own call. Panic mode is per replica (each replica sharing a store probes on its own
+//!   in panic; a success reaches the others as any probe's does).
 //!
 //! # The layer
 //!
 //! * A request without an [`Attempt`](crate::Attempt) passes through untouched: nothing is
 //!   checked or recorded.
-//! * With [`ForceAttempt`](crate::ForceAttempt) in the request extensions a cooling model is tried anyway (the
-//!   fallback layer does this when every model of the chain is cooling down).
+//! * With [`ForceAttempt`](crate::ForceAttempt) in the request extensions a cooling model
+//!   is tried anyway, without the probe slot (the fallback layer does this for panic mode's
+//!   waiting callers once the probe answered, and after a waited-out `Retry-After`). Panic
+//!   mode's probe itself carries a crate-private marker that takes the probe slot.
 //! * A response (`Ok`) records a success. For a stream that is the first token; the layer
 //!   inserts a [`StreamErrorHook`](crate::StreamErrorHook) into the request extensions,
 //!   which the classify layer's response body calls when the stream dies later. Such a
@@ -85,7 +102,9 @@
 //!   `layer.rs`: [`HealthLayer`]. `events.rs`: the transitions as events and metrics
 //!   (through [`observe`](crate::observe), as plain names and numbers).
 //! * `store.rs`: the shared-store seam ([`HealthStore`]); `redis/`: a store on Redis.
-//!   [`adaptive`]: the opt-in concurrency limit.
+//!   [`adaptive`]: the opt-in concurrency limit. `panic.rs`: panic mode's gate, one per
+//!   model (an atomic word and a `Notify`, touched only in panic: checking and recording a
+//!   model never read it), the leader's token and the followers' wait.
 //!
 //! # Performance
 //!
@@ -136,6 +155,7 @@ mod breaker;
 mod config;
 mod events;
 mod layer;
+mod panic;
 #[cfg(feature = "redis")]
 mod redis;
 mod store;
@@ -149,6 +169,7 @@ pub(crate) use breaker::Jitter;
 pub use breaker::{Admission, BreakerState, TripReason};
 pub use config::HealthConfig;
 pub use layer::{Health, HealthLayer, ResponseFuture};
+pub(crate) use panic::{PanicLead, PanicTurn, ProbeEnd, ProbeWait};
 pub(crate) use store::redact_url;
 pub use store::{HealthSink, HealthStore, SharedEvent, StoreStatus};
 pub use tracker::{HealthTracker, ModelHealth};

@@ -20,6 +20,7 @@ use super::adaptive::{Limiter, Slots};
 use super::breaker::{Admission, Breaker, BreakerState, Opened, Policy, TripReason};
 use super::config::HealthConfig;
 use super::events;
+use super::panic::PanicGate;
 use super::store::{self as shared, HealthSink, HealthStore, SharedEvent, SharedSlot};
 use super::window::{Update, Window};
 use crate::{Error, StreamErrorHook};
@@ -120,6 +121,8 @@ pub(crate) struct ModelState {
     shared: SharedSlot,
     /// The adaptive concurrency limit, when [`HealthConfig::adaptive`] is set.
     pub(crate) limiter: Option<Arc<Limiter>>,
+    /// Panic mode's gate: one probe for every caller whose chain is cooling down.
+    pub(crate) panic: PanicGate,
 }
 
 impl Default for HealthTracker {
@@ -336,6 +339,17 @@ impl HealthTracker {
         self.inner.release_probe(state);
     }
 
+    /// Panic mode's probe of a model whose state the caller holds (see `panic.rs`): the
+    /// probe slot of an open breaker, even before its cooldown is over. `false` when the
+    /// breaker is closed or another probe is in flight.
+    pub(crate) fn force_tracked_probe(&self, state: &ModelState) -> bool {
+        let forced = state.breaker.force_probe();
+        if forced {
+            events::breaker_half_open(&state.name);
+        }
+        forced
+    }
+
     /// Nanoseconds since the tracker's epoch (the clock of the breakers and limits).
     pub(crate) fn now_nanos(&self) -> u64 {
         self.inner.policy.now()
@@ -378,6 +392,7 @@ impl Inner {
                 }),
                 shared: SharedSlot::default(),
                 limiter: config.adaptive.map(|a| Arc::new(Limiter::new(a))),
+                panic: PanicGate::default(),
             }
         });
         let mut map = HashMap::clone(&current);

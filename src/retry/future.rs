@@ -53,7 +53,19 @@ impl RetryState {
                 let wait = policy.retry_after_delay(hint)?;
                 Some(wait).filter(|d| fits(*d)).unwrap_or(hint)
             }
-            None => Some(policy.backoff(self.retries)).filter(|d| fits(*d))?,
+            None => {
+                let backoff = policy.backoff(self.retries);
+                if !fits(backoff) {
+                    // A retry was due but the deadline leaves no room for its backoff: the
+                    // error goes back (a fallback may still try another model), and the
+                    // call's log says time, not the models, ran out.
+                    if let Some(log) = &self.log {
+                        log.note_cut_short();
+                    }
+                    return None;
+                }
+                backoff
+            }
         };
         if let Some(budget) = &self.shared.budget {
             if !budget.withdraw() {
