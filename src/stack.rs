@@ -763,10 +763,17 @@ struct Checked {
     routing: NativeRoutingLayer,
 }
 
-/// A header name of the settings, or an error naming `field` (the name is not secret).
+/// A header name of the settings, or an error naming `field`. The rejected text is not
+/// repeated: a config error never echoes a value (a key pasted into the wrong setting).
 fn header_name(field: &'static str, h: &str) -> Result<HeaderName, ConfigError> {
-    HeaderName::from_bytes(h.as_bytes())
-        .map_err(|_| ConfigError::new(field, format!("{field} is not a valid header name: {h:?}")))
+    HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+        ConfigError::new(
+            field,
+            format!(
+                "{field} is not a valid header name (visible ASCII without spaces or separators)"
+            ),
+        )
+    })
 }
 
 impl SharedHealth {

@@ -415,3 +415,140 @@ fn config_errors_never_echo_a_rejected_value() {
         assert!(!format!("{err:?}").contains(SECRET), "{err:?}");
     }
 }
+
+/// Item 7: a config error never echoes the value it rejected. A secret string (an API
+/// key pasted into the wrong key) in every kind of key: numbers, integers, durations,
+/// minutes, fractions, booleans, enums, lists, objects; and rejected strings in string
+/// keys (header names, routes, Redis URLs whose password must never show). JSON, the
+/// `fallback` wrapper, and (feature `yaml`) YAML.
+#[test]
+fn no_config_error_echoes_a_rejected_string() {
+    const SECRET: &str = "sk-or-v1-0123456789abcdef";
+    const PASSWORD: &str = "hunter2";
+    let base = serde_json::json!({
+        "default_chain": [{"id": "a/b", "timeout_seconds": 30, "max_retries": 1, "label": "l",
+                           "priority": 1, "disable_duration_seconds": 60}, "c/d"],
+        "chains": {"coding": ["a/b", "c/d"]},
+        "cost_tiers": [{"name": "budget", "models": ["c/d"]}],
+        "providers": [{"name": "p", "models": ["a/b"]}],
+        "native_routing": {"provider": {"sort": "price", "order": ["x"], "data_collection": "deny"}},
+        "settings": {"deadline_seconds": 120, "attempt_timeout_seconds": 60, "max_retries_per_model": 1,
+                     "skip_threshold": 0.3, "health_window_minutes": 5, "order": "priority",
+                     "unlisted_model": "try_first", "chain_header": "x-chain", "max_body_bytes": 1000000,
+                     "adaptive": {"initial": 8, "min": 1, "max": 64, "backoff": 0.9}},
+        "health": {"shared": {"redis_url": format!("redis://:{PASSWORD}@host"), "reconcile_ms": 1000}},
+        "catalog": {"refresh_seconds": 600, "strict": false},
+        "max_price": {"per_request": 0.05, "header": "x-max-price", "chains": {"coding": {"per_request": 0.01}}}
+    });
+    Config::from_value(base.clone()).expect("the base config is valid");
+    let secret = serde_json::Value::from(SECRET);
+    let mut cases: Vec<(&str, serde_json::Value)> = [
+        "/default_chain",
+        "/default_chain/0/timeout_seconds",
+        "/default_chain/0/max_retries",
+        "/default_chain/0/priority",
+        "/default_chain/0/disable_duration_seconds",
+        "/default_chain/0/label/x",
+        "/chains",
+        "/chains/coding",
+        "/cost_tiers",
+        "/cost_tiers/0/models",
+        "/providers/0",
+        "/native_routing",
+        "/native_routing/models",
+        "/native_routing/fallbacks",
+        "/native_routing/replace_caller_fields",
+        "/native_routing/provider",
+        "/native_routing/provider/sort",
+        "/native_routing/provider/order",
+        "/native_routing/provider/data_collection",
+        "/native_routing/provider/allow_fallbacks",
+        "/native_routing/provider/max_price",
+        "/native_routing/provider/preferred_min_throughput",
+        "/settings",
+        "/settings/deadline_seconds",
+        "/settings/attempt_timeout_seconds",
+        "/settings/first_token_timeout_seconds",
+        "/settings/idle_timeout_seconds",
+        "/settings/max_retries_per_model",
+        "/settings/max_rate_limit_wait_seconds",
+        "/settings/disable_duration_seconds",
+        "/settings/health_window_minutes",
+        "/settings/skip_threshold",
+        "/settings/consecutive_failures",
+        "/settings/order",
+        "/settings/unlisted_model",
+        "/settings/server_side_window",
+        "/settings/max_body_bytes",
+        "/settings/adaptive",
+        "/settings/adaptive/initial",
+        "/settings/adaptive/backoff",
+        "/health",
+        "/health/shared",
+        "/health/shared/reconcile_ms",
+        "/catalog",
+        "/catalog/refresh_seconds",
+        "/catalog/strict",
+        "/max_price",
+        "/max_price/per_request",
+        "/max_price/chains",
+        "/max_price/chains/coding",
+        "/max_price/chains/coding/per_request",
+    ]
+    .into_iter()
+    .map(|p| (p, secret.clone()))
+    .collect();
+    // Strings that string keys reject.
+    let bad = |s: &str| serde_json::Value::from(s.replace("S", SECRET));
+    cases.extend([
+        ("/settings/chain_header", bad("not a header S")),
+        ("/max_price/header", bad("not a header S")),
+        (
+            "/native_routing/models",
+            serde_json::json!([SECRET, SECRET, SECRET, SECRET]),
+        ),
+        (
+            "/health/shared/redis_url",
+            bad(&format!("http://:{PASSWORD}@host")),
+        ),
+        (
+            "/health/shared/redis_url",
+            bad(&format!("redis://:{PASSWORD}@host:notaport")),
+        ),
+        (
+            "/health/shared/redis_url",
+            bad(&format!("redis://:{PASSWORD}@")),
+        ),
+        ("/health/shared/redis_url", bad(PASSWORD)),
+        ("/health/shared/prefix", bad("")),
+    ]);
+    for (pointer, value) in cases {
+        let mut doc = base.clone();
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        match doc.pointer_mut(parent).unwrap() {
+            serde_json::Value::Object(m) => {
+                m.insert(key.to_owned(), value);
+            }
+            serde_json::Value::Array(a) => a[key.parse::<usize>().unwrap()] = value,
+            other => *other = serde_json::json!({ key: value }),
+        }
+        let wrapped = serde_json::json!({ "fallback": doc.clone() });
+        let text = doc.to_string();
+        let mut errors = vec![
+            Config::from_value(doc).map(|_| ()),
+            Config::from_value(wrapped).map(|_| ()),
+            Config::from_json(&text).map(|_| ()),
+        ];
+        #[cfg(feature = "yaml")]
+        errors.push(Config::from_yaml(&text).map(|_| ()));
+        for err in errors {
+            let err = err.expect_err(pointer);
+            let shown = format!("{err} {err:?} {}", err.field());
+            assert!(
+                !shown.contains(SECRET) && !shown.contains("0123456789abcdef"),
+                "{pointer}: {shown}"
+            );
+            assert!(!shown.contains(PASSWORD), "{pointer}: {shown}");
+        }
+    }
+}

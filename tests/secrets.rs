@@ -35,6 +35,20 @@ impl Write for Capture {
     }
 }
 
+/// Every log line at every level, and every span's fields as recorded by its end (the
+/// observe module's spans), captured for this thread while the guard lives.
+fn capture_logs() -> (Capture, tracing::subscriber::DefaultGuard) {
+    let logs = Capture::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
 fn assert_clean(what: &str, text: &str) {
     assert!(!text.contains(KEY), "{what} shows the API key: {text}");
     assert!(
@@ -70,16 +84,7 @@ fn echoing_moderation() -> Reply {
 
 #[tokio::test(start_paused = true)]
 async fn no_output_or_log_line_shows_the_key_or_the_body() {
-    let logs = Capture::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        // Every span's fields, as recorded by its end (the observe module's spans).
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = capture_logs();
 
     let mock = MockOpenRouter::new();
     mock.model(A)
@@ -164,4 +169,126 @@ async fn no_output_or_log_line_shows_the_key_or_the_body() {
     let config: Config =
         serde_json::from_str(&format!(r#"{{"default_chain":["{A}","{B}"]}}"#)).unwrap();
     assert_clean("Config Debug", &format!("{config:?}"));
+}
+
+/// A request for the chain's head `A`, streamed or not.
+fn request_for(stream: bool) -> http::Request<String> {
+    let mut req = request();
+    *req.body_mut() = format!(
+        r#"{{"model":"{A}","stream":{stream},"messages":[{{"role":"user","content":"{CONTENT}"}}]}}"#
+    );
+    req
+}
+
+/// Everything an error shows: `Display`, `Debug` (plain and pretty), each attempt, and
+/// every error down the `source()` chain.
+fn everything_shown(e: &tower_openrouter::Error) -> Vec<String> {
+    let mut out = vec![format!("{e} {e:?} {e:#?}")];
+    for a in e.attempts() {
+        out.push(format!("{} {:?}", a.error, a));
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        out.push(format!("{s} {s:?}"));
+        src = s.source();
+    }
+    out
+}
+
+/// Item 7: an upstream that echoes the key back (in the message, in `metadata.raw`, in a
+/// 200's error, in a mid-stream error event) never gets it into `Display`, `Debug`, the
+/// `source()` chain or a log line: the key and the whole `Authorization` value become
+/// `[redacted]`, and the rest of the message stays.
+#[tokio::test(start_paused = true)]
+async fn an_upstream_error_that_echoes_the_key_is_scrubbed() {
+    use http_body_util::BodyExt;
+
+    let (logs, _guard) = capture_logs();
+
+    let echo = format!("Invalid API key provided: Bearer {KEY}");
+    let mock = MockOpenRouter::new();
+    // Call 1: A's provider quotes the key in `raw` (a JSON object and as text), B says
+    // the key is invalid and quotes the whole Authorization value: fatal.
+    // Call 2: A quotes it in a 200's error; B answers.
+    // Call 3: a stream whose error event quotes it after content.
+    mock.model(A)
+        .respond(Reply::error_body(
+            503,
+            format!(
+                r#"{{"error":{{"code":503,"message":"upstream rejected key {KEY}","metadata":{{"provider_name":"P","raw":{{"error":{{"message":"{echo}"}}}}}}}}}}"#
+            ),
+        ))
+        .then(Reply::ok_with_error(502).message(&echo))
+        .then(Reply::sse([
+            r#"data: {"choices":[{"delta":{"content":"Hi"}}]}"#.to_owned(),
+            format!(
+                r#"data: {{"error":{{"code":401,"message":"{echo}","metadata":{{"raw":"{KEY}"}}}},"choices":[{{"delta":{{}},"finish_reason":"error"}}]}}"#
+            ),
+        ]));
+    mock.model(B)
+        .respond(Reply::status(401).message(&echo))
+        .then(Reply::ok());
+
+    let svc = ServiceBuilder::new()
+        .layer(
+            OpenRouterLayer::builder()
+                .chain([A, B])
+                .deadline(Duration::from_secs(60))
+                // One reply per attempt: the script above is the whole story.
+                .max_retries(0)
+                .build()
+                .unwrap(),
+        )
+        .service(mock.clone());
+
+    let err = svc.clone().oneshot(request_for(false)).await.unwrap_err();
+    let shown = everything_shown(&err);
+    assert!(
+        shown[0].contains("Invalid API key provided: [redacted]"),
+        "the message stays, the credential goes: {}",
+        shown[0]
+    );
+    assert_eq!(err.attempts().len(), 2, "{err:?}");
+    let raw = err.attempts()[0]
+        .error
+        .body()
+        .unwrap()
+        .metadata
+        .raw
+        .clone()
+        .unwrap();
+    assert!(raw.contains("[redacted]") && !raw.contains(KEY), "{raw}");
+    for s in &shown {
+        assert_clean("an echoing error", s);
+    }
+
+    let resp = svc.clone().oneshot(request_for(false)).await.unwrap();
+    let served = resp.extensions().get::<ServedBy>().cloned().unwrap();
+    assert_eq!(served.attempts.len(), 1, "{served:?}");
+    let message = &served.attempts[0].error.body().unwrap().message;
+    assert_eq!(message, "Invalid API key provided: [redacted]");
+    assert_clean(
+        "ServedBy after an echoing 200",
+        &format!("{served:?} {served:#?}"),
+    );
+
+    let resp = svc.clone().oneshot(request_for(true)).await.unwrap();
+    let mut body = resp.into_body();
+    let mut stream_error = None;
+    while let Some(frame) = body.frame().await {
+        if let Err(e) = frame {
+            stream_error = Some(tower_openrouter::Error::from_box(e.into()));
+            break;
+        }
+    }
+    let e = stream_error.expect("the error event ends the stream with an error");
+    assert!(e.to_string().contains("[redacted]"), "{e}");
+    for s in everything_shown(&e) {
+        assert_clean("a mid-stream error", &s);
+    }
+
+    assert_eq!(mock.total_calls(), 5);
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains("attempt failed"), "{logged}");
+    assert_clean("log output", &logged);
 }

@@ -303,14 +303,7 @@ fn error_in_success_body(body: &[u8]) -> Option<(Option<ErrorBody>, Option<Statu
 }
 
 fn error_object(raw: &RawValue) -> Option<ErrorBody> {
-    match serde_json::from_str::<serde_json::Value>(raw.get()).ok()? {
-        serde_json::Value::Object(m) => Some(ErrorBody::from_error_object(&m)),
-        serde_json::Value::String(s) => Some(ErrorBody {
-            message: s,
-            ..ErrorBody::default()
-        }),
-        _ => None,
-    }
+    ErrorBody::from_error_value(&serde_json::from_str(raw.get()).ok()?)
 }
 
 /// The status table, refined by the body: kind, action, and whether it counts for health.

@@ -175,18 +175,62 @@ impl ErrorBody {
     /// Reads an error from a parsed JSON document: its top-level `error` (an object or a
     /// string).
     pub fn from_value(value: &Value) -> Option<ErrorBody> {
-        match value.as_object()?.get("error")? {
+        Self::from_error_value(value.as_object()?.get("error")?)
+    }
+
+    /// Reads the value of an `error` key: an object, or a string (the message).
+    pub fn from_error_value(err: &Value) -> Option<ErrorBody> {
+        match err {
             Value::Object(err) => Some(Self::from_error_object(err)),
-            Value::String(s) => Some(ErrorBody {
-                message: s.clone(),
-                ..ErrorBody::default()
-            }),
+            Value::String(s) => {
+                let mut body = ErrorBody {
+                    message: s.clone(),
+                    ..ErrorBody::default()
+                };
+                body.scrub();
+                Some(body)
+            }
             _ => None,
         }
     }
 
-    /// Reads the inside of an `error` object.
+    /// Reads the inside of an `error` object. Secrets the upstream echoes (an API key in
+    /// the message or `metadata.raw`) are replaced with `[redacted]` (see
+    /// [`Error`](super::Error)'s docs).
     pub fn from_error_object(err: &Map<String, Value>) -> ErrorBody {
+        let mut body = Self::read_error_object(err);
+        body.scrub();
+        body
+    }
+
+    /// Replaces every secret an upstream may have echoed in any of the body's texts.
+    pub(crate) fn scrub(&mut self) {
+        use super::redact::scrub;
+        if let Some(ErrorCode::Text(t)) = &mut self.code {
+            scrub(t);
+        }
+        scrub(&mut self.message);
+        let m = &mut self.metadata;
+        let texts = [
+            &mut self.error_type,
+            &mut m.provider_name,
+            &mut m.raw,
+            &mut m.flagged_input,
+            &mut m.error_type,
+            &mut m.provider_code,
+            &mut m.model_slug,
+        ];
+        for t in texts.into_iter().flatten() {
+            scrub(t);
+        }
+        m.reasons.iter_mut().for_each(scrub);
+        if let Some(a) = &mut self.availability {
+            a.code.iter_mut().for_each(scrub);
+            a.requested_models.iter_mut().for_each(scrub);
+        }
+    }
+
+    fn read_error_object(err: &Map<String, Value>) -> ErrorBody {
         let code = match err.get("code") {
             Some(Value::Number(n)) => n.as_i64().map(ErrorCode::Number),
             Some(Value::String(s)) => Some(match s.trim().parse::<i64>() {

@@ -8,7 +8,10 @@
 //!
 //! `Display` says what happened and what to do about it, in one line. Neither `Display` nor
 //! `Debug` ever contains the API key, the request body or the flagged input OpenRouter
-//! echoes back in moderation errors.
+//! echoes back in moderation errors. An upstream message that quotes a key (`Invalid API
+//! key provided: Bearer sk-or-v1-...`) is kept with the key replaced by `[redacted]`: any
+//! `sk-or-` token, any other `sk-` key, and a `Bearer` credential (the whole
+//! `Authorization` value), in every text of the error body, `metadata.raw` included.
 //!
 //! ```
 //! use tower_openrouter::error::{Action, Error, ErrorKind};
@@ -35,6 +38,7 @@ pub use retry_after::{parse_rate_limit_reset, parse_retry_after, retry_after_fro
 
 mod body;
 mod config;
+mod redact;
 mod retry_after;
 
 /// A boxed error, as tower uses it.
@@ -438,8 +442,10 @@ impl Error {
         self
     }
 
-    /// Attaches the parsed OpenRouter error body.
-    pub fn with_body(mut self, body: ErrorBody) -> Self {
+    /// Attaches the parsed OpenRouter error body, with any secret the upstream echoed in
+    /// it (an API key) replaced by `[redacted]`.
+    pub fn with_body(mut self, mut body: ErrorBody) -> Self {
+        body.scrub();
         self.inner.body = Some(body);
         self
     }
