@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::{MockBody, Step};
-use super::reply::{Cut, Flavor, Kind, Leaf};
+use super::reply::{Cut, Flavor, Kind, Leaf, StreamOpts};
 
 /// The `created` timestamp of every body (fixed, so bodies are byte-exact in tests).
 pub(crate) const CREATED: u64 = 1_700_000_000;
@@ -334,24 +334,11 @@ impl Leaf {
     }
 
     fn stream_response(&self, ctx: &Ctx<'_>, chunks: &[String]) -> Response<MockBody> {
-        let opts = self.stream;
-        let mut steps = Vec::with_capacity(2 * (chunks.len() + opts.keep_alives as usize) + 8);
-        let event = |steps: &mut Vec<Step>, extra: Duration, bytes: Bytes| {
-            let wait = opts.chunk_delay.saturating_add(extra);
-            if !wait.is_zero() {
-                steps.push(Step::Wait(wait));
-            }
-            steps.push(Step::Data(bytes));
-        };
-        for _ in 0..opts.keep_alives {
-            event(&mut steps, Duration::ZERO, Bytes::from_static(KEEP_ALIVE));
+        let capacity = 2 * (chunks.len() + self.stream.keep_alives as usize) + 8;
+        let mut out = StreamSteps::new(self.stream, capacity);
+        for _ in 0..self.stream.keep_alives {
+            out.event(Duration::ZERO, Bytes::from_static(KEEP_ALIVE));
         }
-        let sse = |name: Option<&str>, data: String| -> Bytes {
-            match name {
-                Some(name) => format!("event: {name}\ndata: {data}\n\n").into(),
-                None => format!("data: {data}\n\n").into(),
-            }
-        };
         let model = q(self.served(ctx));
         let provider = q(self.provider_name());
         let head = format!(
@@ -359,123 +346,171 @@ impl Leaf {
             ctx.call
         );
         if ctx.api == Api::Messages {
-            event(
-                &mut steps,
-                Duration::ZERO,
-                sse(
-                    Some("message_start"),
-                    format!(
-                        r#"{{"type":"message_start","message":{{"id":"msg_mock_{}","type":"message","role":"assistant","model":{model},"content":[],"stop_reason":null,"stop_sequence":null,"usage":{{"input_tokens":{},"output_tokens":0}}}}}}"#,
-                        ctx.call, self.usage.prompt
-                    ),
-                ),
-            );
-            event(
-                &mut steps,
-                Duration::ZERO,
-                sse(
-                    Some("content_block_start"),
-                    r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#.into(),
-                ),
-            );
+            self.messages_start(ctx, &model, &mut out);
         }
-        let cut_at = opts.cut.map(|c| match c {
+        let finished = out.contents(
+            chunks,
+            |chunk| content_event(ctx.api, &head, chunk),
+            || self.stream_error_event(ctx, &head),
+        );
+        if finished {
+            self.stream_end(ctx.api, &head, &mut out);
+        }
+        out.into_response()
+    }
+
+    /// `/messages` streams open with `message_start` and `content_block_start`.
+    fn messages_start(&self, ctx: &Ctx<'_>, model: &str, out: &mut StreamSteps) {
+        let start = format!(
+            r#"{{"type":"message_start","message":{{"id":"msg_mock_{}","type":"message","role":"assistant","model":{model},"content":[],"stop_reason":null,"stop_sequence":null,"usage":{{"input_tokens":{},"output_tokens":0}}}}}}"#,
+            ctx.call, self.usage.prompt
+        );
+        out.event(Duration::ZERO, sse(Some("message_start"), start));
+        let block =
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#;
+        out.event(
+            Duration::ZERO,
+            sse(Some("content_block_start"), block.into()),
+        );
+    }
+
+    /// The error event a stream cut by `stream_error` ends with.
+    fn stream_error_event(&self, ctx: &Ctx<'_>, head: &str) -> Bytes {
+        let code = self.stream_error_code();
+        let message = status_message(code, ctx.model);
+        match ctx.api {
+            Api::Chat | Api::Responses => sse(
+                None,
+                format!(
+                    r#"{{{head},"error":{},"choices":[{{"index":0,"delta":{{"content":""}},"finish_reason":"error","native_finish_reason":"error"}}]}}"#,
+                    error_object(code, &message, None)
+                ),
+            ),
+            Api::Messages => sse(Some("error"), messages_envelope(code, &message)),
+        }
+    }
+
+    /// The end of a whole stream: the finish (with usage), then `[DONE]` / `message_stop`
+    /// unless the script leaves it out.
+    fn stream_end(&self, api: Api, head: &str, out: &mut StreamSteps) {
+        match api {
+            Api::Chat | Api::Responses => {
+                let finish = format!(
+                    r#"{{{head},"choices":[{{"index":0,"delta":{{"role":"assistant","content":""}},"finish_reason":"stop","native_finish_reason":"stop","logprobs":null}}],"usage":{}}}"#,
+                    usage_json(self)
+                );
+                out.event(Duration::ZERO, sse(None, finish));
+                if !self.stream.without_done {
+                    out.event(Duration::ZERO, Bytes::from_static(DONE));
+                }
+            }
+            Api::Messages => {
+                let stop = r#"{"type":"content_block_stop","index":0}"#;
+                out.event(Duration::ZERO, sse(Some("content_block_stop"), stop.into()));
+                let delta = format!(
+                    r#"{{"type":"message_delta","delta":{{"stop_reason":"end_turn","stop_sequence":null}},"usage":{{"output_tokens":{}}}}}"#,
+                    self.usage.completion
+                );
+                out.event(Duration::ZERO, sse(Some("message_delta"), delta));
+                if !self.stream.without_done {
+                    let stop = r#"{"type":"message_stop"}"#;
+                    out.event(Duration::ZERO, sse(Some("message_stop"), stop.into()));
+                }
+            }
+        }
+    }
+}
+
+/// One content chunk of a chat (or `/messages`) stream.
+fn content_event(api: Api, head: &str, chunk: &str) -> Bytes {
+    match api {
+        Api::Chat | Api::Responses => sse(
+            None,
+            format!(
+                r#"{{{head},"choices":[{{"index":0,"delta":{{"role":"assistant","content":{}}},"finish_reason":null,"native_finish_reason":null,"logprobs":null}}]}}"#,
+                q(chunk)
+            ),
+        ),
+        Api::Messages => sse(
+            Some("content_block_delta"),
+            format!(
+                r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":{}}}}}"#,
+                q(chunk)
+            ),
+        ),
+    }
+}
+
+/// An SSE event, named or not.
+fn sse(name: Option<&str>, data: String) -> Bytes {
+    match name {
+        Some(name) => format!("event: {name}\ndata: {data}\n\n").into(),
+        None => format!("data: {data}\n\n").into(),
+    }
+}
+
+/// The steps of a scripted stream: the waits the script asks for, then each event; the
+/// content is cut where the script says. Shared by the chat, `/messages` and Responses shapes.
+pub(crate) struct StreamSteps {
+    opts: StreamOpts,
+    steps: Vec<Step>,
+}
+
+impl StreamSteps {
+    pub(crate) fn new(opts: StreamOpts, capacity: usize) -> Self {
+        StreamSteps {
+            opts,
+            steps: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// One event, after the chunk delay plus `extra`.
+    pub(crate) fn event(&mut self, extra: Duration, bytes: Bytes) {
+        let wait = self.opts.chunk_delay.saturating_add(extra);
+        if !wait.is_zero() {
+            self.steps.push(Step::Wait(wait));
+        }
+        self.steps.push(Step::Data(bytes));
+    }
+
+    /// The content events (`content` renders each chunk; the first waits the first-token
+    /// delay too), cut where the script says: with the event `cut_error` renders, a stall or
+    /// an abort. `false` when the stream was cut (nothing may follow).
+    pub(crate) fn contents(
+        &mut self,
+        chunks: &[String],
+        mut content: impl FnMut(&str) -> Bytes,
+        cut_error: impl FnOnce() -> Bytes,
+    ) -> bool {
+        let cut_at = self.opts.cut.map(|c| match c {
             Cut::Error(n) | Cut::Stall(n) | Cut::Abort(n) => n.min(chunks.len()),
         });
         for i in 0..=chunks.len() {
             let extra = if i == 0 {
-                opts.first_token_delay
+                self.opts.first_token_delay
             } else {
                 Duration::ZERO
             };
             if cut_at == Some(i) {
-                match opts.cut {
+                match self.opts.cut {
                     Some(Cut::Error(_)) => {
-                        let code = self.stream_error_code();
-                        let message = status_message(code, ctx.model);
-                        let bytes = match ctx.api {
-                            Api::Chat | Api::Responses => sse(
-                                None,
-                                format!(
-                                    r#"{{{head},"error":{},"choices":[{{"index":0,"delta":{{"content":""}},"finish_reason":"error","native_finish_reason":"error"}}]}}"#,
-                                    error_object(code, &message, None)
-                                ),
-                            ),
-                            Api::Messages => sse(Some("error"), messages_envelope(code, &message)),
-                        };
-                        event(&mut steps, extra, bytes);
+                        let bytes = cut_error();
+                        self.event(extra, bytes);
                     }
-                    Some(Cut::Stall(_)) => steps.push(Step::Stall),
-                    _ => steps.push(Step::Abort),
+                    Some(Cut::Stall(_)) => self.steps.push(Step::Stall),
+                    _ => self.steps.push(Step::Abort),
                 }
-                return stream_http_response(steps);
+                return false;
             }
             let Some(chunk) = chunks.get(i) else { break };
-            let bytes = match ctx.api {
-                Api::Chat | Api::Responses => sse(
-                    None,
-                    format!(
-                        r#"{{{head},"choices":[{{"index":0,"delta":{{"role":"assistant","content":{}}},"finish_reason":null,"native_finish_reason":null,"logprobs":null}}]}}"#,
-                        q(chunk)
-                    ),
-                ),
-                Api::Messages => sse(
-                    Some("content_block_delta"),
-                    format!(
-                        r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":{}}}}}"#,
-                        q(chunk)
-                    ),
-                ),
-            };
-            event(&mut steps, extra, bytes);
+            let bytes = content(chunk);
+            self.event(extra, bytes);
         }
-        match ctx.api {
-            Api::Chat | Api::Responses => {
-                event(
-                    &mut steps,
-                    Duration::ZERO,
-                    sse(
-                        None,
-                        format!(
-                            r#"{{{head},"choices":[{{"index":0,"delta":{{"role":"assistant","content":""}},"finish_reason":"stop","native_finish_reason":"stop","logprobs":null}}],"usage":{}}}"#,
-                            usage_json(self)
-                        ),
-                    ),
-                );
-                if !opts.without_done {
-                    event(&mut steps, Duration::ZERO, Bytes::from_static(DONE));
-                }
-            }
-            Api::Messages => {
-                event(
-                    &mut steps,
-                    Duration::ZERO,
-                    sse(
-                        Some("content_block_stop"),
-                        r#"{"type":"content_block_stop","index":0}"#.into(),
-                    ),
-                );
-                event(
-                    &mut steps,
-                    Duration::ZERO,
-                    sse(
-                        Some("message_delta"),
-                        format!(
-                            r#"{{"type":"message_delta","delta":{{"stop_reason":"end_turn","stop_sequence":null}},"usage":{{"output_tokens":{}}}}}"#,
-                            self.usage.completion
-                        ),
-                    ),
-                );
-                if !opts.without_done {
-                    event(
-                        &mut steps,
-                        Duration::ZERO,
-                        sse(Some("message_stop"), r#"{"type":"message_stop"}"#.into()),
-                    );
-                }
-            }
-        }
-        stream_http_response(steps)
+        true
+    }
+
+    pub(crate) fn into_response(self) -> Response<MockBody> {
+        stream_http_response(self.steps)
     }
 }
 

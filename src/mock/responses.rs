@@ -2,15 +2,13 @@
 //! object, or its event stream (`response.created`, the output item and content part,
 //! `response.output_text.delta` per chunk, `response.completed`).
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
 
-use super::body::Step;
-use super::render::{
-    json_response, q, status_message, stream_http_response, Ctx, Outcome, CREATED,
-};
+use super::render::{json_response, q, status_message, Ctx, Outcome, StreamSteps, CREATED};
 use super::reply::{Cut, Leaf};
 
 /// The `response` object, `completed` with `text` or `in_progress` with no output.
@@ -59,88 +57,64 @@ pub(crate) fn success(leaf: &Leaf, ctx: &Ctx<'_>, chunks: &[String]) -> Outcome 
 
 /// A streamed success (cut where the script says).
 pub(crate) fn stream(leaf: &Leaf, ctx: &Ctx<'_>, chunks: &[String]) -> Outcome {
-    let opts = leaf.stream;
-    let mut steps = Vec::with_capacity(chunks.len() + 8);
-    let mut seq = 0u32;
-    let mut event = |steps: &mut Vec<Step>, extra: Duration, name: &str, data: String| {
-        let wait = opts.chunk_delay.saturating_add(extra);
-        if !wait.is_zero() {
-            steps.push(Step::Wait(wait));
-        }
-        // `sequence_number` goes first after `type`, as OpenAI writes it.
-        let data = data.replacen(',', &format!(r#","sequence_number":{seq},"#), 1);
-        seq += 1;
-        steps.push(Step::Data(Bytes::from(format!(
-            "event: {name}\ndata: {data}\n\n"
-        ))));
-    };
+    let mut out = StreamSteps::new(leaf.stream, chunks.len() + 8);
+    let seq = Cell::new(0u32);
     let item = format!("msg_mock_{}", ctx.call);
     let created = response(leaf, ctx, None);
-    event(
-        &mut steps,
-        Duration::ZERO,
-        "response.created",
-        format!(r#"{{"type":"response.created","response":{created}}}"#),
-    );
-    event(
-        &mut steps,
-        Duration::ZERO,
-        "response.output_item.added",
-        format!(
-            r#"{{"type":"response.output_item.added","output_index":0,"item":{{"type":"message","id":"{item}","status":"in_progress","role":"assistant","content":[]}}}}"#
+    let opening = [
+        (
+            "response.created",
+            format!(r#"{{"type":"response.created","response":{created}}}"#),
         ),
-    );
-    event(
-        &mut steps,
-        Duration::ZERO,
-        "response.content_part.added",
-        format!(
-            r#"{{"type":"response.content_part.added","item_id":"{item}","output_index":0,"content_index":0,"part":{{"type":"output_text","text":"","annotations":[]}}}}"#
-        ),
-    );
-    let cut_at = opts.cut.map(|c| match c {
-        Cut::Error(n) | Cut::Stall(n) | Cut::Abort(n) => n.min(chunks.len()),
-    });
-    for i in 0..=chunks.len() {
-        let extra = if i == 0 {
-            opts.first_token_delay
-        } else {
-            Duration::ZERO
-        };
-        if cut_at == Some(i) {
-            match opts.cut {
-                Some(Cut::Error(_)) => event(
-                    &mut steps,
-                    extra,
-                    "response.failed",
-                    format!(
-                        r#"{{"type":"response.failed","response":{{"id":"resp_mock_{}","object":"response","status":"failed","error":{{"code":"server_error","message":{}}}}}}}"#,
-                        ctx.call,
-                        q(&status_message(502, ctx.model))
-                    ),
-                ),
-                Some(Cut::Stall(_)) => steps.push(Step::Stall),
-                _ => steps.push(Step::Abort),
-            }
-            return Outcome::Respond(stream_http_response(steps));
-        }
-        let Some(chunk) = chunks.get(i) else { break };
-        event(
-            &mut steps,
-            extra,
-            "response.output_text.delta",
+        (
+            "response.output_item.added",
             format!(
+                r#"{{"type":"response.output_item.added","output_index":0,"item":{{"type":"message","id":"{item}","status":"in_progress","role":"assistant","content":[]}}}}"#
+            ),
+        ),
+        (
+            "response.content_part.added",
+            format!(
+                r#"{{"type":"response.content_part.added","item_id":"{item}","output_index":0,"content_index":0,"part":{{"type":"output_text","text":"","annotations":[]}}}}"#
+            ),
+        ),
+    ];
+    for (name, data) in opening {
+        out.event(Duration::ZERO, event(&seq, name, &data));
+    }
+    let finished = out.contents(
+        chunks,
+        |chunk| {
+            let delta = format!(
                 r#"{{"type":"response.output_text.delta","item_id":"{item}","output_index":0,"content_index":0,"delta":{}}}"#,
                 q(chunk)
-            ),
+            );
+            event(&seq, "response.output_text.delta", &delta)
+        },
+        || {
+            let failed = format!(
+                r#"{{"type":"response.failed","response":{{"id":"resp_mock_{}","object":"response","status":"failed","error":{{"code":"server_error","message":{}}}}}}}"#,
+                ctx.call,
+                q(&status_message(502, ctx.model))
+            );
+            event(&seq, "response.failed", &failed)
+        },
+    );
+    if finished {
+        let done = response(leaf, ctx, Some(&chunks.concat()));
+        let completed = format!(r#"{{"type":"response.completed","response":{done}}}"#);
+        out.event(
+            Duration::ZERO,
+            event(&seq, "response.completed", &completed),
         );
     }
-    let done = response(leaf, ctx, Some(&chunks.concat()));
-    event(
-        &mut steps,
-        Duration::ZERO,
-        "response.completed",
-        format!(r#"{{"type":"response.completed","response":{done}}}"#),
-    );
-    Outcome::Respond(stream_http_response(steps))
+    Outcome::Respond(out.into_response())
+}
+
+/// One named event, numbered: `sequence_number` goes first after `type`, as OpenAI writes it.
+fn event(seq: &Cell<u32>, name: &str, data: &str) -> Bytes {
+    let n = seq.get();
+    seq.set(n + 1);
+    let data = data.replacen(',', &format!(r#","sequence_number":{n},"#), 1);
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
