@@ -249,6 +249,21 @@ async fn a_needed_backoff_past_the_deadline_is_deadline_exceeded_with_every_atte
             (B, ErrorKind::ModelUnavailable)
         ]
     );
+
+    // The same with a retry due after its own Retry-After (3 s, 1 s left).
+    let mock = MockOpenRouter::new();
+    mock.model(A)
+        .respond(Reply::delay(secs(4), Reply::status(500).retry_after(3)));
+    let err = send(&stack(b(&[A]), &mock)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded);
+    let attempts: Vec<_> = err
+        .attempts()
+        .iter()
+        .map(|a| (&*a.model, a.kind()))
+        .collect();
+    assert_eq!(attempts, [(A, ErrorKind::ProviderError)]);
+    assert_eq!(err.retry_after(), Some(secs(3)));
+    assert_eq!(mock.calls(A), 1);
 }
 
 #[test]

@@ -48,6 +48,10 @@ impl RetryState {
             Some(hint) => {
                 // A hint too long to wait for goes back at once, so a fallback can move on.
                 if !fits(hint) {
+                    // Within the cap it was a wait the retry needed: time ran out, as below.
+                    if policy.retry_after_delay(hint).is_some() {
+                        self.note_cut_short();
+                    }
                     return None;
                 }
                 let wait = policy.retry_after_delay(hint)?;
@@ -56,12 +60,7 @@ impl RetryState {
             None => {
                 let backoff = policy.backoff(self.retries);
                 if !fits(backoff) {
-                    // A retry was due but the deadline leaves no room for its backoff: the
-                    // error goes back (a fallback may still try another model), and the
-                    // call's log says time, not the models, ran out.
-                    if let Some(log) = &self.log {
-                        log.note_cut_short();
-                    }
+                    self.note_cut_short();
                     return None;
                 }
                 backoff
@@ -105,6 +104,15 @@ impl RetryState {
         }
         self.retries += 1;
         Some(delay)
+    }
+
+    /// A retry was due but the deadline leaves no room for its wait: the error goes back
+    /// (a fallback may still try another model), and the call's log says that time, not
+    /// the models, ran out.
+    fn note_cut_short(&self) {
+        if let Some(log) = &self.log {
+            log.note_cut_short();
+        }
     }
 
     /// The request of the next retry, with its retry number in `Attempt`.

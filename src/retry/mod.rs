@@ -15,7 +15,8 @@
 //!   [`retry_after_cap`](RetryPolicy::retry_after_cap) (default 60 s) or than the time left
 //!   is not waited for: the error comes back at once so a fallback can move on;
 //! * never past the [`Deadline`](crate::Deadline): a wait that does not fit in the time
-//!   left returns the error at once. A backoff cut this way is noted in the call's
+//!   left returns the error at once. A wait cut this way (a backoff, or a hint within the
+//!   cap) is noted in the call's
 //!   [`AttemptLog`](crate::AttemptLog), so the fallback layer ends the call with
 //!   `DeadlineExceeded` (every attempt listed) rather than `Exhausted` once no other model
 //!   can be tried; on its own the layer returns the error as it came;
