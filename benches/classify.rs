@@ -13,7 +13,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::{service_fn, Layer, ServiceExt};
-use tower_openrouter::classify::{Classify, ClassifyLayer, OpenRouterClassifier, Outcome};
+use tower_openrouter::classify::{ClassifyLayer, ClassifyOutcome, OpenRouterClassifier, Outcome};
 use tower_openrouter::stream::SseParser;
 
 fn success_body() -> Bytes {

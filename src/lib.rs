@@ -74,7 +74,7 @@
 //! [`Action::Fatal`]); [`Error::body`] is OpenRouter's parsed error body, and
 //! [`Error::attempts`] lists every attempt of a call that ran out of models or time. The
 //! rules are OpenRouter's status table and error bodies
-//! ([`OpenRouterClassifier`]), adjustable without re-implementing [`Classify`]. No
+//! ([`OpenRouterClassifier`]), adjustable without re-implementing [`ClassifyOutcome`]. No
 //! `Display`, `Debug` or log line ever contains the API key or the request body.
 //!
 //! # Streaming
@@ -149,7 +149,7 @@ pub mod stream;
 pub mod timeout;
 
 pub use body::BufferRequestLayer;
-pub use classify::{Classify, ClassifyLayer, OpenRouterClassifier};
+pub use classify::{ClassifyLayer, ClassifyOutcome, OpenRouterClassifier};
 pub use client::{assert_client, Client};
 pub use config::Config;
 pub use error::ConfigError;

@@ -90,7 +90,7 @@ use tower::Layer;
 
 use crate::body::{BufferRequest, BufferRequestLayer, DEFAULT_BODY_LIMIT};
 use crate::catalog::{CatalogPolicy, MaxPrice, ModelCatalog};
-use crate::classify::{Classify, ClassifyLayer, ClassifyService, OpenRouterClassifier};
+use crate::classify::{Classify, ClassifyLayer, ClassifyOutcome, OpenRouterClassifier};
 use crate::error::ConfigError;
 use crate::fallback::{Chain, ChainModel, Chains, Fallback, FallbackLayer, Order, UnlistedModel};
 use crate::health::{AdaptiveConfig, Health, HealthConfig, HealthLayer, HealthTracker};
@@ -102,9 +102,8 @@ use crate::timeout::{
 };
 
 /// The service [`OpenRouterLayer`] builds around a client `S` with classifier `C`.
-pub type OpenRouter<S, C = OpenRouterClassifier> = BufferRequest<
-    Deadline<NativeRouting<Fallback<Retry<Health<AttemptTimeout<ClassifyService<S, C>>>>>>>,
->;
+pub type OpenRouter<S, C = OpenRouterClassifier> =
+    BufferRequest<Deadline<NativeRouting<Fallback<Retry<Health<AttemptTimeout<Classify<S, C>>>>>>>>;
 
 /// The standard stack as one layer. See the [module docs](self).
 ///
@@ -499,7 +498,7 @@ impl<C> OpenRouterLayerBuilder<C> {
     }
 
     /// The classifier (error rules).
-    pub fn classifier<C2: Classify>(self, classifier: C2) -> OpenRouterLayerBuilder<C2> {
+    pub fn classifier<C2: ClassifyOutcome>(self, classifier: C2) -> OpenRouterLayerBuilder<C2> {
         OpenRouterLayerBuilder {
             chains: self.chains,
             header: self.header,
@@ -587,7 +586,7 @@ impl<C> OpenRouterLayerBuilder<C> {
     /// settings.
     pub fn build(self) -> Result<OpenRouterLayer<C>, ConfigError>
     where
-        C: Classify,
+        C: ClassifyOutcome,
     {
         let checked = self.checked()?;
         let tracker = match (checked.health, self.health) {

@@ -13,7 +13,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_openrouter::classify::{
-    Classification, Classify, ClassifyLayer, OpenRouterClassifier, Outcome,
+    Classification, ClassifyLayer, ClassifyOutcome, OpenRouterClassifier, Outcome,
 };
 use tower_openrouter::{Action, Attempt, Error, ErrorKind, UpstreamInfo};
 
@@ -28,7 +28,7 @@ fn request(model: Option<&str>) -> Request<Full<Bytes>> {
 }
 
 async fn call<B>(
-    layer: ClassifyLayer<impl Classify>,
+    layer: ClassifyLayer<impl ClassifyOutcome>,
     status: u16,
     headers: &[(&'static str, &'static str)],
     body: impl Fn() -> B + Send + Sync + 'static,
@@ -123,7 +123,7 @@ struct Recording {
     seen: Arc<AtomicUsize>,
 }
 
-impl Classify for Recording {
+impl ClassifyOutcome for Recording {
     fn classify(&self, outcome: Outcome<'_>) -> Option<Classification> {
         if let Outcome::Response { body, .. } = outcome {
             self.seen.store(body.len(), Ordering::SeqCst);
@@ -300,7 +300,7 @@ async fn event_streams_are_not_buffered() {
 #[tokio::test]
 async fn a_classifier_may_accept_an_error_status() {
     struct AcceptAll;
-    impl Classify for AcceptAll {
+    impl ClassifyOutcome for AcceptAll {
         fn classify(&self, _: Outcome<'_>) -> Option<Classification> {
             None
         }

@@ -4,7 +4,7 @@
 use http::{HeaderMap, HeaderValue, StatusCode};
 use proptest::prelude::*;
 use tower_openrouter::classify::{
-    parse_rate_limit_reset, parse_retry_after, retry_after_from_headers, Classify,
+    parse_rate_limit_reset, parse_retry_after, retry_after_from_headers, ClassifyOutcome,
     OpenRouterClassifier, Outcome,
 };
 use tower_openrouter::error::ErrorBody;

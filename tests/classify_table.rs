@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, StatusCode};
 use tower_openrouter::classify::{
-    Classification, Classify, OpenRouterClassifier, Outcome, StreamFailure,
+    Classification, ClassifyOutcome, OpenRouterClassifier, Outcome, StreamFailure,
 };
 use tower_openrouter::{Action, ErrorKind};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 use tower::{ServiceBuilder, ServiceExt};
-use tower_openrouter::classify::{Classify, OpenRouterClassifier, Outcome};
+use tower_openrouter::classify::{ClassifyOutcome, OpenRouterClassifier, Outcome};
 use tower_openrouter::fallback::ServedBy;
 use tower_openrouter::health::HealthConfig;
 use tower_openrouter::mock::{MockOpenRouter, Reply};

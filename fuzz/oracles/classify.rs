@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::Value;
-use tower_openrouter::classify::{Classification, Classify, Outcome, StreamFailure};
+use tower_openrouter::classify::{Classification, ClassifyOutcome, Outcome, StreamFailure};
 use tower_openrouter::error::ErrorBody;
 use tower_openrouter::{Action, ErrorKind, OpenRouterClassifier};
 

@@ -1,4 +1,4 @@
-//! [`ClassifyLayer`] and [`ClassifyService`].
+//! [`ClassifyLayer`] and [`Classify`].
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -8,7 +8,7 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use super::future::{RequestInfo, ResponseFuture};
-use super::{Classify, OpenRouterClassifier, ResponseBody};
+use super::{ClassifyOutcome, OpenRouterClassifier, ResponseBody};
 use crate::body::DEFAULT_BODY_LIMIT;
 use crate::error::{BoxError, Error};
 
@@ -23,7 +23,7 @@ pub(crate) struct Limits {
     pub(crate) error: usize,
 }
 
-/// Applies a [`Classify`] to every outcome of an HTTP client service: success passes
+/// Applies a [`ClassifyOutcome`] to every outcome of an HTTP client service: success passes
 /// through, every failure becomes a typed [`Error`](crate::Error).
 ///
 /// * A non-streaming 2xx body is read (up to [`success_body_limit`], 16 MiB by default;
@@ -102,7 +102,7 @@ impl Default for ClassifyLayer<OpenRouterClassifier> {
     }
 }
 
-impl<C: Classify> ClassifyLayer<C> {
+impl<C: ClassifyOutcome> ClassifyLayer<C> {
     /// A layer with your classifier.
     pub fn with_classifier(classifier: C) -> Self {
         Self::with_shared_classifier(Arc::new(classifier))
@@ -138,10 +138,10 @@ impl<C> ClassifyLayer<C> {
 }
 
 impl<S, C> Layer<S> for ClassifyLayer<C> {
-    type Service = ClassifyService<S, C>;
+    type Service = Classify<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ClassifyService {
+        Classify {
             inner,
             classifier: self.classifier.clone(),
             limits: self.limits,
@@ -151,15 +151,15 @@ impl<S, C> Layer<S> for ClassifyLayer<C> {
 
 /// The service of [`ClassifyLayer`].
 #[derive(Debug)]
-pub struct ClassifyService<S, C = OpenRouterClassifier> {
+pub struct Classify<S, C = OpenRouterClassifier> {
     inner: S,
     classifier: Arc<C>,
     limits: Limits,
 }
 
-impl<S: Clone, C> Clone for ClassifyService<S, C> {
+impl<S: Clone, C> Clone for Classify<S, C> {
     fn clone(&self) -> Self {
-        ClassifyService {
+        Classify {
             inner: self.inner.clone(),
             classifier: self.classifier.clone(),
             limits: self.limits,
@@ -167,17 +167,17 @@ impl<S: Clone, C> Clone for ClassifyService<S, C> {
     }
 }
 
-impl<S, C> ClassifyService<S, C> {
+impl<S, C> Classify<S, C> {
     crate::service::inner_service_accessors!();
 }
 
-impl<S, C, ReqB, B> Service<Request<ReqB>> for ClassifyService<S, C>
+impl<S, C, ReqB, B> Service<Request<ReqB>> for Classify<S, C>
 where
     S: Service<Request<ReqB>, Response = Response<B>>,
     S::Error: Into<BoxError>,
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
-    C: Classify,
+    C: ClassifyOutcome,
 {
     type Response = Response<ResponseBody<B>>;
     type Error = Error;

@@ -1,7 +1,7 @@
 //! Classification: every upstream outcome becomes `Ok(response)` or a typed [`Error`] with
 //! an [`Action`].
 //!
-//! * [`Classify`] is the trait; [`OpenRouterClassifier`] the default rules (the OpenRouter
+//! * [`ClassifyOutcome`] is the trait; [`OpenRouterClassifier`] the default rules (the OpenRouter
 //!   status table, every error-body shape, `Retry-After`, `availability`,
 //!   `X-RateLimit-Reset`), adjustable without re-implementing the trait.
 //! * [`ClassifyLayer`] applies a classifier to any HTTP client service.
@@ -15,7 +15,7 @@
 //! ```
 //! use http::{HeaderMap, StatusCode};
 //! use std::time::Duration;
-//! use tower_openrouter::classify::{Classify, OpenRouterClassifier, Outcome};
+//! use tower_openrouter::classify::{ClassifyOutcome, OpenRouterClassifier, Outcome};
 //! use tower_openrouter::{Action, ErrorKind};
 //!
 //! let classifier = OpenRouterClassifier::new();
@@ -52,7 +52,7 @@ mod rules;
 mod watch;
 
 pub use future::ResponseFuture;
-pub use layer::{ClassifyLayer, ClassifyService, DEFAULT_ERROR_BODY_LIMIT};
+pub use layer::{Classify, ClassifyLayer, DEFAULT_ERROR_BODY_LIMIT};
 pub use response_body::ResponseBody;
 // The wait-hint parsers live with the error body (which carries hints too); they are
 // re-exported here, where a classifier looks for them.
@@ -155,12 +155,12 @@ impl Classification {
 ///
 /// Implement it to replace the rules wholesale; to adjust a few, configure
 /// [`OpenRouterClassifier`] instead.
-pub trait Classify: Send + Sync + 'static {
+pub trait ClassifyOutcome: Send + Sync + 'static {
     /// Classifies one outcome. `None` means the outcome is a success.
     fn classify(&self, outcome: Outcome<'_>) -> Option<Classification>;
 }
 
-impl<C: Classify + ?Sized> Classify for std::sync::Arc<C> {
+impl<C: ClassifyOutcome + ?Sized> ClassifyOutcome for std::sync::Arc<C> {
     fn classify(&self, outcome: Outcome<'_>) -> Option<Classification> {
         (**self).classify(outcome)
     }

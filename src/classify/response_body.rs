@@ -15,7 +15,7 @@ use super::watch::Watcher;
 use crate::error::{BoxError, Error};
 
 pin_project! {
-    /// The response body of [`ClassifyService`](super::ClassifyService): the bytes the
+    /// The response body of [`Classify`](super::Classify): the bytes the
     /// layer already read (a buffered prefix), then the rest of the upstream body. The
     /// bytes are exactly the upstream's.
     ///

@@ -5,10 +5,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-use super::{retry_after_from_headers, Classification, Classify, Outcome, StreamFailure};
+use super::{retry_after_from_headers, Classification, ClassifyOutcome, Outcome, StreamFailure};
 use crate::error::{Action, ErrorBody, ErrorKind};
 
-/// The default OpenRouter rules, adjustable without re-implementing [`Classify`].
+/// The default OpenRouter rules, adjustable without re-implementing [`ClassifyOutcome`].
 ///
 /// | status | kind | action |
 /// |---|---|---|
@@ -57,7 +57,7 @@ use crate::error::{Action, ErrorBody, ErrorKind};
 ///
 /// ```
 /// use http::StatusCode;
-/// use tower_openrouter::classify::{Classify, OpenRouterClassifier, Outcome};
+/// use tower_openrouter::classify::{ClassifyOutcome, OpenRouterClassifier, Outcome};
 /// use tower_openrouter::{Action, ErrorKind};
 ///
 /// let c = OpenRouterClassifier::new()
@@ -178,7 +178,7 @@ impl OpenRouterClassifier {
     }
 }
 
-impl Classify for OpenRouterClassifier {
+impl ClassifyOutcome for OpenRouterClassifier {
     fn classify(&self, outcome: Outcome<'_>) -> Option<Classification> {
         match outcome {
             Outcome::Response {

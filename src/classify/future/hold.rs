@@ -16,7 +16,7 @@ use tokio::time::Sleep;
 use super::{Ctx, Output};
 use crate::body::Collected;
 use crate::classify::watch::{Failure, Watcher};
-use crate::classify::{Classify, ResponseBody};
+use crate::classify::{ClassifyOutcome, ResponseBody};
 use crate::error::BoxError;
 
 /// A stream being held.
@@ -39,8 +39,8 @@ where
     B::Error: Into<BoxError>,
 {
     #[inline]
-    pub(super) fn new<C: Classify>(parts: Parts, body: B, ctx: &Ctx<C>) -> Self {
-        let classifier: Arc<dyn Classify> = ctx.classifier.clone();
+    pub(super) fn new<C: ClassifyOutcome>(parts: Parts, body: B, ctx: &Ctx<C>) -> Self {
+        let classifier: Arc<dyn ClassifyOutcome> = ctx.classifier.clone();
         let info = &ctx.info;
         let watch = Watcher::new(
             classifier,
@@ -65,7 +65,7 @@ where
     /// It releases at each stop itself, rather than returning why it stopped: a failure
     /// is large, and passing it out through `poll` cost copies on every stream.
     #[inline]
-    pub(super) fn poll_hold<C: Classify>(
+    pub(super) fn poll_hold<C: ClassifyOutcome>(
         &mut self,
         cx: &mut Context<'_>,
         first_token: Pin<&mut Option<Sleep>>,

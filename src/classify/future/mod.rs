@@ -1,4 +1,4 @@
-//! The response future of [`ClassifyService`](super::ClassifyService), split the tower
+//! The response future of [`Classify`](super::Classify), split the tower
 //! way: `poll` hands each state to its own small function ([`on_head`] for `Calling`,
 //! [`read`] for `Reading`, [`hold`] for `Peeking`).
 
@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep};
 use self::hold::Hold;
 use self::read::Reading;
 use super::layer::Limits;
-use super::{Classify, Outcome, ResponseBody};
+use super::{ClassifyOutcome, Outcome, ResponseBody};
 use crate::error::{BoxError, Error};
 use crate::extensions::{Attempt, Deadline, StreamErrorHook, StreamLimits};
 
@@ -62,7 +62,7 @@ impl RequestInfo {
 
 /// Turns a client error into our error: our own errors pass through unchanged, anything
 /// else goes to the classifier as a transport outcome.
-pub(crate) fn client_error<C: Classify + ?Sized>(
+pub(crate) fn client_error<C: ClassifyOutcome + ?Sized>(
     classifier: &C,
     err: BoxError,
     model: Option<&Arc<str>>,
@@ -89,7 +89,7 @@ struct Ctx<C> {
     info: RequestInfo,
 }
 
-impl<C: Classify> Ctx<C> {
+impl<C: ClassifyOutcome> Ctx<C> {
     /// A client (or body read) error, as [`client_error`] makes it.
     fn client_error(&self, err: BoxError) -> Error {
         client_error(&*self.classifier, err, self.info.model.as_ref())
@@ -108,7 +108,7 @@ impl<C: Classify> Ctx<C> {
 type Output<B> = Result<Response<ResponseBody<B>>, Error>;
 
 pin_project! {
-    /// The response future of [`ClassifyService`](super::ClassifyService).
+    /// The response future of [`Classify`](super::Classify).
     pub struct ResponseFuture<F, B, C> {
         #[pin]
         state: State<F, B>,
@@ -158,7 +158,7 @@ where
     E: Into<BoxError>,
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
-    C: Classify,
+    C: ClassifyOutcome,
 {
     type Output = Output<B>;
 
@@ -206,7 +206,7 @@ fn on_head<F, B, C>(
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
-    C: Classify,
+    C: ClassifyOutcome,
 {
     let (parts, body) = resp.into_parts();
     let success = parts.status.is_success();

@@ -13,7 +13,7 @@ use super::{Ctx, Output};
 use crate::body::Collected;
 use crate::classify::layer::Limits;
 use crate::classify::probe::upstream_info;
-use crate::classify::{Classify, Outcome, ResponseBody};
+use crate::classify::{ClassifyOutcome, Outcome, ResponseBody};
 use crate::error::{BoxError, Error};
 
 /// A response whose body is being read.
@@ -90,7 +90,7 @@ where
     /// The verdict on what was read: an error, or the response with the read bytes
     /// replayed first.
     #[inline]
-    pub(super) fn finish<C: Classify>(&mut self, end: ReadEnd, ctx: &Ctx<C>) -> Output<B> {
+    pub(super) fn finish<C: ClassifyOutcome>(&mut self, end: ReadEnd, ctx: &Ctx<C>) -> Output<B> {
         let parts = self.parts.take().expect("polled after completion");
         let body = self.body.take();
         let bytes = std::mem::take(&mut self.buf).freeze();
@@ -106,7 +106,7 @@ where
 /// A 2xx: checked for an embedded error when it was read whole; on success its facts go
 /// into the response extensions.
 #[inline]
-fn finish_success<B, C: Classify>(
+fn finish_success<B, C: ClassifyOutcome>(
     mut parts: Parts,
     body: Option<B>,
     bytes: Bytes,
@@ -137,7 +137,7 @@ fn finish_success<B, C: Classify>(
 
 /// An error status: the classifier sees the body cut at the cap (the bytes are kept whole
 /// in case it calls the outcome a success, and the response goes back as it came).
-fn finish_error<B, C: Classify>(
+fn finish_error<B, C: ClassifyOutcome>(
     parts: Parts,
     body: Option<B>,
     bytes: Bytes,
@@ -156,7 +156,7 @@ fn finish_error<B, C: Classify>(
         ResponseBody::new(bytes, trailers, rest),
     ))
 }
-impl<C: Classify> Ctx<C> {
+impl<C: ClassifyOutcome> Ctx<C> {
     /// The classifier's verdict on a response read: `Err` with the request's model, or
     /// `Ok` for a success.
     fn classify(&self, parts: &Parts, body: &[u8]) -> Result<(), Error> {

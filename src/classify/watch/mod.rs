@@ -13,7 +13,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use self::responses::Kind;
-use super::{Classification, Classify, Outcome, StreamFailure};
+use super::{Classification, ClassifyOutcome, Outcome, StreamFailure};
 use crate::error::{Action, BoxError, Error, ErrorKind};
 use crate::extensions::{StreamErrorHook, UpstreamInfo};
 use crate::stream::{Event, SseParser};
@@ -40,7 +40,7 @@ pub(crate) struct Watcher {
 
 /// What the events so far said.
 struct EventState {
-    classifier: Arc<dyn Classify>,
+    classifier: Arc<dyn ClassifyOutcome>,
     /// `/api/v1/messages` (Anthropic-shaped) rather than chat completions.
     messages: bool,
     /// `/api/v1/responses` (the Responses API; see [`responses`]).
@@ -230,7 +230,7 @@ impl EventState {
 
 impl Watcher {
     pub(crate) fn new(
-        classifier: Arc<dyn Classify>,
+        classifier: Arc<dyn ClassifyOutcome>,
         messages: bool,
         model: Option<Arc<str>>,
         hook: Option<StreamErrorHook>,

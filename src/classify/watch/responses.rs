@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
-use crate::classify::{Classification, Classify, Outcome};
+use crate::classify::{Classification, ClassifyOutcome, Outcome};
 
 /// Event types that open a response before any content.
 const BEFORE_CONTENT: [&str; 3] = [
@@ -125,7 +125,7 @@ fn status_for(code: Option<&serde_json::Value>) -> StatusCode {
 
 /// A `response.failed` or `error` event, classified as the same failure in OpenRouter's
 /// error shape would be; `None` for any other event.
-pub(crate) fn failure(classifier: &dyn Classify, data: &[u8]) -> Option<Classification> {
+pub(crate) fn failure(classifier: &dyn ClassifyOutcome, data: &[u8]) -> Option<Classification> {
     let ev = serde_json::from_slice::<Event<'_>>(data).ok()?;
     let (code, message) = match ev.kind.as_deref()? {
         "error" => (ev.code, ev.message.map(Cow::into_owned)),
