@@ -287,6 +287,8 @@ impl JsonBody {
         out.into_bytes()
     }
 
+    /// Writes the edited body: the body's own members (kept, replaced or removed), then
+    /// the set members it did not have, each byte outside them as the body had it.
     fn write_edited(
         &self,
         out: &mut Out,
@@ -300,10 +302,25 @@ impl JsonBody {
             ref entries,
             ..
         } = *self.index;
-        let n = entries.len();
         let lead = &b[open + 1..entries.first().map_or(close, |e| e.key_start)];
         out.put(&b[..open + 1]);
         out.put(lead);
+        let emitted = self.write_own_members(out, ops, rec.as_deref_mut());
+        self.write_new_members(out, ops, rec, emitted, lead);
+        out.put(&b[entries.last().map_or(close, |e| e.value_end)..]);
+    }
+
+    /// The body's own members in order: kept, replaced (only the last of a repeated key)
+    /// or removed. Returns whether any was written.
+    #[inline]
+    fn write_own_members(
+        &self,
+        out: &mut Out,
+        ops: &[(&str, Option<Val<'_>>)],
+        mut rec: Option<&mut Vec<Entry>>,
+    ) -> bool {
+        let b = &self.bytes[..];
+        let entries = &self.index.entries;
         let mut emitted = false;
         for (i, e) in entries.iter().enumerate() {
             let op = ops.iter().find(|(k, _)| self.key_eq(e, k));
@@ -341,7 +358,23 @@ impl JsonBody {
                 });
             }
         }
-        // New members, styled like the body's own: its last separator and colon.
+        emitted
+    }
+
+    /// The set members the body did not have, after its own, styled like the body's own:
+    /// its last separator and colon (`lead` is the space before its first member).
+    #[inline]
+    fn write_new_members(
+        &self,
+        out: &mut Out,
+        ops: &[(&str, Option<Val<'_>>)],
+        mut rec: Option<&mut Vec<Entry>>,
+        mut emitted: bool,
+        lead: &[u8],
+    ) {
+        let b = &self.bytes[..];
+        let entries = &self.index.entries;
+        let n = entries.len();
         let sep: (&[u8], &[u8]) = match n {
             0 => (b",", b""),
             1 => (b",", lead),
@@ -376,7 +409,6 @@ impl JsonBody {
                 });
             }
         }
-        out.put(&b[entries.last().map_or(close, |e| e.value_end)..]);
     }
 }
 

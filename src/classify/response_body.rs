@@ -15,6 +15,7 @@ use super::watch::Watcher;
 use crate::error::{BoxError, Error};
 
 pin_project! {
+    #[project = Proj]
     /// The response body of [`Classify`](super::Classify): the bytes the
     /// layer already read (a buffered prefix), then the rest of the upstream body. The
     /// bytes are exactly the upstream's.
@@ -121,96 +122,14 @@ where
             return Poll::Ready(Some(Err(e)));
         }
         while let Some(rest) = this.rest.as_mut().as_pin_mut() {
-            match rest.poll_frame(cx) {
-                Poll::Pending => {
-                    let stalled = this
-                        .idle
-                        .as_mut()
-                        .is_some_and(|s| s.as_mut().poll(cx).is_ready());
-                    if !stalled {
-                        return Poll::Pending;
-                    }
-                    *this.idle = None;
-                    let failure = this.watch.as_ref().and_then(|w| w.stalled());
-                    match (failure, this.watch.take()) {
-                        (Some(f), Some(w)) => {
-                            this.rest.set(None);
-                            *this.carry = Bytes::new();
-                            return Poll::Ready(Some(Err(w.error(f))));
-                        }
-                        // The classifier lets a stall pass: wait without a limit.
-                        (_, w) => {
-                            *this.watch = w;
-                            return Poll::Pending;
-                        }
-                    }
-                }
-                Poll::Ready(Some(Ok(frame))) => {
-                    let Some(watch) = this.watch.as_mut() else {
-                        return Poll::Ready(Some(Ok(frame)));
-                    };
-                    let data = match frame.into_data() {
-                        Ok(data) => data,
-                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
-                    };
-                    if let Some(sleep) = this.idle.as_mut() {
-                        sleep.as_mut().reset(Instant::now() + *this.idle_limit);
-                    }
-                    let carry_start = watch.position() - this.carry.len() as u64;
-                    let failure = watch.feed(&data);
-                    let joined = join(std::mem::take(this.carry), data);
-                    let up_to = failure
-                        .as_ref()
-                        .map_or_else(|| watch.complete_up_to(), |f| f.at);
-                    let clean = joined.slice(..offset_in(up_to, carry_start, joined.len()));
-                    match failure {
-                        None => *this.carry = joined.slice(clean.len()..),
-                        Some(f) => {
-                            *this.pending = Some(watch.error(f));
-                            *this.watch = None;
-                            this.rest.set(None);
-                            *this.idle = None;
-                        }
-                    }
-                    if !clean.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(clean))));
-                    }
-                    if let Some(e) = this.pending.take() {
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    this.rest.set(None);
-                    *this.idle = None;
-                    *this.carry = Bytes::new();
-                    let err = match this.watch.take() {
-                        Some(w) => w.interrupted(e.into()),
-                        None => Error::from_box(e.into()),
-                    };
-                    return Poll::Ready(Some(Err(err)));
-                }
-                Poll::Ready(None) => {
-                    this.rest.set(None);
-                    *this.idle = None;
-                    if let Some(mut w) = this.watch.take() {
-                        let carry = std::mem::take(this.carry);
-                        let carry_start = w.position() - carry.len() as u64;
-                        let clean = match w.finish() {
-                            Some(f) => {
-                                let cut = offset_in(f.at, carry_start, carry.len());
-                                *this.pending = Some(w.error(f));
-                                carry.slice(..cut)
-                            }
-                            None => carry,
-                        };
-                        if !clean.is_empty() {
-                            return Poll::Ready(Some(Ok(Frame::data(clean))));
-                        }
-                        if let Some(e) = this.pending.take() {
-                            return Poll::Ready(Some(Err(e)));
-                        }
-                    }
-                }
+            let out = match rest.poll_frame(cx) {
+                Poll::Pending => return poll_idle(&mut this, cx),
+                Poll::Ready(Some(Ok(frame))) => on_frame(&mut this, frame),
+                Poll::Ready(Some(Err(e))) => Some(Err(on_read_error(&mut this, e.into()))),
+                Poll::Ready(None) => on_end(&mut this),
+            };
+            if out.is_some() {
+                return Poll::Ready(out);
             }
         }
         Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
@@ -242,6 +161,105 @@ where
         }
         hint
     }
+}
+
+/// What one step of the rest gives: a frame or an error to return, or `None` to read on.
+type Step = Option<Result<Frame<Bytes>, Error>>;
+
+/// The rest has nothing yet: past the idle limit the watch decides (a stall error frame,
+/// or, when the classifier lets a stall pass, a wait without a limit).
+fn poll_idle<B>(this: &mut Proj<'_, B>, cx: &mut Context<'_>) -> Poll<Step> {
+    let stalled = this
+        .idle
+        .as_mut()
+        .is_some_and(|s| s.as_mut().poll(cx).is_ready());
+    if !stalled {
+        return Poll::Pending;
+    }
+    *this.idle = None;
+    let failure = this.watch.as_ref().and_then(|w| w.stalled());
+    match (failure, this.watch.take()) {
+        (Some(f), Some(w)) => {
+            this.rest.set(None);
+            *this.carry = Bytes::new();
+            Poll::Ready(Some(Err(w.error(f))))
+        }
+        (_, w) => {
+            *this.watch = w;
+            Poll::Pending
+        }
+    }
+}
+
+/// A frame of the rest. Unwatched it passes as is; watched, its data is fed to the watch
+/// and delivered up to the last complete event (the rest is carried), or up to a failing
+/// event, which ends the body with an error frame.
+fn on_frame<B>(this: &mut Proj<'_, B>, frame: Frame<Bytes>) -> Step {
+    let Some(watch) = this.watch.as_mut() else {
+        return Some(Ok(frame));
+    };
+    let data = match frame.into_data() {
+        Ok(data) => data,
+        Err(frame) => return Some(Ok(frame)),
+    };
+    if let Some(sleep) = this.idle.as_mut() {
+        sleep.as_mut().reset(Instant::now() + *this.idle_limit);
+    }
+    let carry_start = watch.position() - this.carry.len() as u64;
+    let failure = watch.feed(&data);
+    let joined = join(std::mem::take(this.carry), data);
+    let up_to = failure
+        .as_ref()
+        .map_or_else(|| watch.complete_up_to(), |f| f.at);
+    let clean = joined.slice(..offset_in(up_to, carry_start, joined.len()));
+    match failure {
+        None => *this.carry = joined.slice(clean.len()..),
+        Some(f) => {
+            *this.pending = Some(watch.error(f));
+            *this.watch = None;
+            this.rest.set(None);
+            *this.idle = None;
+        }
+    }
+    deliver(this, clean)
+}
+
+/// A read error of the rest: `StreamInterrupted` under watch, `Transport` otherwise.
+fn on_read_error<B>(this: &mut Proj<'_, B>, e: BoxError) -> Error {
+    this.rest.set(None);
+    *this.idle = None;
+    *this.carry = Bytes::new();
+    match this.watch.take() {
+        Some(w) => w.interrupted(e),
+        None => Error::from_box(e),
+    }
+}
+
+/// The rest ended: under watch the carried bytes go out (cut before a failing last event)
+/// and an end the watch calls a failure becomes the error frame after them.
+fn on_end<B>(this: &mut Proj<'_, B>) -> Step {
+    this.rest.set(None);
+    *this.idle = None;
+    let mut w = this.watch.take()?;
+    let carry = std::mem::take(this.carry);
+    let carry_start = w.position() - carry.len() as u64;
+    let clean = match w.finish() {
+        Some(f) => {
+            let cut = offset_in(f.at, carry_start, carry.len());
+            *this.pending = Some(w.error(f));
+            carry.slice(..cut)
+        }
+        None => carry,
+    };
+    deliver(this, clean)
+}
+
+/// Clean bytes first, then a pending error; `None` when there is neither.
+fn deliver<B>(this: &mut Proj<'_, B>, clean: Bytes) -> Step {
+    if !clean.is_empty() {
+        return Some(Ok(Frame::data(clean)));
+    }
+    this.pending.take().map(Err)
 }
 
 /// `a` then `b`, copying only when both hold bytes.
