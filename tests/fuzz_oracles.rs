@@ -176,6 +176,10 @@ fn error_body() -> impl Strategy<Value = Vec<u8>> {
         "{\"choices\":[{\"finish_reason\":\"stop\"}],\"error\":null}",
         "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"M\"}}",
         "{\"error\":E,\"error\":null}",
+        // Malformed neighbours of a real error.
+        "{\"error\":E,\"choices\":5}",
+        "{\"choices\":[{\"finish_reason\":1},{\"finish_reason\":\"error\",\"error\":E}]}",
+        "{\"choices\":[7,{\"finish_reason\":\"error\"}]}",
     ]);
     (shape, code, message, metadata).prop_map(|(shape, code, message, metadata)| {
         let e = format!("{{\"code\":{code},\"message\":\"{message}\"{metadata}}}");
@@ -198,6 +202,45 @@ fn header() -> impl Strategy<Value = (String, Vec<u8>)> {
         b"\x80",
     ]);
     (name, value.prop_map(<[u8]>::to_vec))
+}
+
+/// What the coverage-guided runs found, replayed (`fuzz/artifacts/...`): each was an
+/// oracle too strict, now documented in it.
+#[test]
+fn fuzz_findings() {
+    // Two `stream` keys, the first a string: refused, though `Value` sees only the last.
+    body::fuzz(b"{\"model\":\"a/b\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":\"a/b\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true}\xffc/\x01\xffc/t\":\"h:true}\xffc/\x01\xffc/t\":\"hi\"");
+    // A 200 whose error the probe reads past an invalid UTF-8 byte serde_json refuses.
+    // A 200 whose failed choice sits beside a malformed one (or whose error sits beside
+    // a malformed `choices`) is still an error, never a success.
+    use tower_openrouter::classify::{Classify, Outcome};
+    let classifier = tower_openrouter::OpenRouterClassifier::new();
+    for body in [
+        &br#"{"choices":[{"finish_reason":1},{"finish_reason":"error","error":{"code":502,"message":"x"}}]}"#[..],
+        br#"{"choices":[7,{"finish_reason":"error"}]}"#,
+        br#"{"error":{"code":429,"message":"x"},"choices":5}"#,
+    ] {
+        let headers = http::HeaderMap::new();
+        let status = http::StatusCode::OK;
+        let v = classifier.classify(Outcome::Response { status, headers: &headers, body });
+        assert!(v.is_some(), "{}", body.escape_ascii());
+    }
+    // Arrays are not error objects, whatever their elements are.
+    for body in [
+        &br#"["error","error"]"#[..],
+        br#" [{"code":502,"message":"x"}]"#,
+        br#"{"choices":[["error",{"code":502,"message":"x"}]]}"#,
+    ] {
+        let headers = http::HeaderMap::new();
+        let status = http::StatusCode::OK;
+        let v = classifier.classify(Outcome::Response {
+            status,
+            headers: &headers,
+            body,
+        });
+        assert!(v.is_none(), "{}: {v:?}", body.escape_ascii());
+    }
+    classify::fuzz(b"\x00\xa5\xff{i\x01\xc8\xff{\"choices\":[{\"finish_reason\":\"error\",\"ason\":\"er\xcd\xcd\xcd\xcd\xcd\xcd\xcd\xcdror\",\"error\":{\"code\":514,\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\"message\":\"x\"}}]}");
 }
 
 proptest! {

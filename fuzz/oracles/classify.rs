@@ -89,6 +89,16 @@ pub fn check(status: u16, headers: &[(String, Vec<u8>)], body: &[u8]) {
                 .expect("an error status is never a success");
             assert_eq!(v.body, ErrorBody::parse(body), "the body kept");
         }
+        if status.is_success() {
+            if let Some(failed) = says_error(body) {
+                assert_eq!(
+                    verdict.is_some(),
+                    failed,
+                    "a {status} whose body says failed={failed}: b\"{}\"",
+                    body.escape_ascii()
+                );
+            }
+        }
         if let Some(v) = &verdict {
             if status.is_success() {
                 as_if_sent_alone(&c, v, &map, body);
@@ -137,6 +147,31 @@ fn same(what: &str, a: Option<&Classification>, b: Option<&Classification>) {
     );
 }
 
+/// Whether a 200's body, read by serde_json, says it failed: a top-level `error` that is
+/// not `null`, or a choice whose `finish_reason` is `"error"`. `None`: the oracle cannot
+/// say (not JSON for serde_json; or a top-level `error` or `choices` given twice, which
+/// the classifier reads as no error at all rather than guess which one counts).
+fn says_error(body: &[u8]) -> Option<bool> {
+    let doc: Value = serde_json::from_slice(body).ok()?;
+    let json = tower_openrouter::JsonBody::parse(bytes::Bytes::copy_from_slice(body)).ok();
+    let twice = |k: &str| {
+        json.as_ref()
+            .is_some_and(|j| j.keys().filter(|x| x == k).count() > 1)
+    };
+    if twice("error") || twice("choices") {
+        return None;
+    }
+    let top = doc.get("error").is_some_and(|e| !e.is_null());
+    let choice = doc
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c.get("finish_reason").and_then(Value::as_str) == Some("error"))
+        });
+    Some(top || choice)
+}
+
 /// The error a 200 carries: its top-level `error`, else the `error` of the first choice
 /// whose `finish_reason` is `"error"` (a `null` is no error).
 fn carried_error(body: &[u8]) -> Option<Value> {
@@ -165,6 +200,12 @@ fn as_if_sent_alone(
     let Some(status) = v.status.filter(|s| *s != StatusCode::OK) else {
         return;
     };
+    // The classifier's probe skips the fields it does not read without checking them (an
+    // invalid UTF-8 byte in a string, say): such a body still counts as carrying its
+    // error, and serde_json cannot reparse it.
+    if serde_json::from_slice::<Value>(body).is_err() {
+        return;
+    }
     let err = carried_error(body).expect("a 200 with an error status carries an error");
     let alone = serde_json::to_vec(&serde_json::json!({ "error": err })).unwrap();
     let direct = c.classify(Outcome::Response {

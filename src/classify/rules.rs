@@ -261,8 +261,10 @@ fn io_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::i
 struct ErrorProbe<'a> {
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
+    // Raw, then each choice on its own: one malformed choice (`"finish_reason": 1`) must
+    // not hide the error of another (found by the `classify` fuzz target).
     #[serde(borrow, default)]
-    choices: Option<Vec<ChoiceProbe<'a>>>,
+    choices: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -281,13 +283,21 @@ fn error_in_success_body(body: &[u8]) -> Option<(Option<ErrorBody>, Option<Statu
     static ERROR_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
     ERROR_KEY.find(body)?;
+    // Objects only: serde reads a struct from an array too (`["error", ..]` would be an
+    // error by position; found by the `classify` fuzz target).
+    let is_object = |json: &[u8]| json.trim_ascii_start().starts_with(b"{");
+    if !is_object(body) {
+        return None;
+    }
     let probe: ErrorProbe<'_> = serde_json::from_slice(body).ok()?;
     let raw = match probe.error {
         Some(raw) => Some(raw),
         None => {
-            let choice = probe
-                .choices?
+            let choices: Vec<&RawValue> = serde_json::from_str(probe.choices?.get()).ok()?;
+            let choice = choices
                 .into_iter()
+                .filter(|c| is_object(c.get().as_bytes()))
+                .filter_map(|c| serde_json::from_str::<ChoiceProbe<'_>>(c.get()).ok())
                 .find(|c| c.finish_reason.as_deref() == Some("error"))?;
             choice.error
         }
