@@ -240,6 +240,9 @@ fn fuzz_findings() {
         });
         assert!(v.is_none(), "{}: {v:?}", body.escape_ascii());
     }
+    // A choice with its `error` key twice: outside the oracle, like a duplicated
+    // top-level `error`.
+    classify::fuzz(b"\x00\xa5}   {\"cx\x00\xff{\"choices\":[{\"finish_reason\":\"error\",\"error\":\"error\",\"error\":{\"code\":756,\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\"message\":\"x\"}}]}");
     classify::fuzz(b"\x00\xa5\xff{i\x01\xc8\xff{\"choices\":[{\"finish_reason\":\"error\",\"ason\":\"er\xcd\xcd\xcd\xcd\xcd\xcd\xcd\xcdror\",\"error\":{\"code\":514,\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\"message\":\"x\"}}]}");
 }
 

@@ -19,7 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::Value;
 use tower_openrouter::classify::{Classification, ClassifyOutcome, Outcome, StreamFailure};
 use tower_openrouter::error::ErrorBody;
-use tower_openrouter::{Action, ErrorKind, OpenRouterClassifier};
+use tower_openrouter::{Action, ErrorKind, JsonBody, OpenRouterClassifier};
 
 /// Header names the classifier reads, and one it does not.
 pub const HEADERS: [&str; 4] = [
@@ -149,17 +149,27 @@ fn same(what: &str, a: Option<&Classification>, b: Option<&Classification>) {
 
 /// Whether a 200's body, read by serde_json, says it failed: a top-level `error` that is
 /// not `null`, or a choice whose `finish_reason` is `"error"`. `None`: the oracle cannot
-/// say (not JSON for serde_json; or a top-level `error` or `choices` given twice, which
-/// the classifier reads as no error at all rather than guess which one counts).
+/// say (not JSON for serde_json; or a key on the error's path given twice, a top-level
+/// `error` or `choices`, a choice's `error` or `finish_reason`, which the classifier reads
+/// as no error rather than guess which one counts).
 fn says_error(body: &[u8]) -> Option<bool> {
     let doc: Value = serde_json::from_slice(body).ok()?;
-    let json = tower_openrouter::JsonBody::parse(bytes::Bytes::copy_from_slice(body)).ok();
-    let twice = |k: &str| {
-        json.as_ref()
-            .is_some_and(|j| j.keys().filter(|x| x == k).count() > 1)
-    };
-    if twice("error") || twice("choices") {
-        return None;
+    let index = |text: &[u8]| JsonBody::parse(bytes::Bytes::copy_from_slice(text)).ok();
+    let twice = |j: &JsonBody, k: &str| j.keys().filter(|x| x == k).count() > 1;
+    if let Some(top) = index(body) {
+        if twice(&top, "error") || twice(&top, "choices") {
+            return None;
+        }
+        let choices = top
+            .raw("choices")
+            .and_then(|raw| serde_json::from_str::<Vec<&serde_json::value::RawValue>>(raw).ok());
+        for c in choices.iter().flatten() {
+            if index(c.get().as_bytes())
+                .is_some_and(|c| twice(&c, "error") || twice(&c, "finish_reason"))
+            {
+                return None;
+            }
+        }
     }
     let top = doc.get("error").is_some_and(|e| !e.is_null());
     let choice = doc
