@@ -213,7 +213,7 @@ fn fuzz_findings() {
     // A 200 whose error the probe reads past an invalid UTF-8 byte serde_json refuses.
     // A 200 whose failed choice sits beside a malformed one (or whose error sits beside
     // a malformed `choices`) is still an error, never a success.
-    use tower_openrouter::classify::{Classify, Outcome};
+    use tower_openrouter::classify::{ClassifyOutcome, Outcome};
     let classifier = tower_openrouter::OpenRouterClassifier::new();
     for body in [
         &br#"{"choices":[{"finish_reason":1},{"finish_reason":"error","error":{"code":502,"message":"x"}}]}"#[..],
