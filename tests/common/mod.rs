@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
 use tower::{service_fn, Service};
 use tower_openrouter::Error;
 
@@ -59,6 +59,13 @@ impl Seen {
         log.iter()
             .map(|(t, _)| t.duration_since(t0).as_secs_f64())
             .collect()
+    }
+
+    /// The time between one call's start and the next, exact (no float rounding).
+    #[allow(dead_code)]
+    pub fn gaps(&self) -> Vec<Duration> {
+        let log = self.log.lock().unwrap();
+        log.windows(2).map(|w| w[1].0 - w[0].0).collect()
     }
 
     pub fn requests(&self) -> Vec<Req> {
