@@ -43,6 +43,7 @@ mod build;
 /// | `cost_tiers` | `[{"name": "budget", "models": [..]}, ..]` cheapest first; selects as `tier:<max tier>` |
 /// | `providers` | `[{"name": "anthropic", "models": [..]}, ..]`; selects as `provider:<primary>` |
 /// | `native_routing` | OpenRouter's server-side `models`, `provider`, `route`, `fallbacks` ([`NativeRoutingConfig`]) |
+/// | `endpoint_chains` | a named chain per endpoint, `{"embeddings": "embed"}`: model fallback there too |
 /// | `catalog` | the model catalog: `refresh_seconds`, `strict`, `snapshot` ([`CatalogSection`]) |
 /// | `max_price` | price ceilings: `per_request`, `prompt`, `completion`, `chains`, `header` ([`MaxPriceSection`]) |
 /// | `settings` | the [`Settings`] |
@@ -94,6 +95,10 @@ pub struct Config {
     /// OpenRouter's server-side routing parameters, injected into every request.
     #[serde(default)]
     pub native_routing: Option<NativeRoutingConfig>,
+    /// A named chain per endpoint: `{"embeddings": "embed"}` (see
+    /// `OpenRouterLayerBuilder::endpoint_chain`).
+    #[serde(default)]
+    pub endpoint_chains: BTreeMap<String, String>,
     /// Stack settings.
     #[serde(default)]
     pub settings: Settings,
@@ -358,6 +363,14 @@ pub struct Settings {
     /// `"default_chain"` (see [`UnlistedModel`](crate::fallback::UnlistedModel)).
     #[serde(default)]
     pub unlisted_model: Option<UnlistedModelConfig>,
+    /// An allow-list of models (`["openai/*", "x/y"]`): besides the chains' models and
+    /// names, only these may be a request's `model` or be in its `models` / `fallbacks`
+    /// (see `OpenRouterLayerBuilder::allowed_models`).
+    #[serde(default)]
+    pub allowed_models: Option<Vec<String>>,
+    /// An allow-list of providers for a request's `provider.only` / `provider.order`.
+    #[serde(default)]
+    pub allowed_providers: Option<Vec<String>>,
     /// Models sent server-side per attempt (hybrid mode), 1 to 3.
     #[serde(default)]
     pub server_side_window: Option<usize>,

@@ -426,6 +426,16 @@ impl JsonBody {
     pub(crate) fn find_last(&self, key: &str) -> Option<usize> {
         self.index.entries.iter().rposition(|e| self.key_eq(e, key))
     }
+
+    /// The raw JSON bytes of every top-level member `key`, in body order (a duplicated key
+    /// gives each of its values: a check must hold for whichever one the upstream reads).
+    pub(crate) fn raw_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.index
+            .entries
+            .iter()
+            .filter(move |e| self.key_eq(e, key))
+            .map(move |e| &self.bytes[e.value_start..e.value_end])
+    }
 }
 
 /// Decodes a JSON string token (quotes included); `None` if it is not a string.

@@ -19,6 +19,8 @@
 //! | [`providers`](OpenRouterLayerBuilder::providers) | none | providers' models; `ChainName::primary_provider("openai")` |
 //! | [`chain_header`](OpenRouterLayerBuilder::chain_header) | none | request header naming the chain (for proxies) |
 //! | [`unlisted_model`](OpenRouterLayerBuilder::unlisted_model) | try first | a `model` that is neither a chain's name nor a chain's first model: tried first then the default chain's fallbacks, refused, or replaced by the default chain |
+//! | [`allowed_models`](OpenRouterLayerBuilder::allowed_models), [`allowed_providers`](OpenRouterLayerBuilder::allowed_providers) | any | an allow-list for a stack that lends its key: a request naming another model (`model`, `models`, `fallbacks`) or provider (`provider.only`, `provider.order`) is refused, no upstream call |
+//! | [`endpoint_chain`](OpenRouterLayerBuilder::endpoint_chain) | none | a named chain for an endpoint: `embeddings` then falls back between models too |
 //! | [`order`](OpenRouterLayerBuilder::order) | `Priority` | chain order, or by success rate |
 //! | [`server_side_window`](OpenRouterLayerBuilder::server_side_window) | 1 | hybrid mode: models sent server-side per attempt (1 to 3) |
 //! | [`native_routing`](OpenRouterLayerBuilder::native_routing) | nothing injected | OpenRouter's own `models` / `provider` / `route` / `fallbacks` (see [`crate::routing`]); the caller's are checked either way |
@@ -220,6 +222,16 @@ pub struct OpenRouterLayerBuilder<C = OpenRouterClassifier> {
     classifier: Arc<C>,
     max_body_bytes: usize,
     catalog: CatalogSettings,
+    allow: AllowSettings,
+}
+
+/// The allow-list and endpoint chains of the builder, applied to the fallback layer at
+/// build time.
+#[derive(Default, Clone)]
+struct AllowSettings {
+    models: Option<Vec<String>>,
+    providers: Option<Vec<String>>,
+    endpoints: Vec<(String, String)>,
 }
 
 /// The catalog settings of the builder, applied to the fallback layer at build time.
@@ -303,6 +315,7 @@ impl OpenRouterLayerBuilder {
             classifier: Arc::new(OpenRouterClassifier::default()),
             max_body_bytes: DEFAULT_BODY_LIMIT,
             catalog: CatalogSettings::default(),
+            allow: AllowSettings::default(),
         }
     }
 }
@@ -325,6 +338,48 @@ impl<C> OpenRouterLayerBuilder<C> {
     /// gets (default [`UnlistedModel::TryFirst`]; see [`FallbackLayer::unlisted_model`]).
     pub fn unlisted_model(mut self, unlisted: UnlistedModel) -> Self {
         self.unlisted = unlisted;
+        self
+    }
+
+    /// An allow-list of models for a stack that lends its key: besides the chains' models
+    /// and names, only these (an entry ending in `*` is a prefix, `"openai/*"`) may be a
+    /// request's `model` or appear in its `models` or `/messages` `fallbacks`; anything
+    /// else is `ModelNotAllowed`, no upstream call. See
+    /// [`FallbackLayer::allowed_models`]; the native routing config's models are allowed
+    /// too.
+    pub fn allowed_models<I>(mut self, models: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.allow.models = Some(models.into_iter().map(|m| m.as_ref().to_owned()).collect());
+        self
+    }
+
+    /// An allow-list of providers: only these may appear in a request's `provider.only`
+    /// or `provider.order` (see [`FallbackLayer::allowed_providers`]); the native routing
+    /// config's are allowed too.
+    pub fn allowed_providers<I>(mut self, providers: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.allow.providers = Some(
+            providers
+                .into_iter()
+                .map(|p| p.as_ref().to_owned())
+                .collect(),
+        );
+        self
+    }
+
+    /// The named chain that `POST` requests to `endpoint` (`"embeddings"`) walk: model
+    /// fallback for an endpoint that otherwise passes through on the caller's model alone
+    /// (see [`FallbackLayer::endpoint_chain`]).
+    pub fn endpoint_chain(mut self, endpoint: &str, chain: &str) -> Self {
+        self.allow
+            .endpoints
+            .push((endpoint.to_owned(), chain.to_owned()));
         self
     }
 
@@ -520,6 +575,7 @@ impl<C> OpenRouterLayerBuilder<C> {
             classifier: Arc::new(classifier),
             max_body_bytes: self.max_body_bytes,
             catalog: self.catalog,
+            allow: self.allow,
         }
     }
 
@@ -730,6 +786,7 @@ impl<C> OpenRouterLayerBuilder<C> {
             .wait_for_rate_limit(self.wait_for_rate_limit)
             .max_rate_limit_wait(self.max_rate_limit_wait.min(retry_after_cap))
             .unlisted_model(self.unlisted);
+        fallback = self.allow_list(fallback);
         if let Some(h) = &self.header {
             fallback = fallback.chain_header(header_name("chain_header", h)?);
         }
@@ -748,6 +805,33 @@ impl<C> OpenRouterLayerBuilder<C> {
             ));
         }
         Ok((fallback, routing))
+    }
+}
+
+impl<C> OpenRouterLayerBuilder<C> {
+    /// `fallback` with the allow-list (the native routing config's models and providers
+    /// allowed too) and the endpoint chains.
+    fn allow_list(&self, mut fallback: FallbackLayer) -> FallbackLayer {
+        let a = &self.allow;
+        if let Some(m) = &a.models {
+            fallback = fallback.allowed_models(m);
+        }
+        if let Some(p) = &a.providers {
+            fallback = fallback.allowed_providers(p);
+        }
+        for (endpoint, chain) in &a.endpoints {
+            fallback = fallback.endpoint_chain(endpoint, chain);
+        }
+        let r = &self.routing;
+        let models = r.models().iter().chain(r.fallbacks());
+        let provider = r.provider();
+        let providers = provider
+            .into_iter()
+            .flat_map(|p| p.only.iter().chain(&p.order).flatten());
+        fallback.configured_routing(
+            models.map(|m| m.as_str().into()).collect(),
+            providers.map(|p| p.as_str().into()).collect(),
+        )
     }
 }
 

@@ -229,7 +229,8 @@ async fn a_refused_model_costs_no_call() {
 #[tokio::test(start_paused = true)]
 async fn hybrid_windows_on_the_responses_api() {
     let mock = MockOpenRouter::new();
-    for m in ["a/head", "b/second", "c/third"] {
+    // The first window fails server-side whole, the second on its first model: e/5 serves.
+    for m in ["a/head", "b/second", "c/third", "d/4"] {
         mock.model(m).respond(Reply::status(503));
     }
     let svc = stack(
@@ -246,7 +247,22 @@ async fn hybrid_windows_on_the_responses_api() {
     assert_eq!(status, StatusCode::OK);
     let served = served.unwrap();
     assert_eq!(&*served.requested, "d/4");
-    assert_eq!(&*served.model, "d/4");
+    assert_eq!(&*served.model, "e/5", "the model OpenRouter reports");
+    assert_eq!(served.attempts.len(), 1, "one client-side attempt failed");
+    let tried: Vec<(String, u64)> = mock.calls_by_model().into_iter().collect();
+    let tried: Vec<(&str, u64)> = tried.iter().map(|(m, n)| (m.as_str(), *n)).collect();
+    assert_eq!(
+        tried,
+        [
+            ("a/head", 1),
+            ("b/second", 1),
+            ("c/third", 1),
+            ("d/4", 1),
+            ("e/5", 1)
+        ],
+        "every model tried server-side is counted, f/6 never"
+    );
+    assert_eq!(mock.total_calls(), 2, "two upstream requests");
     let bodies: Vec<Bytes> = mock.requests().iter().map(|r| r.body().clone()).collect();
     assert_eq!(
         bodies,
@@ -257,6 +273,235 @@ async fn hybrid_windows_on_the_responses_api() {
             Bytes::from_static(br#"{"model":"d/4","input":"hi","models":["d/4","e/5","f/6"]}"#),
         ]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn native_routing_applies_to_the_responses_api() {
+    use tower_openrouter::routing::{ProviderPreferences, RoutingConfig, SortBy};
+    let mock = MockOpenRouter::new();
+    let routing = RoutingConfig::builder()
+        .models(["a/head", "b/second"])
+        .provider(ProviderPreferences::new().sort(SortBy::Price))
+        .route("fallback")
+        .build()
+        .unwrap();
+    let svc = stack(builder().native_routing(routing), &mock);
+    let body = r#"{"model":"a/head","input":"hi"}"#;
+    call(&svc, request(Method::POST, "/responses", body))
+        .await
+        .unwrap();
+    assert_eq!(
+        mock.requests()[0].body(),
+        r#"{"model":"a/head","input":"hi","models":["a/head","b/second"],"provider":{"sort":"price"},"route":"fallback"}"#
+            .as_bytes()
+    );
+}
+
+const EMBED_CHAINS: &str = r#"{
+    "default_chain": ["a/head", "b/second"],
+    "chains": {"embed": ["e/embed", "e/other"]},
+    "endpoint_chains": {"embeddings": "embed"},
+    "settings": {"max_retries_per_model": 0}
+}"#;
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_chain_gives_embeddings_model_fallback() {
+    let mock = MockOpenRouter::new();
+    mock.model("e/embed").respond(Reply::status(503));
+    mock.model("e/other").respond(Reply::json(200, EMBEDDING));
+    let layer = OpenRouterLayer::from_json(EMBED_CHAINS).unwrap();
+    let svc = ServiceBuilder::new().layer(layer).service(mock.clone());
+    let (status, body, served) = call(&svc, request(Method::POST, "/embeddings", EMBED))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, EMBEDDING.as_bytes());
+    let served = served.unwrap();
+    assert_eq!(served.chain.as_deref(), Some("embed"));
+    assert_eq!(&*served.requested, "e/other");
+    assert_eq!(served.caller_model.as_deref(), Some("e/embed"));
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].body(), EMBED.as_bytes(), "the caller's bytes first");
+    // Only `model` changes for the fallback, and no `models` is added.
+    assert_eq!(
+        seen[1].body(),
+        EMBED.replace(r#""e/embed""#, r#""e/other""#).as_bytes()
+    );
+    // Another model is tried first, then the endpoint chain's fallbacks (never the chat
+    // chain's models).
+    mock.model("z/emb").respond(Reply::status(502));
+    let other = r#"{"model":"z/emb","input":"x"}"#;
+    let (_, _, served) = call(&svc, request(Method::POST, "/embeddings", other))
+        .await
+        .unwrap();
+    assert_eq!(&*served.unwrap().requested, "e/other");
+    let models: Vec<String> = mock.requests()[2..]
+        .iter()
+        .map(|r| r.model().unwrap().to_owned())
+        .collect();
+    assert_eq!(models, ["z/emb", "e/other"]);
+    assert_eq!(mock.calls("a/head") + mock.calls("b/second"), 0);
+}
+
+#[test]
+fn an_endpoint_chain_must_name_a_chain() {
+    let err = OpenRouterLayer::from_json(
+        &EMBED_CHAINS.replace(r#""embeddings": "embed""#, r#""embeddings": "nope""#),
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), "endpoint_chains.embeddings");
+    assert!(err.to_string().contains("nope"), "{err}");
+    let err = OpenRouterLayer::builder()
+        .chain(["a/b"])
+        .allowed_models(["ok/1", " "])
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "allowed_models");
+}
+
+/// The allow-list: a request naming a model or provider outside it costs no call.
+mod allow_list {
+    use super::*;
+    use tower_openrouter::routing::{ProviderPreferences, RoutingConfig};
+
+    async fn refused(svc: &OpenRouter<MockOpenRouter>, path: &str, body: &'static str) -> Error {
+        let err = call(svc, request(Method::POST, path, body))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ModelNotAllowed, "{body}");
+        err
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn models_and_providers_outside_it_are_refused() {
+        let mock = MockOpenRouter::new();
+        let svc = stack(
+            builder()
+                .allowed_models(["meta-llama/*", "x/extra"])
+                .allowed_providers(["OpenAI"]),
+            &mock,
+        );
+        for (path, body, named) in [
+            (
+                "/chat/completions",
+                r#"{"model":"evil/a","messages":[]}"#,
+                "evil/a",
+            ),
+            (
+                "/chat/completions",
+                r#"{"model":"a/head","models":["b/second","evil/a"],"messages":[]}"#,
+                "evil/a",
+            ),
+            (
+                "/messages",
+                r#"{"model":"a/head","messages":[],"fallbacks":[{"model":"evil/b"}]}"#,
+                "evil/b",
+            ),
+            (
+                "/responses",
+                r#"{"model":"a/head","input":"x","provider":{"only":["Evil"]}}"#,
+                "Evil",
+            ),
+            (
+                "/chat/completions",
+                r#"{"model":"a/head","messages":[],"provider":{"order":["openai","Evil"]}}"#,
+                "Evil",
+            ),
+            (
+                "/embeddings",
+                r#"{"model":"evil/embed","input":"x"}"#,
+                "evil/embed",
+            ),
+        ] {
+            let err = refused(&svc, path, body).await;
+            assert!(err.to_string().contains(named), "{err}");
+        }
+        let err = call(
+            &svc,
+            request(
+                Method::POST,
+                "/chat/completions",
+                r#"{"model":"a/head","messages":[],"provider":{"only":"openai"}}"#,
+            ),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidRouting);
+        assert_eq!(mock.total_calls(), 0);
+        // The chains (names and models), the list and its prefixes are served.
+        for body in [
+            r#"{"model":"coding","messages":[]}"#,
+            r#"{"model":"c/third","models":["d/coder","meta-llama/llama-3.1-8b-instruct"],"messages":[]}"#,
+            r#"{"model":"x/extra","messages":[],"provider":{"only":["openai"],"ignore":["Other"]}}"#,
+        ] {
+            call(&svc, request(Method::POST, "/chat/completions", body))
+                .await
+                .unwrap();
+        }
+        assert_eq!(mock.total_calls(), 3);
+        // A request that names its chain is not held to its `model` (the chain's replace
+        // it), only to what it sends along.
+        let svc = stack(
+            builder()
+                .allowed_models(Vec::<String>::new())
+                .chain_header("x-chain"),
+            &mock,
+        );
+        let mut req = request(
+            Method::POST,
+            "/chat/completions",
+            r#"{"model":"any/thing","messages":[]}"#,
+        );
+        req.headers_mut()
+            .insert("x-chain", "coding".parse().unwrap());
+        let (_, _, served) = call(&svc, req).await.unwrap();
+        assert_eq!(&*served.unwrap().requested, "d/coder");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stack_that_rejects_unlisted_models_holds_models_to_its_chains() {
+        let mock = MockOpenRouter::new();
+        let routing = RoutingConfig::builder()
+            .models(["a/head", "r/routed"])
+            .provider(ProviderPreferences::new().only(["Routed"]))
+            .build()
+            .unwrap();
+        let svc = stack(
+            builder()
+                .unlisted_model(UnlistedModel::Reject)
+                .allowed_providers(Vec::<String>::new())
+                .native_routing(routing),
+            &mock,
+        );
+        refused(
+            &svc,
+            "/chat/completions",
+            r#"{"model":"a/head","models":["evil/a"],"messages":[]}"#,
+        )
+        .await;
+        refused(
+            &svc,
+            "/chat/completions",
+            r#"{"model":"a/head","messages":[],"provider":{"only":["Evil"]}}"#,
+        )
+        .await;
+        assert_eq!(mock.total_calls(), 0);
+        // What the stack's own routing config injects is allowed.
+        call(
+            &svc,
+            request(
+                Method::POST,
+                "/chat/completions",
+                r#"{"model":"a/head","messages":[]}"#,
+            ),
+        )
+        .await
+        .unwrap();
+        let sent: serde_json::Value = serde_json::from_slice(mock.requests()[0].body()).unwrap();
+        assert_eq!(sent["models"], serde_json::json!(["a/head", "r/routed"]));
+        assert_eq!(sent["provider"]["only"], serde_json::json!(["Routed"]));
+    }
 }
 
 /// The stand-in's own server-side routing, without the stack.

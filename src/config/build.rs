@@ -109,6 +109,15 @@ pub(super) fn builder(
     if let Some(u) = s.unlisted_model {
         b = b.unlisted_model(u.into());
     }
+    if let Some(m) = &s.allowed_models {
+        b = b.allowed_models(m);
+    }
+    if let Some(p) = &s.allowed_providers {
+        b = b.allowed_providers(p);
+    }
+    for (endpoint, chain) in &config.endpoint_chains {
+        b = b.endpoint_chain(endpoint, chain);
+    }
     if let Some(w) = s.server_side_window {
         b = b.server_side_window(w);
     }

@@ -126,7 +126,9 @@ pub enum ErrorKind {
     /// The request asked for a chain that is not configured.
     UnknownChain,
     /// The request's `model` is outside the configured chains and the stack is set to
-    /// refuse such models (no upstream call was made).
+    /// refuse such models, or the request names a model (`models`, `fallbacks`) or a
+    /// provider (`provider.only`, `provider.order`) outside the stack's allow-list (no
+    /// upstream call was made).
     ModelNotAllowed,
     /// The model catalog says the model cannot serve this request (a feature it lacks, a
     /// context too small, over the price ceiling, retired); it was skipped without an

@@ -88,6 +88,9 @@ pub(crate) struct CallCtx<S> {
     /// Chain positions in the order they are tried ([`Order::Health`] only).
     order: Option<Box<[usize]>>,
     next: usize,
+    /// Models per attempt: the layer's server-side window on a generation endpoint, else
+    /// 1 (an embeddings body takes no `models`).
+    width: usize,
     base: Request<Full<Bytes>>,
     template: BodyTemplate,
     log: AttemptLog,
@@ -145,8 +148,14 @@ impl<S> CallCtx<S> {
             }
             _ => None,
         };
+        let width = if crate::body::is_generation_endpoint(base.method(), base.uri().path()) {
+            shared.window.clamp(1, MAX_SERVER_MODELS)
+        } else {
+            1
+        };
         CallCtx {
             svc,
+            width,
             shared,
             name,
             chain,
@@ -336,7 +345,7 @@ impl<S> CallCtx<S> {
         if self.expired() {
             return Step::Fail(self.deadline_error());
         }
-        let width = self.shared.window.clamp(1, MAX_SERVER_MODELS);
+        let width = self.width;
         let mut window = [0usize; MAX_SERVER_MODELS];
         let mut len = 0;
         while len < width && self.next < self.chain.len() {
@@ -466,7 +475,7 @@ impl<S> CallCtx<S> {
     fn send(&mut self, window: &[usize], force: bool) -> Step {
         let models = self.chain.models();
         let first = &models[window[0]];
-        let body = if self.shared.window > 1 {
+        let body = if self.width > 1 {
             let ids: Vec<Arc<str>> = window.iter().map(|&p| models[p].model.clone()).collect();
             self.template.render(&self.base, first.model(), Some(&ids))
         } else {

@@ -9,6 +9,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tower::{Layer, Service};
 
+use super::allow::{AllowList, AllowSettings};
 use super::chain::Chains;
 use super::future::{CallCtx, ResponseFuture};
 use super::select::{
@@ -20,7 +21,7 @@ use crate::error::ConfigError;
 use crate::error::{BoxError, Error};
 use crate::health::HealthTracker;
 use crate::routing::MAX_SERVER_MODELS;
-use crate::{Attempt, AttemptLog};
+use crate::{Attempt, AttemptLog, JsonBody};
 
 /// In what order a chain's models are tried.
 #[non_exhaustive]
@@ -52,6 +53,27 @@ pub(crate) struct Shared {
     pub(crate) jitter: Arc<crate::health::Jitter>,
     pub(crate) unlisted: UnlistedModel,
     pub(crate) catalog: Option<CatalogPolicy>,
+    allow_settings: AllowSettings,
+    /// The allow-list in force (`None`: nothing restricted), rebuilt by every setter.
+    allow: Option<AllowList>,
+    /// `(endpoint, chain name)`: the chain a `POST` to a path ending in `endpoint`
+    /// (`/embeddings`) walks in the default chain's place.
+    endpoints: Vec<(Box<str>, Arc<str>)>,
+}
+
+impl Shared {
+    /// The chain configured for the request's endpoint, if any (`POST` only).
+    fn endpoint_chain<T>(&self, req: &Request<T>) -> Option<&Arc<str>> {
+        if self.endpoints.is_empty() || req.method() != http::Method::POST {
+            return None;
+        }
+        let path = req.uri().path();
+        let path = path.strip_suffix('/').unwrap_or(path);
+        self.endpoints
+            .iter()
+            .find(|(e, _)| path.ends_with(&**e))
+            .map(|(_, c)| c)
+    }
 }
 
 /// Tries a chain of models in order until one answers. See the [module docs](super).
@@ -86,14 +108,97 @@ impl FallbackLayer {
                 jitter: Arc::new(crate::health::Jitter::new(None)),
                 unlisted: UnlistedModel::TryFirst,
                 catalog: None,
+                allow_settings: AllowSettings::default(),
+                allow: None,
+                endpoints: Vec::new(),
             }),
         }
     }
 
     fn edit(mut self, f: impl FnOnce(&mut Shared)) -> Self {
         // Copy-on-write: a layer whose settings are shared with clones gets its own copy.
-        f(Arc::make_mut(&mut self.shared));
+        let s = Arc::make_mut(&mut self.shared);
+        f(s);
+        s.allow = AllowList::build(&s.allow_settings, &s.chains, s.unlisted);
         self
+    }
+
+    /// An allow-list of models, for a stack that lends its key (a gateway): the caller's
+    /// `model` (unless the request names a chain), every entry of its `models` and of
+    /// `/messages` `fallbacks` must then be a model of a configured chain, a chain's name,
+    /// or one of `models` (an entry ending in `*` is a prefix: `"openai/*"`); anything
+    /// else is [`ModelNotAllowed`](crate::ErrorKind::ModelNotAllowed) before any upstream
+    /// call, on every endpoint that carries a body. An empty list allows the chains alone.
+    /// [`UnlistedModel::Reject`] restricts `models` and `fallbacks` to the chains the same
+    /// way (and, as ever, `model` to a chain's name or first model).
+    ///
+    /// ```
+    /// use tower_openrouter::fallback::FallbackLayer;
+    ///
+    /// let layer = FallbackLayer::new(["openai/gpt-4o", "anthropic/claude-3.5-sonnet"])
+    ///     .allowed_models(["meta-llama/*"])
+    ///     .allowed_providers(["OpenAI", "Anthropic"]);
+    /// # let _ = layer;
+    /// ```
+    pub fn allowed_models<I>(self, models: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let list = models.into_iter().map(|m| m.as_ref().into()).collect();
+        self.edit(|s| s.allow_settings.models = Some(list))
+    }
+
+    /// An allow-list of providers: every entry of a request's `provider.only` and
+    /// `provider.order` must be one of `providers` (compared without regard to ASCII case;
+    /// an entry ending in `*` is a prefix), else
+    /// [`ModelNotAllowed`](crate::ErrorKind::ModelNotAllowed) before any upstream call.
+    /// It restricts what a caller may name; to send requests only to these providers, set
+    /// `provider.only` in the [native routing](crate::routing) config as well.
+    pub fn allowed_providers<I>(self, providers: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let list = providers.into_iter().map(|p| p.as_ref().into()).collect();
+        self.edit(|s| s.allow_settings.providers = Some(list))
+    }
+
+    /// Models and providers the stack itself sends (the native routing config): allowed
+    /// whenever an allow-list is in force.
+    pub(crate) fn configured_routing(
+        self,
+        models: Vec<Box<str>>,
+        providers: Vec<Box<str>>,
+    ) -> Self {
+        self.edit(|s| {
+            s.allow_settings.configured_models = models;
+            s.allow_settings.configured_providers = providers;
+        })
+    }
+
+    /// The chain that `POST` requests to `endpoint` walk (`"embeddings"`, `"/embeddings"`
+    /// and `"/api/v1/embeddings"` say the same): on an endpoint without model fallback it
+    /// turns fallback on, and on a generation endpoint it takes the default chain's place.
+    /// The caller's `model` still picks a chain by name or first model; any other model is
+    /// tried first, then this chain's fallbacks (or as [`UnlistedModel`] says). `chain`
+    /// must be a named chain ([`validate`](Self::validate) checks).
+    ///
+    /// ```
+    /// use tower_openrouter::fallback::{Chains, FallbackLayer};
+    ///
+    /// let chains = Chains::new(["openai/gpt-4o"])
+    ///     .with_chain("embed", ["openai/text-embedding-3-small", "mistralai/mistral-embed"]);
+    /// let layer = FallbackLayer::new(chains).endpoint_chain("embeddings", "embed");
+    /// layer.validate().unwrap();
+    /// ```
+    pub fn endpoint_chain(self, endpoint: &str, chain: &str) -> Self {
+        let endpoint = normalize_endpoint(endpoint);
+        let chain: Arc<str> = chain.into();
+        self.edit(|s| {
+            s.endpoints.retain(|(e, _)| *e != endpoint);
+            s.endpoints.push((endpoint, chain));
+        })
     }
 
     /// The order models are tried in (default [`Order::Priority`]).
@@ -188,6 +293,36 @@ impl FallbackLayer {
         if let Some(policy) = &self.shared.catalog {
             policy.validate()?;
         }
+        let a = &self.shared.allow_settings;
+        for (field, list) in [
+            ("allowed_models", &a.models),
+            ("allowed_providers", &a.providers),
+        ] {
+            if list.iter().flatten().any(|e| e.trim().is_empty()) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{field}: an entry is empty"),
+                ));
+            }
+        }
+        for (endpoint, chain) in &self.shared.endpoints {
+            let field = format!("endpoint_chains.{}", endpoint.trim_start_matches('/'));
+            if endpoint.len() < 2 {
+                return Err(ConfigError::new(
+                    field,
+                    "endpoint_chains: an endpoint is empty",
+                ));
+            }
+            if self.shared.chains.get(chain).is_none() {
+                return Err(ConfigError::new(
+                    field.clone(),
+                    format!(
+                        "{field}: no chain named {chain:?}; configured: {}",
+                        self.shared.chains.names().join(", ")
+                    ),
+                ));
+            }
+        }
         let w = self.shared.window;
         if w == 0 || w > MAX_SERVER_MODELS {
             return Err(ConfigError::new(
@@ -211,6 +346,8 @@ impl std::fmt::Debug for FallbackLayer {
             .field("header", &s.header)
             .field("health", &s.health.is_some())
             .field("catalog", &s.catalog)
+            .field("allow_list", &s.allow.is_some())
+            .field("endpoints", &s.endpoints)
             .finish()
     }
 }
@@ -266,12 +403,17 @@ where
     fn call(&mut self, mut req: Request<Full<Bytes>>) -> Self::Future {
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        if !is_generation_endpoint(req.method(), req.uri().path())
-            && !names_chain(&self.shared, &req)
-        {
+        let named = names_chain(&self.shared, &req);
+        if let Some(allow) = &self.shared.allow {
+            if let Err(e) = check_allowed(allow, &req, named) {
+                return ResponseFuture::failed(e);
+            }
+        }
+        let endpoint = self.shared.endpoint_chain(&req).cloned();
+        if endpoint.is_none() && !named && !is_generation_endpoint(req.method(), req.uri().path()) {
             return ResponseFuture::passthrough(passthrough(inner, &self.shared, req));
         }
-        let selected = match select_chain(&self.shared, &mut req) {
+        let selected = match select_chain(&self.shared, &mut req, endpoint.as_ref()) {
             Ok(found) => found,
             Err(e) => return ResponseFuture::failed(e),
         };
@@ -294,6 +436,25 @@ where
             CallCtx::new(inner, self.shared.clone(), selected, req, log).with_filter(filter),
         ))
     }
+}
+
+/// Checks a request with a body against the allow-list (its `model` too unless it names
+/// a chain).
+fn check_allowed(allow: &AllowList, req: &Request<Full<Bytes>>, named: bool) -> Result<(), Error> {
+    if req.method() == http::Method::GET || req.method() == http::Method::HEAD {
+        return Ok(());
+    }
+    allow.check(JsonBody::from_request(req).ok().as_ref(), !named)
+}
+
+/// `embeddings`, `/embeddings/`, `/api/v1/embeddings`: `/embeddings`.
+fn normalize_endpoint(endpoint: &str) -> Box<str> {
+    let e = endpoint.trim().trim_end_matches('/');
+    let e = e
+        .strip_prefix("/api/v1")
+        .or_else(|| e.strip_prefix("/v1"))
+        .unwrap_or(e);
+    format!("/{}", e.trim_start_matches('/')).into()
 }
 
 /// A request to an endpoint without model fallback (`GET /models`, `/key`, `POST

@@ -51,7 +51,16 @@
 //! `/credits`, `/generation`, `POST /embeddings`, ...) is passed on once with its body
 //! untouched (a POST's `model` goes into the [`Attempt`](crate::Attempt), so the retry,
 //! health and timeout layers below still apply to it); it never moves to another model
-//! unless the request names a chain ([`ChainName`] or the chain header).
+//! unless the request names a chain ([`ChainName`] or the chain header) or a chain is
+//! configured for its endpoint ([`FallbackLayer::endpoint_chain`]: `embeddings` walks the
+//! `embed` chain, which takes the default chain's place; only `model` is rewritten, never
+//! a server-side window added).
+//!
+//! **Allow-list** ([`FallbackLayer::allowed_models`],
+//! [`FallbackLayer::allowed_providers`]): for a stack that lends its key, a request that
+//! names a model (`model`, `models`, `/messages` `fallbacks`) outside the chains and the
+//! list, or a provider (`provider.only`, `provider.order`) outside the provider list, is
+//! refused with `ModelNotAllowed` before any upstream call, on every endpoint with a body.
 //!
 //! **Which chain.** A request picks a named chain with the [`ChainName`] extension or a
 //! configurable header; an unknown name fails with `UnknownChain` before any upstream
@@ -101,6 +110,7 @@
 //! # Ok(()) }
 //! ```
 
+mod allow;
 mod capacity;
 mod chain;
 mod future;

@@ -72,9 +72,13 @@ pub(crate) fn strip_chain_header<T>(shared: &Shared, req: &mut Request<T>) {
 /// Finds the request's chain: the [`ChainName`] extension, else the configured header,
 /// else what the body's `model` selects ([`by_model`]), else the default chain. The header
 /// is removed from the request either way.
+/// `endpoint`: the chain configured for the request's endpoint
+/// ([`FallbackLayer::endpoint_chain`](super::FallbackLayer::endpoint_chain)), which takes
+/// the default chain's place.
 pub(crate) fn select_chain(
     shared: &Shared,
     req: &mut Request<Full<Bytes>>,
+    endpoint: Option<&Arc<str>>,
 ) -> Result<Selected, Error> {
     let header = shared
         .header
@@ -88,10 +92,15 @@ pub(crate) fn select_chain(
             Error::new(ErrorKind::UnknownChain).with_detail("the chain header is not visible ASCII")
         })?;
         lookup(&shared.chains, name)?
-    } else if let Some(model) = &caller_model {
-        by_model(&shared.chains, model, shared.unlisted)?
     } else {
-        default_chain(&shared.chains)?
+        let default = match endpoint {
+            Some(name) => Some(lookup(&shared.chains, name)?),
+            None => None,
+        };
+        match &caller_model {
+            Some(model) => by_model(&shared.chains, model, shared.unlisted, default)?,
+            None => or_default_chain(&shared.chains, default)?,
+        }
     };
     Ok(Selected {
         name,
@@ -116,20 +125,28 @@ pub(crate) fn passthrough_model(req: &Request<Full<Bytes>>) -> Option<Arc<str>> 
     caller_model(req)
 }
 
+/// A chain and its name (`None`: the default chain).
+type Found = (Option<Arc<str>>, Chain);
+
 /// The chain a caller's `model` selects: a chain of that name (an alias, as LiteLLM users
-/// write `"model": "primary"`), else the default chain or a named one (sorted by name)
-/// whose first model it is, else what [`UnlistedModel`] says.
+/// write `"model": "primary"`), else the default chain (or `endpoint`'s chain, which takes
+/// its place) or a named one (sorted by name) whose first model it is, else what
+/// [`UnlistedModel`] says.
 pub(crate) fn by_model(
     chains: &Chains,
     model: &str,
     unlisted: UnlistedModel,
-) -> Result<(Option<Arc<str>>, Chain), Error> {
+    endpoint: Option<Found>,
+) -> Result<Found, Error> {
     if let Some((k, c)) = chains.named_entry(model) {
         return Ok((Some(k.clone()), c.clone()));
     }
-    let default = chains.default_chain();
+    let default = match &endpoint {
+        Some((_, c)) => Some(c),
+        None => chains.default_chain(),
+    };
     if default.is_some_and(|d| head_is(d, model)) {
-        return default_chain(chains);
+        return or_default_chain(chains, endpoint);
     }
     for name in chains.names() {
         if let Some((k, c)) = chains.named_entry(name).filter(|(_, c)| head_is(c, model)) {
@@ -137,8 +154,11 @@ pub(crate) fn by_model(
         }
     }
     match unlisted {
-        UnlistedModel::TryFirst => Ok((None, model_first(model, default))),
-        UnlistedModel::UseDefaultChain => default_chain(chains),
+        UnlistedModel::TryFirst => {
+            let name = endpoint.as_ref().and_then(|(n, _)| n.clone());
+            Ok((name, model_first(model, default)))
+        }
+        UnlistedModel::UseDefaultChain => or_default_chain(chains, endpoint),
         UnlistedModel::Reject => Err(Error::new(ErrorKind::ModelNotAllowed).with_detail(format!(
             "{:?} is neither a configured chain nor a chain's first model",
             crate::error::truncate(model, 96).0
@@ -161,7 +181,11 @@ fn model_first(model: &str, default: Option<&Chain>) -> Chain {
     Chain::new(std::iter::once(ChainModel::new(model)).chain(rest))
 }
 
-fn default_chain(chains: &Chains) -> Result<(Option<Arc<str>>, Chain), Error> {
+/// `endpoint`'s chain when there is one, else the default chain.
+fn or_default_chain(chains: &Chains, endpoint: Option<Found>) -> Result<Found, Error> {
+    if let Some(found) = endpoint {
+        return Ok(found);
+    }
     match chains.default_chain() {
         Some(c) => Ok((None, c.clone())),
         None => Err(Error::new(ErrorKind::UnknownChain)
@@ -169,7 +193,7 @@ fn default_chain(chains: &Chains) -> Result<(Option<Arc<str>>, Chain), Error> {
     }
 }
 
-fn lookup(chains: &Chains, name: &str) -> Result<(Option<Arc<str>>, Chain), Error> {
+fn lookup(chains: &Chains, name: &str) -> Result<Found, Error> {
     match chains.named_entry(name) {
         Some((k, c)) => Ok((Some(k.clone()), c.clone())),
         None => Err(Error::new(ErrorKind::UnknownChain).with_detail(format!(
@@ -197,13 +221,13 @@ mod tests {
     #[test]
     fn an_alias_or_a_head_selects_its_chain() {
         let c = chains();
-        let (name, chain) = by_model(&c, "coding", UnlistedModel::Reject).unwrap();
+        let (name, chain) = by_model(&c, "coding", UnlistedModel::Reject, None).unwrap();
         assert_eq!(name.as_deref(), Some("coding"));
         assert_eq!(ids(&chain), ["d/coder", "b/second"]);
-        let (name, chain) = by_model(&c, "a/head", UnlistedModel::Reject).unwrap();
+        let (name, chain) = by_model(&c, "a/head", UnlistedModel::Reject, None).unwrap();
         assert_eq!(name, None);
         assert_eq!(ids(&chain), ["a/head", "b/second", "c/third"]);
-        let (name, chain) = by_model(&c, "e/eyes", UnlistedModel::Reject).unwrap();
+        let (name, chain) = by_model(&c, "e/eyes", UnlistedModel::Reject, None).unwrap();
         assert_eq!(name.as_deref(), Some("vision"));
         assert_eq!(ids(&chain), ["e/eyes"]);
     }
@@ -211,19 +235,19 @@ mod tests {
     #[test]
     fn another_model_goes_first_then_the_default_fallbacks() {
         let c = chains();
-        let (name, chain) = by_model(&c, "z/other", UnlistedModel::TryFirst).unwrap();
+        let (name, chain) = by_model(&c, "z/other", UnlistedModel::TryFirst, None).unwrap();
         assert_eq!(name, None);
         assert_eq!(ids(&chain), ["z/other", "b/second", "c/third"]);
         // A model from the middle of the chain is not repeated.
-        let (_, chain) = by_model(&c, "c/third", UnlistedModel::TryFirst).unwrap();
+        let (_, chain) = by_model(&c, "c/third", UnlistedModel::TryFirst, None).unwrap();
         assert_eq!(ids(&chain), ["c/third", "b/second"]);
-        let (_, chain) = by_model(&c, "z/other", UnlistedModel::UseDefaultChain).unwrap();
+        let (_, chain) = by_model(&c, "z/other", UnlistedModel::UseDefaultChain, None).unwrap();
         assert_eq!(ids(&chain), ["a/head", "b/second", "c/third"]);
     }
 
     #[test]
     fn a_refused_model_is_typed() {
-        let e = by_model(&chains(), "evil/model", UnlistedModel::Reject).unwrap_err();
+        let e = by_model(&chains(), "evil/model", UnlistedModel::Reject, None).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ModelNotAllowed);
         assert!(e.to_string().contains("evil/model"));
     }
