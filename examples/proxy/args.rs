@@ -5,12 +5,13 @@ use std::net::IpAddr;
 /// Every `settings` key of the JSON config: each is also a flag (`--deadline-seconds 30`)
 /// and an environment variable (`DEADLINE_SECONDS=30`); a flag beats the variable, both
 /// beat the `--config` file.
-pub(crate) const SETTINGS: [&str; 14] = [
+pub(crate) const SETTINGS: [&str; 18] = [
     "deadline_seconds",
     "attempt_timeout_seconds",
     "first_token_timeout_seconds",
     "idle_timeout_seconds",
     "max_retries_per_model",
+    "max_rate_limit_wait_seconds",
     "disable_duration_seconds",
     "health_window_minutes",
     "skip_threshold",
@@ -18,9 +19,16 @@ pub(crate) const SETTINGS: [&str; 14] = [
     "order",
     "chain_header",
     "unlisted_model",
+    "allowed_models",
+    "allowed_providers",
     "server_side_window",
     "max_body_bytes",
+    "adaptive",
 ];
+
+/// The settings that are lists: a comma-separated value (`--allowed-models
+/// 'openai/*,anthropic/claude-3-haiku'`) is one.
+const LIST_SETTINGS: [&str; 2] = ["allowed_models", "allowed_providers"];
 
 #[derive(Debug, Default)]
 pub(crate) struct Args {
@@ -91,7 +99,9 @@ pub(crate) fn env(key: &str) -> Option<String> {
 }
 
 /// The `settings` object from flags and environment (`--deadline-seconds`,
-/// `DEADLINE_SECONDS`): numbers as numbers, anything else as a string.
+/// `DEADLINE_SECONDS`): JSON as JSON (numbers, `{"initial": 8, "min": 1, "max": 64}` for
+/// `adaptive`, `["a/b"]`), a list setting's comma-separated text as a list, anything else
+/// as a string.
 pub(crate) fn settings_overlay(args: &Args) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::new();
     for key in SETTINGS {
@@ -101,13 +111,24 @@ pub(crate) fn settings_overlay(args: &Args) -> serde_json::Map<String, serde_jso
             None => env(&key.to_ascii_uppercase()),
         };
         if let Some(v) = value {
-            let json = serde_json::from_str::<serde_json::Number>(v.trim())
-                .map(serde_json::Value::Number)
-                .unwrap_or(serde_json::Value::String(v));
-            out.insert(key.to_owned(), json);
+            out.insert(key.to_owned(), setting_value(key, v));
         }
     }
     out
+}
+
+fn setting_value(key: &str, v: String) -> serde_json::Value {
+    use serde_json::Value;
+    match serde_json::from_str::<Value>(v.trim()) {
+        Ok(json @ (Value::Number(_) | Value::Object(_) | Value::Array(_))) => json,
+        _ if LIST_SETTINGS.contains(&key) => v
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(|m| Value::String(m.to_owned()))
+            .collect(),
+        _ => Value::String(v),
+    }
 }
 
 #[cfg(test)]
@@ -132,6 +153,21 @@ mod tests {
         let s = settings_overlay(&a);
         assert_eq!(s["deadline_seconds"], 30);
         assert_eq!(s["unlisted_model"], "reject");
+        let a = args(&[
+            "--allowed-models",
+            "openai/*, x/y",
+            "--allowed-providers=OpenAI",
+            "--adaptive",
+            r#"{"initial": 8, "min": 1, "max": 64}"#,
+            "--max-rate-limit-wait-seconds",
+            "2.5",
+        ])
+        .unwrap();
+        let s = settings_overlay(&a);
+        assert_eq!(s["allowed_models"], serde_json::json!(["openai/*", "x/y"]));
+        assert_eq!(s["allowed_providers"], serde_json::json!(["OpenAI"]));
+        assert_eq!(s["adaptive"]["max"], 64);
+        assert_eq!(s["max_rate_limit_wait_seconds"], 2.5);
         assert!(args(&["--no-such-setting", "1"]).is_none());
         assert!(args(&["--port"]).is_none());
     }

@@ -5,49 +5,77 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use tower_openrouter::{Error, ErrorKind};
 
+use crate::conn::BodyReadTimeout;
+
 /// Tells the OpenAI and Anthropic SDKs whether retrying can help: every failure the
 /// gateway answers already went through the chain's own retries and fallbacks.
 pub(crate) static SHOULD_RETRY: http::HeaderName = http::HeaderName::from_static("x-should-retry");
 
-/// The status a failure is answered with: what the upstream said last, or one that fits.
+/// The status a failure is answered with. A failure of the caller's own request (a bad
+/// body, a refused model, no model able to serve it) is a 4xx whatever the attempts say;
+/// otherwise what the upstream said last, or one that fits.
 pub(crate) fn status_of(e: &Error) -> StatusCode {
+    if body_timeout(e).is_some() {
+        return StatusCode::REQUEST_TIMEOUT;
+    }
+    if let Some(s) = callers_status(e.kind()) {
+        return s;
+    }
+    if e.kind() == ErrorKind::Unauthorized {
+        // The gateway's own upstream key was refused: nothing the caller can fix.
+        return StatusCode::BAD_GATEWAY;
+    }
     if let Some(s) = e.status() {
         return s;
     }
-    // The last attempt that reached the upstream (not one skipped while cooling down).
-    if let Some(s) = e
-        .attempts()
-        .iter()
-        .rev()
-        .filter(|a| {
-            !matches!(
-                a.kind(),
-                ErrorKind::ModelCoolingDown | ErrorKind::ModelAtCapacity
-            )
-        })
-        .find_map(|a| a.status())
-    {
+    // The last attempt that reached the upstream (not one skipped without a call).
+    let reached = || e.attempts().iter().rev().filter(|a| !skipped(a.kind()));
+    if let Some(s) = reached().find_map(|a| a.status()) {
         return s;
     }
-    let kind = match e.attempts().iter().rev().find(|a| {
-        !matches!(
-            a.kind(),
-            ErrorKind::ModelCoolingDown | ErrorKind::ModelAtCapacity
-        )
-    }) {
-        Some(last) => last.kind(),
-        None => e.kind(),
-    };
+    // None reached it: a model only cooling down or busy says more than one unable.
+    let kind = reached()
+        .next()
+        .or_else(|| {
+            let mut rev = e.attempts().iter().rev();
+            rev.find(|a| a.kind() != ErrorKind::Incapable)
+        })
+        .or_else(|| e.attempts().last())
+        .map_or(e.kind(), |a| a.kind());
+    status_of_kind(kind)
+}
+
+/// Attempts skipped without an upstream call.
+fn skipped(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::ModelCoolingDown | ErrorKind::ModelAtCapacity | ErrorKind::Incapable
+    )
+}
+
+/// The status of a failure of the caller's own request: no upstream call was made, and
+/// the same request will fail the same way.
+fn callers_status(kind: ErrorKind) -> Option<StatusCode> {
     use ErrorKind::*;
+    Some(match kind {
+        BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        InvalidBody | InvalidRouting | UnknownChain | ModelNotAllowed => StatusCode::BAD_REQUEST,
+        // The request is well formed, but no model of the chain can serve it (tools,
+        // context, price ceiling): the attempts list each model's reason.
+        NoCapableModel | Incapable => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => return None,
+    })
+}
+
+/// The status for a kind without an upstream status.
+fn status_of_kind(kind: ErrorKind) -> StatusCode {
+    use ErrorKind::*;
+    if let Some(s) = callers_status(kind) {
+        return s;
+    }
     match kind {
-        BodyTooLarge | PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        InvalidBody
-        | InvalidRouting
-        | UnknownChain
-        | ModelNotAllowed
-        | InvalidRequest
-        | ContextLengthExceeded => StatusCode::BAD_REQUEST,
-        Unauthorized => StatusCode::UNAUTHORIZED,
+        PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        InvalidRequest | ContextLengthExceeded => StatusCode::BAD_REQUEST,
         InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
         ContentModerated | Forbidden => StatusCode::FORBIDDEN,
         ModelNotFound => StatusCode::NOT_FOUND,
@@ -60,6 +88,22 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         }
         _ => StatusCode::BAD_GATEWAY,
     }
+}
+
+/// The body-read timeout the call failed of, when the caller's body did not arrive in
+/// time ([`BodyReadTimeout`] among the failure's sources).
+fn body_timeout(e: &Error) -> Option<&BodyReadTimeout> {
+    if e.kind() != ErrorKind::InvalidBody {
+        return None;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(t) = s.downcast_ref::<BodyReadTimeout>() {
+            return Some(t);
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// OpenRouter's error shape, for a call that failed as a whole.
@@ -75,12 +119,17 @@ pub(crate) fn error_response(e: &Error) -> Response<Body> {
         .attempts()
         .iter()
         .map(|a| {
-            serde_json::json!({
+            let mut v = serde_json::json!({
                 "model": &*a.model,
                 "retry": a.retry,
                 "kind": a.kind().as_str(),
                 "status": a.status().map(|s| s.as_u16()),
-            })
+            });
+            // Why the catalog says the model cannot serve this request ("no tools").
+            if let (ErrorKind::Incapable, Some(reason)) = (a.kind(), a.error.detail()) {
+                v["reason"] = reason.into();
+            }
+            v
         })
         .collect();
     let mut metadata = serde_json::json!({ "kind": e.kind().as_str(), "attempts": attempts });
@@ -91,8 +140,12 @@ pub(crate) fn error_response(e: &Error) -> Response<Body> {
     {
         metadata["provider_name"] = p.into();
     }
+    let message = match body_timeout(e) {
+        Some(t) => format!("{e}: {t}"),
+        None => e.to_string(),
+    };
     let body = serde_json::json!({
-        "error": { "code": status.as_u16(), "message": e.to_string(), "metadata": metadata }
+        "error": { "code": status.as_u16(), "message": message, "metadata": metadata }
     });
     tracing::warn!(
         status = status.as_u16(),
@@ -102,10 +155,15 @@ pub(crate) fn error_response(e: &Error) -> Response<Body> {
             .or_else(|| e.attempts().last().map(|a| &*a.model))
             .unwrap_or("-"),
         attempts = e.attempts().len(),
-        "request failed: {e}"
+        "request failed: {message}"
     );
     let mut resp = Response::new(Body::from(body.to_string()));
     *resp.status_mut() = status;
+    if status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of a stalled body is not waited for: the connection ends here.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

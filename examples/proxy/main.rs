@@ -35,12 +35,28 @@
 //!   transport, 504 timeouts, 413/400 for a bad body), and `Retry-After` when there is a
 //!   hint, else `x-should-retry: false` (the OpenAI and Anthropic SDKs then do not retry
 //!   on top of the chain's own retries);
+//! * a failure of the caller's own request is a 4xx whatever was tried: a bad body, a
+//!   refused model or an unknown chain 400, no model of the chain able to serve it
+//!   (`no_capable_model`, with each model's `reason` in `metadata.attempts`) 422; the
+//!   upstream refusing the gateway's own key is a 502, not the caller's 401;
 //! * the caller's `Authorization` is dropped: upstream calls carry the proxy's own key, and
 //!   no log line shows either. With `GATEWAY_KEYS` set, a caller must send one of them
 //!   (`Authorization: Bearer <key>`) or gets a 401 with nothing sent upstream;
-//! * a client that stalls is dropped: request headers must arrive within 10 s, the body
-//!   within 30 s (a 400 and the connection closed); a request head over about 64 KiB is a
-//!   431 (hyper's own, without a JSON body).
+//! * who may spend that key: with an allow-list (`--allowed-models 'openai/*,x/y'`,
+//!   `--allowed-providers OpenAI,Anthropic`, or `settings.allowed_models` /
+//!   `allowed_providers` in `--config`; an entry ending in `*` is a prefix, providers
+//!   compare in any case), a request whose `model`, `models`, `/messages` `fallbacks`,
+//!   `provider.only` or `provider.order` names a model or provider outside it and the
+//!   configured chains is a 400 (`model_not_allowed`) and nothing goes upstream.
+//!   `--unlisted-model reject` holds `model`, `models` and `fallbacks` to the chains
+//!   alone. The allow-list restricts what a caller may name; to send requests only to the
+//!   listed providers, set `native_routing.provider.only` in `--config` too;
+//! * `endpoint_chains` in `--config` (`{"embeddings": "embed"}`) gives an endpoint a
+//!   chain of its own: embeddings then fall back between models too;
+//! * a client that stalls is dropped: request headers must arrive within 10 s (else the
+//!   connection is closed), the body within 30 s (a 408 with an error JSON, and the
+//!   connection closed); a request head over 64 KiB is a 431, an unparsable one a 400,
+//!   both with an error JSON (`conn.rs` puts it in place of hyper's empty answer).
 //!
 //! Settings (flag, then environment, then default):
 //!
@@ -53,7 +69,7 @@
 //! | | `GATEWAY_KEYS` (comma-separated) | none: any caller |
 //! | `--config FILE` | | a JSON [`Config`](tower_openrouter::config::Config) (chains and settings) |
 //! | | `PRIMARY_MODEL`, `FALLBACK_MODELS` (comma-separated) | `openai/gpt-4o-mini`, `anthropic/claude-3-haiku` (when no `--config`) |
-//! | `--SETTING VALUE` for every `settings` key of the config, `-` for `_` (`--deadline-seconds 30`, `--attempt-timeout-seconds 10`, `--max-retries-per-model 1`, `--unlisted-model reject`, ...) | the key in capitals (`DEADLINE_SECONDS`, ...) | the config file's value; without `--config` a 60 s attempt timeout and a 180 s deadline |
+//! | `--SETTING VALUE` for every `settings` key of the config, `-` for `_` (`--deadline-seconds 30`, `--attempt-timeout-seconds 10`, `--max-retries-per-model 1`, `--max-rate-limit-wait-seconds 1`, `--unlisted-model reject`, `--allowed-models 'openai/*,x/y'` (a list: comma-separated), `--adaptive '{"initial":8,"min":1,"max":64}'` (JSON), ...) | the key in capitals (`DEADLINE_SECONDS`, `ALLOWED_MODELS`, ...) | the config file's value; without `--config` a 60 s attempt timeout and a 180 s deadline (and a 1 s `max_rate_limit_wait_seconds` either way) |
 //! | `--header-timeout-seconds S` | `HEADER_TIMEOUT_SECONDS` | `10` |
 //! | `--body-timeout-seconds S` | `BODY_TIMEOUT_SECONDS` | `30` |
 //! | `--threads N` | `THREADS` | `1`: a current-thread runtime (one core); more: a multi-thread runtime |
@@ -76,6 +92,7 @@
 //! `FALLBACK_MODELS` and `UPSTREAM_API_KEY`, so it runs as is.
 
 mod args;
+mod conn;
 mod error;
 mod fleet;
 mod gateway;
@@ -91,14 +108,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use http::{HeaderValue, Request};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tower::{Service, ServiceBuilder};
+use http::HeaderValue;
+use tower::ServiceBuilder;
 
 use args::{env, parse_args, Args};
+use conn::{serve, ConnLimits, BODY_TIMEOUT, HEADER_TIMEOUT};
 use gateway::Gateway;
-use stream_end::ReadTimeout;
 use upstream::{http_client, layer, upstream, Shared, SharedClient};
 
 /// The header a client names a chain with (unless the config sets another).
@@ -153,19 +168,6 @@ fn start() -> Result<(), Box<dyn std::error::Error>> {
             .build()?
     };
     runtime.block_on(run(args))
-}
-
-/// Default limits on a slow client: the request headers, then its body.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest request head (request line and headers); more is a 431.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// How connections are served.
-#[derive(Clone, Copy)]
-pub(crate) struct ConnLimits {
-    pub(crate) header_timeout: Duration,
-    pub(crate) body_timeout: Duration,
 }
 
 fn seconds(flag: Option<f64>, var: &str, default: Duration) -> Result<Duration, String> {
@@ -267,49 +269,4 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "gateway listening (/v1 and /api/v1: chat/completions, completions, responses, messages, embeddings, models; GET /health, /metrics)"
     );
     serve(listener, app, limits).await
-}
-
-/// Accepts connections and serves `app` on each with hyper's HTTP/1 server.
-pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    limits: ConnLimits,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let shutdown = tokio::signal::ctrl_c();
-    tokio::pin!(shutdown);
-    loop {
-        let (sock, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            _ = &mut shutdown => {
-                tracing::info!("shutting down");
-                return Ok(());
-            }
-        };
-        let _ = sock.set_nodelay(true);
-        tokio::spawn(serve_connection(sock, app.clone(), limits));
-    }
-}
-
-/// One connection: a stalled head is dropped after `header_timeout`, an oversized one is
-/// a 431, a body must arrive within `body_timeout`.
-pub(crate) async fn serve_connection(sock: tokio::net::TcpStream, app: Router, limits: ConnLimits) {
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        app.clone()
-            .call(req.map(|b| ReadTimeout::new(b, limits.body_timeout)))
-    });
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(sock), svc)
-        .await
-    {
-        tracing::debug!(error = %e, "connection ended with an error");
-    }
 }

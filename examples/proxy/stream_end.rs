@@ -2,7 +2,6 @@
 //! final error event in the shape the endpoint's SDK reads, so the caller gets the
 //! message rather than a bare "connection error".
 
-use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -59,7 +58,7 @@ impl Ending {
 /// The Anthropic error `type` for a status.
 fn messages_type(code: u16) -> &'static str {
     match code {
-        400 => "invalid_request_error",
+        400 | 408 | 422 => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
         404 => "not_found_error",
@@ -133,67 +132,5 @@ where
         let mut hint = SizeHint::new();
         hint.set_lower(self.inner.size_hint().lower());
         hint
-    }
-}
-
-pin_project! {
-    /// A request body that must arrive within a time limit (from when its headers were
-    /// read): a client that stalls mid-body gets an error, and its connection is closed.
-    pub(crate) struct ReadTimeout<B> {
-        #[pin]
-        inner: B,
-        sleep: Pin<Box<tokio::time::Sleep>>,
-        limit: std::time::Duration,
-    }
-}
-
-impl<B> ReadTimeout<B> {
-    pub(crate) fn new(inner: B, limit: std::time::Duration) -> Self {
-        ReadTimeout {
-            inner,
-            sleep: Box::pin(tokio::time::sleep(limit)),
-            limit,
-        }
-    }
-}
-
-impl<B> Body for ReadTimeout<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
-            return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
-        }
-        match this.sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                tracing::warn!(
-                    limit_s = this.limit.as_secs_f64(),
-                    "request body not received in time"
-                );
-                Poll::Ready(Some(Err(format!(
-                    "the request body did not arrive within {} s",
-                    this.limit.as_secs_f64()
-                )
-                .into())))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

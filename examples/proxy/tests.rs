@@ -45,6 +45,15 @@ fn gateway_with_keys(
     }
 }
 
+/// The gateway over `inner`, with no upstream key and no inbound keys.
+fn keyless<S>(inner: S) -> Gateway<S> {
+    Gateway {
+        inner,
+        shared: Arc::new(Shared::new("http://127.0.0.1:9/api/v1", None, &[]).unwrap()),
+        not_ready: None,
+    }
+}
+
 fn request(body: &'static str) -> Request<Body> {
     Request::post("/v1/chat/completions")
         .header("authorization", format!("Bearer {CALLER_KEY}"))
@@ -341,11 +350,7 @@ async fn a_rate_limit_hint_is_passed_on() {
         .wait_for_rate_limit(false)
         .build()
         .unwrap();
-    let svc = Gateway {
-        inner: layer.layer(mock.clone()),
-        shared: Arc::new(Shared::new("http://127.0.0.1:9/api/v1", None, &[]).unwrap()),
-        not_ready: None,
-    };
+    let svc = keyless(layer.layer(mock.clone()));
     let resp = svc.oneshot(request(CHAT)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     // The soonest hint: a model may be called again after 7 s.
@@ -398,74 +403,136 @@ async fn a_stream_failing_after_its_first_token_ends_with_an_error_event() {
     assert_eq!(event["error"]["type"], "api_error");
 }
 
+/// Serves `gateway` on a loopback port, each connection as the gateway serves it.
+async fn serve_on_loopback<S>(gateway: S, limits: crate::conn::ConnLimits) -> std::net::SocketAddr
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let app = axum::Router::new().fallback_service(gateway);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(crate::conn::serve_connection(sock, app.clone(), limits));
+        }
+    });
+    addr
+}
+
+/// Reads until the server closes; bounded so the test always ends.
+async fn read_to_close(sock: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut out))
+        .await
+        .expect("the gateway closed the connection in time")
+        .ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The head and body of an answer, the body parsed.
+fn parse(answer: &str) -> (&str, serde_json::Value) {
+    let (head, body) = answer.split_once("\r\n\r\n").expect(answer);
+    (head, serde_json::from_str(body).expect(answer))
+}
+
+/// One `POST` over loopback (HTTP/1.0: the answer is not chunked, and the connection ends
+/// with it): the status and the body as JSON.
+async fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value) {
+    use tokio::io::AsyncWriteExt;
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.0\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let answer = read_to_close(&mut sock).await;
+    let status = answer[9..12].parse().expect(&answer);
+    (status, parse(&answer).1)
+}
+
 /// Over loopback: stalled clients lose their connection.
 mod slow_clients {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
-    async fn start(limits: crate::ConnLimits) -> std::net::SocketAddr {
+    /// What the gateway (with these limits) answers to `sent`, until it closes.
+    async fn answer(header_timeout: Duration, body_timeout: Duration, sent: &[u8]) -> String {
         let mock = MockOpenRouter::new();
-        let app = axum::Router::new().fallback_service(gateway_with_keys(&mock, &[]));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(crate::serve_connection(sock, app.clone(), limits));
-            }
-        });
-        addr
+        let limits = crate::conn::ConnLimits {
+            header_timeout,
+            body_timeout,
+        };
+        let addr = serve_on_loopback(gateway_with_keys(&mock, &[]), limits).await;
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // The gateway may close before it has read all of an oversized head.
+        let _ = sock.write_all(sent).await;
+        read_to_close(&mut sock).await
     }
 
-    /// Reads until the server closes; bounded so the test always ends.
-    async fn read_to_close(sock: &mut tokio::net::TcpStream) -> String {
-        let mut out = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut out))
-            .await
-            .expect("the gateway closed the connection in time")
-            .ok();
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
-    const LIMITS: crate::ConnLimits = crate::ConnLimits {
-        header_timeout: Duration::from_millis(200),
-        body_timeout: Duration::from_millis(200),
-    };
+    /// Short limits for the one being tested, a long one for the other (a loaded machine
+    /// must not trip it first).
+    const SHORT: Duration = Duration::from_millis(200);
+    const LONG: Duration = Duration::from_secs(5);
 
     #[tokio::test]
     async fn a_stalled_head_is_closed() {
-        let addr = start(LIMITS).await;
-        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-        sock.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
-            .await
-            .unwrap();
-        let answer = read_to_close(&mut sock).await;
-        assert!(!answer.contains("200 OK"), "{answer}");
+        let sent = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n";
+        // hyper drops the connection without an answer (there is no request to answer).
+        assert_eq!(answer(SHORT, LONG, sent).await, "");
     }
 
     #[tokio::test]
-    async fn a_stalled_body_is_refused_and_closed() {
-        let addr = start(LIMITS).await;
-        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-        sock.write_all(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-length: 100\r\n\r\n{\"model\"",
-        )
-        .await
-        .unwrap();
-        let answer = read_to_close(&mut sock).await;
-        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-        assert!(answer.contains("invalid_body"), "{answer}");
+    async fn a_stalled_body_is_a_408_and_closed() {
+        let sent = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-length: 100\r\n\r\n{\"model\"";
+        let answer = answer(LONG, SHORT, sent).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{answer}"
+        );
+        let (head, body) = parse(&answer);
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+        assert!(head.contains("\r\nx-should-retry: false"), "{head}");
+        assert_eq!(body["error"]["code"], 408);
+        assert_eq!(body["error"]["metadata"]["kind"], "invalid_body");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("did not arrive within 0.2 s"), "{message}");
     }
 
     #[tokio::test]
-    async fn an_oversized_head_is_a_431() {
-        let addr = start(LIMITS).await;
-        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut head = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nx-big: ".to_vec();
-        head.extend(std::iter::repeat_n(b'a', 300 * 1024));
-        head.extend_from_slice(b"\r\n\r\n");
-        let _ = sock.write_all(&head).await;
-        let answer = read_to_close(&mut sock).await;
-        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    async fn an_oversized_head_is_a_431_with_an_error_json() {
+        let mut sent = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nx-big: ".to_vec();
+        sent.extend(std::iter::repeat_n(b'a', 300 * 1024));
+        sent.extend_from_slice(b"\r\n\r\n");
+        let answer = answer(LONG, LONG, &sent).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{answer}"
+        );
+        let (head, body) = parse(&answer);
+        assert!(
+            head.contains("\r\ncontent-type: application/json"),
+            "{head}"
+        );
+        assert_eq!(body["error"]["code"], 431);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("64 KiB"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn an_unparsable_head_is_a_400_with_an_error_json() {
+        let sent = b"POST /v1/chat/completions HTTP/1.1\r\nbad header\r\n\r\n";
+        let answer = answer(LONG, LONG, sent).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+        assert_eq!(parse(&answer).1["error"]["code"], 400);
     }
 }
 
@@ -504,15 +571,220 @@ async fn every_model_rate_limited_is_a_429_at_once_without_a_third_call() {
         ))
         .build()
         .unwrap();
-    let svc = Gateway {
-        inner: layer.layer(mock.clone()),
-        shared: Arc::new(Shared::new("http://127.0.0.1:9/api/v1", None, &[]).unwrap()),
-        not_ready: None,
-    };
+    let svc = keyless(layer.layer(mock.clone()));
     let start = tokio::time::Instant::now();
     let resp = svc.oneshot(request(CHAT)).await.unwrap();
     assert!(start.elapsed() < Duration::from_secs(1));
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(resp.headers()["retry-after"], "10");
     assert_eq!(mock.total_calls(), 2);
+}
+
+#[test]
+fn every_kind_of_failure_gets_a_status_that_fits_whose_fault_it_is() {
+    use ErrorKind::*;
+    // Failures of the caller's own request: 4xx, whatever the attempts were.
+    for (kind, status) in [
+        (BodyTooLarge, 413),
+        (InvalidBody, 400),
+        (InvalidRouting, 400),
+        (UnknownChain, 400),
+        (ModelNotAllowed, 400),
+        (NoCapableModel, 422),
+        (InvalidRequest, 400),
+        (ContextLengthExceeded, 400),
+        (PayloadTooLarge, 413),
+        (ContentModerated, 403),
+        (ModelNotFound, 404),
+    ] {
+        assert_eq!(status_of(&Error::new(kind)).as_u16(), status, "{kind:?}");
+    }
+    // The upstream's or the gateway's own trouble: 5xx (and 402 / 429 as OpenRouter says).
+    for (kind, status) in [
+        (Unauthorized, 502),
+        (InsufficientCredits, 402),
+        (RateLimited, 429),
+        (ModelUnavailable, 503),
+        (ProviderOverloaded, 503),
+        (ModelCoolingDown, 503),
+        (ModelAtCapacity, 503),
+        (ProviderError, 502),
+        (Transport, 502),
+        (StreamInterrupted, 502),
+        (StreamTruncated, 502),
+        (UnexpectedStatus, 502),
+        (Exhausted, 502),
+        (AttemptTimeout, 504),
+        (StreamTimeout, 504),
+        (UpstreamTimeout, 504),
+        (DeadlineExceeded, 504),
+    ] {
+        assert_eq!(status_of(&Error::new(kind)).as_u16(), status, "{kind:?}");
+    }
+    // The upstream refusing the gateway's own key is not the caller's 401.
+    let refused = Error::new(Unauthorized).with_status(StatusCode::UNAUTHORIZED);
+    assert_eq!(status_of(&refused), StatusCode::BAD_GATEWAY);
+    // Every model skipped: one cooling down says more than one unable to serve.
+    let skipped = |kind| tower_openrouter::AttemptRecord {
+        model: "a/b".into(),
+        index: 0,
+        retry: 0,
+        elapsed: Duration::ZERO,
+        error: Error::new(kind),
+    };
+    let e =
+        Error::new(Exhausted).with_attempts(vec![skipped(ModelCoolingDown), skipped(Incapable)]);
+    assert_eq!(status_of(&e), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_capable_model_is_the_callers_422_with_the_reasons() {
+    let mock = MockOpenRouter::new();
+    let catalog = tower_openrouter::catalog::ModelCatalog::from_json(&mock.catalog_json()).unwrap();
+    let layer = OpenRouterLayer::builder()
+        .chain([
+            "meta-llama/llama-3.1-8b-instruct",
+            "mistralai/mistral-7b-instruct",
+        ])
+        .catalog(catalog)
+        .build()
+        .unwrap();
+    let svc = keyless(layer.layer(mock.clone()));
+    let tools = r#"{"model":"meta-llama/llama-3.1-8b-instruct","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]}"#;
+    let resp = svc.oneshot(request(tools)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(resp.headers()["x-should-retry"], "false");
+    let v = json(resp).await;
+    assert_eq!(v["error"]["code"], 422);
+    assert_eq!(v["error"]["metadata"]["kind"], "no_capable_model");
+    let attempts = v["error"]["metadata"]["attempts"].as_array().unwrap();
+    let reasons: Vec<(&str, &str)> = attempts
+        .iter()
+        .map(|a| (a["model"].as_str().unwrap(), a["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("meta-llama/llama-3.1-8b-instruct", "no tools"),
+            ("mistralai/mistral-7b-instruct", "no tools"),
+        ]
+    );
+    assert_eq!(mock.total_calls(), 0);
+}
+
+/// Over loopback: the allow-list (`--allowed-models`, `--allowed-providers`) refuses what
+/// names a model or provider outside it, before anything goes upstream.
+mod allow_list {
+    use super::*;
+
+    const LIMITS: crate::conn::ConnLimits = crate::conn::ConnLimits {
+        header_timeout: Duration::from_secs(5),
+        body_timeout: Duration::from_secs(5),
+    };
+
+    async fn start(mock: &MockOpenRouter) -> std::net::SocketAddr {
+        // The harness-style start: chain and settings from flags, as a user runs it.
+        let args = crate::args::Args {
+            settings: vec![
+                ("allowed_models", "meta-llama/*, x/extra".to_owned()),
+                ("allowed_providers", "OpenAI,Anthropic".to_owned()),
+            ],
+            ..Default::default()
+        };
+        let layer = crate::upstream::layer(&args, None).unwrap();
+        let gateway = keyless(layer.layer(mock.clone()));
+        serve_on_loopback(gateway, LIMITS).await
+    }
+
+    #[tokio::test]
+    async fn what_names_another_model_or_provider_is_a_400_with_no_upstream_call() {
+        let mock = MockOpenRouter::new();
+        let addr = start(&mock).await;
+        for (path, body, named) in [
+            (
+                "/v1/chat/completions",
+                r#"{"model":"evil/a","messages":[]}"#,
+                "evil/a",
+            ),
+            (
+                "/v1/chat/completions",
+                r#"{"model":"openai/gpt-4o-mini","models":["openai/gpt-4o-mini","evil/a"],"messages":[]}"#,
+                "evil/a",
+            ),
+            (
+                "/api/v1/chat/completions",
+                r#"{"model":"openai/gpt-4o-mini","messages":[],"provider":{"only":["openai","EvilCloud"]}}"#,
+                "EvilCloud",
+            ),
+            (
+                "/v1/responses",
+                r#"{"model":"openai/gpt-4o-mini","input":"hi","provider":{"order":["EvilCloud"]}}"#,
+                "EvilCloud",
+            ),
+            (
+                "/v1/messages",
+                r#"{"model":"openai/gpt-4o-mini","max_tokens":5,"messages":[],"fallbacks":[{"model":"evil/b"}]}"#,
+                "evil/b",
+            ),
+            (
+                "/v1/embeddings",
+                r#"{"model":"evil/embed","input":"x"}"#,
+                "evil/embed",
+            ),
+            // A duplicated key is checked in each of its values.
+            (
+                "/v1/chat/completions",
+                r#"{"model":"openai/gpt-4o-mini","models":["evil/a"],"models":["openai/gpt-4o-mini"],"messages":[]}"#,
+                "evil/a",
+            ),
+        ] {
+            let (status, v) = post(addr, path, body).await;
+            assert_eq!(status, 400, "{body}");
+            assert_eq!(v["error"]["code"], 400);
+            assert_eq!(
+                v["error"]["metadata"]["kind"], "model_not_allowed",
+                "{body}"
+            );
+            let message = v["error"]["message"].as_str().unwrap();
+            assert!(message.contains(named), "{message}");
+        }
+        assert_eq!(mock.total_calls(), 0, "nothing went upstream");
+    }
+
+    #[tokio::test]
+    async fn the_chains_and_the_list_are_served() {
+        let mock = MockOpenRouter::new();
+        mock.model("x/extra")
+            .respond(Reply::json(200, r#"{"object":"list","data":[]}"#));
+        let addr = start(&mock).await;
+        for (path, body) in [
+            // A chain's model, with a chain model and a listed prefix server-side.
+            (
+                "/v1/chat/completions",
+                r#"{"model":"openai/gpt-4o-mini","models":["anthropic/claude-3-haiku","meta-llama/llama-3.1-8b-instruct"],"messages":[]}"#,
+            ),
+            // A listed model of its own, listed providers (any case).
+            (
+                "/v1/chat/completions",
+                r#"{"model":"meta-llama/llama-3.1-8b-instruct","messages":[],"provider":{"only":["openai"],"order":["anthropic"]}}"#,
+            ),
+            ("/v1/embeddings", r#"{"model":"x/extra","input":"x"}"#),
+        ] {
+            let (status, v) = post(addr, path, body).await;
+            assert_eq!(status, 200, "{body}: {v}");
+        }
+        let models: Vec<Option<String>> = mock
+            .requests()
+            .iter()
+            .map(|r| r.model().map(str::to_owned))
+            .collect();
+        assert_eq!(
+            models,
+            [
+                Some("openai/gpt-4o-mini".to_owned()),
+                Some("meta-llama/llama-3.1-8b-instruct".to_owned()),
+                Some("x/extra".to_owned()),
+            ]
+        );
+    }
 }
