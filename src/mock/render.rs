@@ -195,9 +195,13 @@ impl Leaf {
                 self.error_body(ctx, *status, *flavor),
             )),
             Kind::Body(status, body) => Outcome::Respond(json_response(*status, body.clone())),
-            Kind::Sse(frames) => Outcome::Respond(stream_http_response(
-                frames.iter().cloned().map(Step::Data).collect(),
-            )),
+            Kind::Sse(frames) => {
+                let mut out = StreamSteps::new(self.stream, 2 * frames.len());
+                for f in frames {
+                    out.event(Duration::ZERO, f.clone());
+                }
+                Outcome::Respond(out.into_response())
+            }
             Kind::OkWithError(code) => Outcome::Respond(json_response(
                 StatusCode::OK,
                 self.ok_with_error(ctx, *code),

@@ -213,7 +213,8 @@ impl Reply {
 
     /// A `200` `text/event-stream` of exactly these events, one body frame each (a blank
     /// line is added after each): the shape of an endpoint the stand-in does not render
-    /// itself, such as a Responses API stream.
+    /// itself, such as a Responses API stream, or a stream cut in a way no other option
+    /// scripts. [`chunk_delay`](Reply::chunk_delay) paces it.
     ///
     /// ```
     /// use tower_openrouter::mock::Reply;
@@ -407,9 +408,13 @@ impl Reply {
     }
 
     /// Stream option: wait this long before every event of the stream (keep-alives,
-    /// chunks, the final chunk, `[DONE]`).
+    /// chunks, the final chunk, `[DONE]`; each event of a [`Reply::sse`]).
     pub fn chunk_delay(self, delay: Duration) -> Self {
-        self.each_success(|s| s.chunk_delay = delay)
+        self.each_leaf(|leaf| {
+            if matches!(leaf.kind, Kind::Success(_) | Kind::Sse(_)) {
+                leaf.stream.chunk_delay = delay;
+            }
+        })
     }
 
     /// Stream option: wait this long (in addition to the chunk delay) before the first
