@@ -331,9 +331,11 @@ pub struct Settings {
     /// Time limit to the first token of a stream.
     #[serde(default)]
     pub first_token_timeout_seconds: Option<f64>,
-    /// Longest gap between stream chunks.
+    /// Longest gap between stream chunks once content flows: seconds, or `"off"` (or
+    /// `false`) for no limit. Absent: the default, 30 s or the deadline when that is
+    /// shorter.
     #[serde(default)]
-    pub idle_timeout_seconds: Option<f64>,
+    pub idle_timeout_seconds: Option<SecondsOrOff>,
     /// Default number of same-model retries.
     #[serde(default)]
     pub max_retries_per_model: Option<u32>,
@@ -380,6 +382,63 @@ pub struct Settings {
     /// The adaptive concurrency limit per model (off when absent).
     #[serde(default)]
     pub adaptive: Option<AdaptiveSettings>,
+}
+
+/// A limit that can be turned off: a number of seconds (fractions allowed), or `"off"`
+/// (or `false`) for none.
+///
+/// ```
+/// use tower_openrouter::config::{Config, SecondsOrOff};
+///
+/// let c = Config::from_json(r#"{"default_chain": ["a/b"], "settings": {"idle_timeout_seconds": "off"}}"#)
+///     .unwrap();
+/// assert_eq!(c.settings.idle_timeout_seconds, Some(SecondsOrOff::Off));
+/// let c = Config::from_json(r#"{"default_chain": ["a/b"], "settings": {"idle_timeout_seconds": 12.5}}"#)
+///     .unwrap();
+/// assert_eq!(c.settings.idle_timeout_seconds, Some(SecondsOrOff::Seconds(12.5)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum SecondsOrOff {
+    /// This many seconds.
+    Seconds(f64),
+    /// No limit.
+    Off,
+}
+
+impl<'de> Deserialize<'de> for SecondsOrOff {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = SecondsOrOff;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a number of seconds or "off""#)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<SecondsOrOff, E> {
+                Ok(SecondsOrOff::Seconds(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SecondsOrOff, E> {
+                Ok(SecondsOrOff::Seconds(v as f64))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SecondsOrOff, E> {
+                Ok(SecondsOrOff::Seconds(v as f64))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<SecondsOrOff, E> {
+                match v {
+                    false => Ok(SecondsOrOff::Off),
+                    true => Err(E::invalid_value(de::Unexpected::Bool(v), &self)),
+                }
+            }
+            // The rejected text is not repeated (it may be a secret under the wrong key).
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SecondsOrOff, E> {
+                match v {
+                    "off" => Ok(SecondsOrOff::Off),
+                    _ => Err(E::invalid_value(de::Unexpected::Other("a string"), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The `adaptive` setting: `{"initial": 8, "min": 1, "max": 64}` (optionally

@@ -81,9 +81,11 @@
 //!
 //! A `"stream": true` response is held until its first content event, so an error before
 //! the first token is an ordinary error that retry and fallback handle; after it, the body
-//! passes through byte for byte, watched: an error chunk or a missing `[DONE]` becomes a
-//! typed error frame ([`ErrorKind::StreamInterrupted`], [`ErrorKind::StreamTruncated`])
-//! that counts against the model's health and is never replayed.
+//! passes through byte for byte, watched: an error chunk, an end without `[DONE]` nor a
+//! finish reason, or a silence longer than the idle limit (30 s by default) becomes a
+//! typed error frame ([`ErrorKind::StreamInterrupted`], [`ErrorKind::StreamTruncated`],
+//! [`ErrorKind::StreamTimeout`]) that counts against the model's health and is never
+//! replayed.
 //!
 //! # Layout
 //!

@@ -26,7 +26,8 @@
 //! | [`native_routing`](OpenRouterLayerBuilder::native_routing) | nothing injected | OpenRouter's own `models` / `provider` / `route` / `fallbacks` (see [`crate::routing`]); the caller's are checked either way |
 //! | [`deadline`](OpenRouterLayerBuilder::deadline) | 300 s | total budget of a call |
 //! | [`attempt_timeout`](OpenRouterLayerBuilder::attempt_timeout) | 120 s, or the deadline when that is shorter | limit of one attempt (per model: [`ChainModel::timeout`](crate::fallback::ChainModel::timeout)) |
-//! | [`first_token_timeout`](OpenRouterLayerBuilder::first_token_timeout), [`idle_timeout`](OpenRouterLayerBuilder::idle_timeout) | off | stream limits |
+//! | [`first_token_timeout`](OpenRouterLayerBuilder::first_token_timeout) | off | a stream's wait for its first content (the attempt timeout holds meanwhile) |
+//! | [`idle_timeout`](OpenRouterLayerBuilder::idle_timeout) | 30 s, or the deadline when that is shorter; `None` turns it off | longest gap between a stream's chunks once content flows (keep-alive comments count) |
 //! | [`max_retries`](OpenRouterLayerBuilder::max_retries) | 2 | same-model retries (per model: [`ChainModel::max_retries`](crate::fallback::ChainModel::max_retries)) |
 //! | [`retry_policy`](OpenRouterLayerBuilder::retry_policy) | [`RetryPolicy::default`] | backoff, Retry-After, budget |
 //! | [`health_config`](OpenRouterLayerBuilder::health_config) / [`health_tracker`](OpenRouterLayerBuilder::health_tracker) | [`HealthConfig::default`] | cooldowns and skipping; share a tracker between stacks (per-model [`ChainModel::disable_duration`](crate::fallback::ChainModel::disable_duration) goes into it) |
@@ -41,9 +42,9 @@
 //! [`ConfigError`] naming the setting; [`validate`](OpenRouterLayerBuilder::validate)
 //! runs the same checks alone. Each layer's settings are checked by that layer's own
 //! `validate` (called by its `build` or constructor, or here), so a rule is written once.
-//! Only settings you wrote can conflict: a default gives way (an attempt timeout you did
-//! not set follows a shorter deadline; the default retries' backoff is not held against
-//! the deadline). [`OpenRouterLayer::from_json`] builds the same from
+//! Only settings you wrote can conflict: a default gives way (an attempt timeout or idle
+//! limit you did not set follows a shorter deadline; the default retries' backoff is not
+//! held against the deadline). [`OpenRouterLayer::from_json`] builds the same from
 //! a JSON [`Config`](crate::config::Config).
 //!
 //! ```
@@ -100,7 +101,7 @@ use crate::retry::{Retry, RetryLayer, RetryPolicy};
 use crate::routing::{NativeRouting, NativeRoutingLayer, RoutingConfig};
 use crate::timeout::{
     AttemptTimeout, AttemptTimeoutBuilder, AttemptTimeoutLayer, Deadline, DeadlineLayer,
-    DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_DEADLINE,
+    DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_DEADLINE, DEFAULT_IDLE_TIMEOUT,
 };
 
 /// The service [`OpenRouterLayer`] builds around a client `S` with classifier `C`.
@@ -155,6 +156,11 @@ impl<C> OpenRouterLayer<C> {
     /// The default limit of one attempt.
     pub fn attempt_timeout(&self) -> Duration {
         self.attempt_timeout.limit()
+    }
+
+    /// The longest gap between a stream's chunks (`None`: turned off).
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.attempt_timeout.stream_limits().idle
     }
 
     /// The retry policy.
@@ -212,7 +218,8 @@ pub struct OpenRouterLayerBuilder<C = OpenRouterClassifier> {
     /// `None`: the default, or the deadline when that is shorter.
     attempt_timeout: Option<Duration>,
     first_token: Option<Duration>,
-    idle: Option<Duration>,
+    /// `None`: the default (at most the deadline); `Some(None)`: turned off.
+    idle: Option<Option<Duration>>,
     max_retries: Option<u32>,
     /// `None`: the default policy, never held against the deadline.
     retry: Option<RetryPolicy>,
@@ -486,9 +493,27 @@ impl<C> OpenRouterLayerBuilder<C> {
         self
     }
 
-    /// The longest gap between a stream's chunks.
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle = Some(timeout);
+    /// The longest gap between a stream's chunks once content flows (default
+    /// [`DEFAULT_IDLE_TIMEOUT`], 30 s, or the deadline when that is shorter); `None` turns
+    /// it off. Any chunk resets it, keep-alive comments included; past it the body ends
+    /// with a `StreamTimeout` error frame. A limit you set may not be longer than the
+    /// deadline.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_openrouter::OpenRouterLayer;
+    ///
+    /// let b = || OpenRouterLayer::builder().chain(["a/b"]);
+    /// assert_eq!(b().build()?.idle_timeout(), Some(Duration::from_secs(30)));
+    /// let short = b().deadline(Duration::from_secs(20)).build()?;
+    /// assert_eq!(short.idle_timeout(), Some(Duration::from_secs(20)));
+    /// assert_eq!(b().idle_timeout(None).build()?.idle_timeout(), None);
+    /// let err = b().deadline(Duration::from_secs(20)).idle_timeout(Duration::from_secs(30)).build();
+    /// assert_eq!(err.unwrap_err().field(), "idle_timeout");
+    /// # Ok::<(), tower_openrouter::error::ConfigError>(())
+    /// ```
+    pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.idle = Some(timeout.into());
         self
     }
 
@@ -689,7 +714,8 @@ impl<C> OpenRouterLayerBuilder<C> {
     }
 
     /// The attempt and stream limits, checked against the deadline by their builder. An
-    /// attempt timeout not set follows the deadline when that is shorter than the default.
+    /// attempt timeout or idle limit not set follows the deadline when that is shorter
+    /// than its default.
     fn timeouts(&self) -> AttemptTimeoutBuilder {
         let limit = self
             .attempt_timeout
@@ -698,7 +724,10 @@ impl<C> OpenRouterLayerBuilder<C> {
         if let Some(t) = self.first_token {
             timeout = timeout.first_token(t);
         }
-        if let Some(t) = self.idle {
+        let idle = self
+            .idle
+            .unwrap_or(Some(DEFAULT_IDLE_TIMEOUT.min(self.deadline)));
+        if let Some(t) = idle {
             timeout = timeout.idle(t);
         }
         timeout

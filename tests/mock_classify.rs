@@ -296,9 +296,20 @@ mod streams {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_stream_without_done_is_truncated() {
+    async fn a_stream_without_done_is_whole_after_a_finish_reason_and_truncated_without_one() {
+        // The final chunk (finish_reason / stop_reason) came, then the end: the whole text.
+        for path in [CHAT, MESSAGES] {
+            let reply = || Reply::stream(["x"]).without_done();
+            let (bytes, error, kinds) = through_classify(reply(), path, StreamLimits::default())
+                .await
+                .unwrap();
+            assert!(error.is_none(), "{path}: {error:?}");
+            assert!(kinds.is_empty(), "{path}");
+            assert_eq!(bytes, raw(reply(), path).await, "{path}");
+        }
+        // Content, then the end: cut short.
         let (_, error, kinds) = through_classify(
-            Reply::stream(["x"]).without_done(),
+            Reply::sse([r#"data: {"choices":[{"delta":{"content":"x"},"finish_reason":null}]}"#]),
             CHAT,
             StreamLimits::default(),
         )

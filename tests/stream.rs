@@ -308,21 +308,46 @@ async fn an_error_event_in_the_same_chunk_as_content_is_cut_out() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_stream_ending_without_done_is_truncated() {
+async fn a_stream_ending_without_done_is_truncated_unless_its_finish_reason_came() {
     let (resp, hook) = run(
-        vec![Send(ROLE), Send(C1), Send(STOP)],
+        vec![Send(ROLE), Send(C1), Send(C2)],
         CHAT,
         StreamLimits::default(),
     )
     .await;
     let (bytes, err) = drain(resp.unwrap().into_body()).await;
-    assert_eq!(bytes, [ROLE, C1, STOP].concat().as_bytes());
-    let err = err.expect("an end without [DONE] is not a success");
+    assert_eq!(bytes, [ROLE, C1, C2].concat().as_bytes());
+    let err = err.expect("an end without [DONE] nor finish_reason is not a success");
     assert_eq!(
         (err.kind(), err.action()),
         (ErrorKind::StreamTruncated, Action::Fatal)
     );
     assert_eq!(hook.calls.load(Ordering::SeqCst), 1);
+
+    // The final chunk (finish_reason "stop", usage) came: the answer is whole, [DONE] or
+    // not, also when it is the first content and comes in one chunk with it.
+    for script in [
+        vec![Send(ROLE), Send(C1), Send(STOP)],
+        vec![Send(ROLE), Send(STOP)],
+    ] {
+        let want: String = script
+            .iter()
+            .map(|s| match s {
+                Send(s) => *s,
+                _ => "",
+            })
+            .collect();
+        let (resp, hook) = run(script, CHAT, StreamLimits::default()).await;
+        let (bytes, err) = drain(resp.unwrap().into_body()).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(bytes, want.as_bytes());
+        assert_eq!(hook.calls.load(Ordering::SeqCst), 0);
+    }
+    // `"finish_reason": null` with spaces, or the words inside content, are not a finish.
+    const SPACED: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"finish_reason\"},\"finish_reason\" : null}]}\n\n";
+    let (resp, _) = run(vec![Send(C1), Send(SPACED)], CHAT, StreamLimits::default()).await;
+    let (_, err) = drain(resp.unwrap().into_body()).await;
+    assert_eq!(err.unwrap().kind(), ErrorKind::StreamTruncated);
 
     // A read error after content: interrupted, reported.
     let (resp, hook) = run(vec![Send(C1), Fail], CHAT, StreamLimits::default()).await;
@@ -337,7 +362,7 @@ async fn a_stream_ending_without_done_is_truncated() {
         Send("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n"),
         Send("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
     ];
-    let (resp, hook) = run(script, "/api/v1/messages", StreamLimits::default()).await;
+    let (resp, hook) = run(script.clone(), "/api/v1/messages", StreamLimits::default()).await;
     let resp = resp.unwrap();
     assert_eq!(
         resp.extensions()
@@ -350,6 +375,17 @@ async fn a_stream_ending_without_done_is_truncated() {
     let (_, err) = drain(resp.into_body()).await;
     assert!(err.is_none());
     assert_eq!(hook.calls.load(Ordering::SeqCst), 0);
+
+    // A /messages stream cut before its stop_reason and message_stop is truncated too.
+    let (resp, hook) = run(
+        script[..2].to_vec(),
+        "/api/v1/messages",
+        StreamLimits::default(),
+    )
+    .await;
+    let (_, err) = drain(resp.unwrap().into_body()).await;
+    assert_eq!(err.unwrap().kind(), ErrorKind::StreamTruncated);
+    assert_eq!(hook.calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -96,7 +96,11 @@ pub enum Outcome<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StreamFailure {
-    /// The stream ended without its `data: [DONE]` terminator.
+    /// The stream ended without its end marker (`data: [DONE]`; `message_stop` on
+    /// `/messages`; `response.completed` / `response.incomplete` on `/responses`) and
+    /// without a finish reason (a chat `finish_reason`, a `/messages` `stop_reason`): the
+    /// answer was cut short. An end after a finish reason is not a failure (the whole
+    /// text came) and is never classified.
     Ended,
     /// No chunk came within the time-to-first-token or idle limit.
     Stalled,

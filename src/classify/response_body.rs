@@ -21,7 +21,8 @@ pin_project! {
     /// bytes are exactly the upstream's.
     ///
     /// For a stream (see [`crate::stream`]) the rest is watched: an error event, an end
-    /// without `[DONE]` or an idle gap over the limit ends the body with one error frame
+    /// without `[DONE]` nor a finish reason, or an idle gap over the limit ends the body
+    /// with one error frame
     /// (the bytes before the failing event are delivered first). A read error of the
     /// upstream body is an error frame too (`StreamInterrupted` for a stream, `Transport`
     /// otherwise).

@@ -90,8 +90,12 @@ pub(super) fn builder(
     if let Some(v) = s.first_token_timeout_seconds {
         b = b.first_token_timeout(secs("settings.first_token_timeout_seconds", v)?);
     }
-    if let Some(v) = s.idle_timeout_seconds {
-        b = b.idle_timeout(secs("settings.idle_timeout_seconds", v)?);
+    match s.idle_timeout_seconds {
+        Some(super::SecondsOrOff::Seconds(v)) => {
+            b = b.idle_timeout(secs("settings.idle_timeout_seconds", v)?);
+        }
+        Some(super::SecondsOrOff::Off) => b = b.idle_timeout(None),
+        None => {}
     }
     if let Some(n) = s.max_retries_per_model {
         b = b.max_retries(n);

@@ -116,7 +116,8 @@ pub enum ErrorKind {
     InvalidBody,
     /// A stream failed after its first token: an error chunk arrived.
     StreamInterrupted,
-    /// A stream ended without its `data: [DONE]` terminator.
+    /// A stream ended without its end marker (`data: [DONE]`, `message_stop`, ...) and
+    /// without a finish reason: the answer was cut short.
     StreamTruncated,
     /// The model is cooling down after failures; it was skipped without an upstream call.
     ModelCoolingDown,
@@ -302,7 +303,7 @@ impl ErrorKind {
                 "the tokens already received stand; send a new request to continue"
             }
             StreamTruncated => {
-                "the stream ended without [DONE]; send a new request to continue"
+                "the stream ended without [DONE] or a finish_reason; send a new request to continue"
             }
             ModelCoolingDown => "it failed recently and is skipped until its cooldown ends",
             ModelAtCapacity => "it is skipped until one of its requests in flight finishes",

@@ -13,16 +13,26 @@
 //!    content arrives, the response is returned and the held bytes are replayed as the
 //!    body's prefix, then the rest: the caller receives one clean stream.
 //! 2. **After content** the body passes through untouched but watched: an error chunk
-//!    (`error` field, `finish_reason: "error"`, a `/messages` `event: error`), an end
-//!    without `data: [DONE]` (chat completions), a read error, or a gap between chunks
+//!    (`error` field, `finish_reason: "error"`, a `/messages` `event: error`, a Responses
+//!    `response.failed`), a truncated end (below), a read error, or a gap between chunks
 //!    longer than [`StreamLimits::idle`] becomes one typed error frame
 //!    (`StreamInterrupted`, `StreamTruncated`, `StreamTimeout`; action `Fatal`) where it
 //!    happened: the bytes before it are delivered first, the failing event is not. The
 //!    request's [`StreamErrorHook`] is called once with that error, so health counts it.
 //!
+//! **How a stream must end.** Each API has an end marker: `data: [DONE]` (chat
+//! completions), `message_stop` (`/messages`), `response.completed` or
+//! `response.incomplete` (`/responses`). An end after the marker is a clean end. An end
+//! without it but after the answer's finish reason (a chat choice's `finish_reason`, a
+//! `/messages` `message_delta` `stop_reason`; not `null`, not `"error"`) has delivered the
+//! whole text: it is not an error for the caller and counts as a success for health (a
+//! debug log line says so). An end with neither is `StreamTruncated`.
+//!
 //! Both limits come from the request's [`StreamLimits`] and are clamped to its
 //! [`Deadline`]. The attempt timeout wraps only the first phase: a long, healthy stream
-//! is never cut by it.
+//! is never cut by it. [`OpenRouterLayer`](crate::OpenRouterLayer) sets an idle limit of
+//! 30 s by default ([`DEFAULT_IDLE_TIMEOUT`](crate::timeout::DEFAULT_IDLE_TIMEOUT)); every
+//! chunk resets it, keep-alive comments included, so only a stream that went silent ends.
 //!
 //! ```
 //! use bytes::Bytes;

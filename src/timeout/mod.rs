@@ -63,6 +63,12 @@ mod future;
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
 /// Default limit of one attempt.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default longest gap between two chunks of a stream in
+/// [`OpenRouterLayer`](crate::OpenRouterLayer) (at most its deadline). Keep-alive comments
+/// (`: OPENROUTER PROCESSING`) are chunks, so a slow but living stream is never cut; one
+/// that stalls after its first token ends with a `StreamTimeout` error frame. The
+/// [`AttemptTimeoutLayer`] alone has no idle limit unless you set one.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 use std::time::Duration;
 

@@ -33,7 +33,7 @@ pub(crate) struct RequestInfo {
     first_token_by: Option<Instant>,
     /// Longest gap between stream chunks after content.
     idle: Option<Duration>,
-    /// An `/api/v1/messages` request (its streams end without `[DONE]`).
+    /// An `/api/v1/messages` request (its streams end with `message_stop`, not `[DONE]`).
     messages: bool,
     /// An `/api/v1/responses` request (its stream events are typed `response.*`).
     responses: bool,

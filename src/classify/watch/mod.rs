@@ -11,6 +11,7 @@ use std::sync::Arc;
 use http::{HeaderMap, StatusCode};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use self::responses::Kind;
 use super::{Classification, ClassifyOutcome, Outcome, StreamFailure};
@@ -46,7 +47,13 @@ struct EventState {
     /// `/api/v1/responses` (the Responses API; see [`responses`]).
     responses: bool,
     content_seen: bool,
+    /// The stream's own end marker came: `data: [DONE]`, `/messages` `message_stop`, a
+    /// Responses `response.completed` / `response.incomplete`.
     done: bool,
+    /// The answer said it is complete: a chat `finish_reason` or a `/messages`
+    /// `stop_reason` (not `null`, not `"error"`). An end without `done` after it has
+    /// delivered the whole text, so it is not a failure.
+    finished: bool,
     info: Option<UpstreamInfo>,
 }
 
@@ -56,6 +63,7 @@ impl std::fmt::Debug for Watcher {
             .field("position", &self.parser.position())
             .field("content_seen", &self.state.content_seen)
             .field("done", &self.state.done)
+            .field("finished", &self.state.finished)
             .finish_non_exhaustive()
     }
 }
@@ -108,6 +116,60 @@ struct Delta<'a> {
 
 fn non_empty(s: &Option<Cow<'_, str>>) -> bool {
     s.as_deref().is_some_and(|s| !s.is_empty())
+}
+
+/// The part of an event that says the answer is complete: a chat choice's
+/// `finish_reason`, or the `delta.stop_reason` of a `/messages` `message_delta`.
+#[derive(Deserialize)]
+struct Ending<'a> {
+    #[serde(borrow, default)]
+    choices: Option<Vec<EndingChoice<'a>>>,
+    #[serde(borrow, default)]
+    delta: Option<EndingDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct EndingChoice<'a> {
+    #[serde(borrow, default)]
+    finish_reason: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct EndingDelta<'a> {
+    #[serde(borrow, default)]
+    stop_reason: Option<&'a RawValue>,
+}
+
+/// A reason that ends an answer: present, not `null` (serde gives `None` for it), not
+/// `"error"` (a failure, which the classifier reports).
+fn ends(reason: Option<&RawValue>) -> bool {
+    reason.is_some_and(|r| r.get() != "\"error\"")
+}
+
+/// Whether the event's data says the answer is complete (see [`Ending`]). A scan for the
+/// key followed by something other than `null` comes first, so the chunks before the
+/// last (`"finish_reason":null` in each) are never parsed for it.
+fn says_finished(data: &[u8], messages: bool) -> bool {
+    let key: &[u8] = if messages {
+        b"\"stop_reason\""
+    } else {
+        b"\"finish_reason\""
+    };
+    let named = memchr::memmem::find_iter(data, key).any(|at| {
+        let rest = data[at + key.len()..].trim_ascii_start();
+        let value = rest
+            .strip_prefix(b":")
+            .map_or(rest, <[u8]>::trim_ascii_start);
+        !value.starts_with(b"null")
+    });
+    if !named {
+        return false;
+    }
+    let Ok(e) = serde_json::from_slice::<Ending<'_>>(data) else {
+        return false;
+    };
+    e.choices.iter().flatten().any(|c| ends(c.finish_reason))
+        || e.delta.is_some_and(|d| ends(d.stop_reason))
 }
 
 const MESSAGES_CONTENT: [&str; 4] = [
@@ -174,6 +236,9 @@ impl EventState {
                 verdict,
             });
             return;
+        }
+        if !self.finished && says_finished(ev.data, self.messages) {
+            self.finished = true;
         }
         if self.responses && self.responses_event(&ev, failure) {
             return;
@@ -243,6 +308,7 @@ impl Watcher {
                 responses: false,
                 content_seen: false,
                 done: false,
+                finished: false,
                 info: None,
             },
             model,
@@ -292,14 +358,21 @@ impl Watcher {
     }
 
     /// The stream ended: the failure this makes (an unfinished last event with an error,
-    /// or an end without `[DONE]` for chat completions).
+    /// or an end without the stream's end marker and without a finish reason, see
+    /// [`EventState::finished`]).
     pub(crate) fn finish(&mut self) -> Option<Failure> {
         let mut failure = None;
         let state = &mut self.state;
         self.parser.finish(|ev| state.event(ev, &mut failure));
-        if failure.is_some() || self.state.done || (self.state.messages && self.state.content_seen)
-        {
+        if failure.is_some() || self.state.done {
             return failure;
+        }
+        if self.state.finished {
+            tracing::debug!(
+                model = self.model.as_deref(),
+                "the stream ended after its finish reason without its end marker ([DONE], message_stop); the answer is complete"
+            );
+            return None;
         }
         self.verdict(StreamFailure::Ended)
     }
