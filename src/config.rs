@@ -46,6 +46,7 @@ mod build;
 /// | `endpoint_chains` | a named chain per endpoint, `{"embeddings": "embed"}`: model fallback there too |
 /// | `catalog` | the model catalog: `refresh_seconds`, `strict`, `snapshot` ([`CatalogSection`]) |
 /// | `max_price` | price ceilings: `per_request`, `prompt`, `completion`, `chains`, `header` ([`MaxPriceSection`]) |
+/// | `hedging` | hedging on the first content token: `default_chain`, `chains` ([`HedgingSection`]) |
 /// | `settings` | the [`Settings`] |
 ///
 /// A model is an id (`"openai/gpt-4o"`) or an object `{"id", "timeout_seconds",
@@ -112,6 +113,131 @@ pub struct Config {
     /// Price ceilings ([`MaxPriceSection`]); needs `catalog`.
     #[serde(default)]
     pub max_price: Option<MaxPriceSection>,
+    /// Hedging on the first content token, per chain ([`HedgingSection`]).
+    #[serde(default)]
+    pub hedging: Option<HedgingSection>,
+}
+
+/// The `hedging` key: which chains hedge on the first content token, and how (see
+/// [`fallback::hedge`](crate::fallback::hedge)).
+///
+/// ```
+/// use tower_openrouter::config::Config;
+/// use tower_openrouter::OpenRouterLayer;
+///
+/// let config = Config::from_json(r#"{
+///   "default_chain": ["anthropic/claude-sonnet-4.5", "openai/gpt-4o"],
+///   "chains": {"fast": ["openai/gpt-4o-mini", "google/gemini-2.5-flash"]},
+///   "hedging": {
+///     "default_chain": {"percentile": 0.9, "delay_seconds": 2, "budget_percent": 5,
+///                       "requests": "streams_without_tools"},
+///     "chains": {"fast": {"delay_seconds": 0.8}}
+///   }
+/// }"#).unwrap();
+/// OpenRouterLayer::from_config(&config).unwrap();
+///
+/// let err = Config::from_json(r#"{"default_chain": ["a/b", "c/d"],
+///   "hedging": {"default_chain": {"percentile": 90}}}"#).unwrap_err();
+/// assert_eq!(err.field(), "hedging.default_chain.percentile");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HedgingSection {
+    /// The default chain's hedging (also of a request naming a model outside the chains).
+    #[serde(default)]
+    pub default_chain: Option<HedgeSettings>,
+    /// Named chains' hedging, by chain name.
+    #[serde(default)]
+    pub chains: BTreeMap<String, HedgeSettings>,
+}
+
+/// One chain's hedging: `delay_seconds` (a fixed delay; with `percentile`, the delay
+/// until the model has `min_samples`), `percentile` (in (0, 1): 0.9 hedges after the
+/// model's recent p90 time to first token), `min_samples` (default 20), `budget_percent`
+/// (extra upstream calls at most, default 5), `requests` (`"streams"`, the default,
+/// `"streams_without_tools"` or `"all"`). See [`HedgePolicy`](crate::fallback::HedgePolicy).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HedgeSettings {
+    /// Seconds without content before the hedge (with `percentile`: until enough samples).
+    #[serde(default)]
+    pub delay_seconds: Option<f64>,
+    /// The percentile of the model's recent times to first token, in (0, 1).
+    #[serde(default)]
+    pub percentile: Option<f64>,
+    /// Samples the percentile needs.
+    #[serde(default)]
+    pub min_samples: Option<usize>,
+    /// Extra upstream calls at most, in percent of the chain's calls (0 to 100].
+    #[serde(default)]
+    pub budget_percent: Option<f64>,
+    /// Which requests are hedged.
+    #[serde(default)]
+    pub requests: Option<HedgeRequestsConfig>,
+}
+
+/// The `requests` of a chain's hedging.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HedgeRequestsConfig {
+    /// [`HedgeRequests::Streams`](crate::fallback::HedgeRequests::Streams).
+    Streams,
+    /// [`HedgeRequests::StreamsWithoutTools`](crate::fallback::HedgeRequests::StreamsWithoutTools).
+    StreamsWithoutTools,
+    /// [`HedgeRequests::All`](crate::fallback::HedgeRequests::All).
+    All,
+}
+
+impl HedgeSettings {
+    /// The policy these settings describe; `field` (e.g. `hedging.default_chain`) names
+    /// the key in errors. The policy's own checks run when the stack is built.
+    ///
+    /// # Errors
+    ///
+    /// Neither `delay_seconds` nor `percentile`, a delay that is not a positive number of
+    /// seconds, a `budget_percent` outside (0, 100].
+    pub fn to_policy(&self, field: &str) -> Result<crate::fallback::HedgePolicy, ConfigError> {
+        use crate::fallback::{HedgePolicy, HedgeRequests};
+        let delay = match self.delay_seconds {
+            Some(v) => Some(seconds(&format!("{field}.delay_seconds"), v)?),
+            None => None,
+        };
+        let mut policy = match (self.percentile, delay) {
+            (Some(p), Some(d)) => HedgePolicy::percentile(p).initial_delay(d),
+            (Some(p), None) => HedgePolicy::percentile(p),
+            (None, Some(d)) => HedgePolicy::after(d),
+            (None, None) => {
+                return Err(ConfigError::new(
+                    field.to_owned(),
+                    format!("{field}: set delay_seconds, percentile, or both"),
+                ))
+            }
+        };
+        if let Some(n) = self.min_samples {
+            policy = policy.min_samples(n);
+        }
+        if let Some(pct) = self.budget_percent {
+            if !(pct > 0.0 && pct <= 100.0) {
+                let at = format!("{field}.budget_percent");
+                return Err(ConfigError::new(
+                    at.clone(),
+                    format!("{at} must be in (0, 100], got {pct}"),
+                ));
+            }
+            policy = policy.budget((pct / 100.0) as f32);
+        }
+        if let Some(r) = self.requests {
+            policy = policy.requests(match r {
+                HedgeRequestsConfig::Streams => HedgeRequests::Streams,
+                HedgeRequestsConfig::StreamsWithoutTools => HedgeRequests::StreamsWithoutTools,
+                HedgeRequestsConfig::All => HedgeRequests::All,
+            });
+        }
+        Ok(policy)
+    }
 }
 
 /// The `catalog` key: OpenRouter's model catalog, so models that cannot serve a request
@@ -651,6 +777,8 @@ const JSON_KEYS: &[(&str, &str)] = &[
     ("consecutive_failures", "settings.consecutive_failures"),
     ("adaptive", "settings.adaptive"),
     ("max_price_header", "max_price.header"),
+    ("hedge", "hedging.default_chain"),
+    ("chain_hedge", "hedging.chains"),
 ];
 
 /// A builder's error with the settings file's key as its field, and in its message where

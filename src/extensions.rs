@@ -195,6 +195,14 @@ impl AttemptLog {
         self.lock().records.len()
     }
 
+    /// How many attempts logged from position `from` on were of chain position `index`.
+    pub(crate) fn count_since(&self, from: usize, index: usize) -> usize {
+        self.lock()
+            .records
+            .get(from..)
+            .map_or(0, |r| r.iter().filter(|a| a.index == index).count())
+    }
+
     /// Whether no attempt was logged.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -32,6 +32,7 @@
 //! | [`retry_policy`](OpenRouterLayerBuilder::retry_policy) | [`RetryPolicy::default`] | backoff, Retry-After, budget |
 //! | [`health_config`](OpenRouterLayerBuilder::health_config) / [`health_tracker`](OpenRouterLayerBuilder::health_tracker) | [`HealthConfig::default`] | cooldowns and skipping; share a tracker between stacks (per-model [`ChainModel::disable_duration`](crate::fallback::ChainModel::disable_duration) goes into it) |
 //! | [`adaptive_concurrency`](OpenRouterLayerBuilder::adaptive_concurrency) | off | a per-model concurrency limit learned from 429s (see [`health::adaptive`](crate::health::adaptive)) |
+//! | [`hedge`](OpenRouterLayerBuilder::hedge), [`chain_hedge`](OpenRouterLayerBuilder::chain_hedge) | off | hedging on the first content token, per chain (see [`fallback::hedge`](crate::fallback::hedge)) |
 //! | [`classifier`](OpenRouterLayerBuilder::classifier) | [`OpenRouterClassifier`] | error rules |
 //! | [`max_body_bytes`](OpenRouterLayerBuilder::max_body_bytes) | 16 MiB | request body limit |
 //! | [`wait_for_rate_limit`](OpenRouterLayerBuilder::wait_for_rate_limit) | on | wait out a Retry-After when every model failed and time allows |
@@ -95,7 +96,9 @@ use crate::body::{BufferRequest, BufferRequestLayer, DEFAULT_BODY_LIMIT};
 use crate::catalog::{CatalogPolicy, MaxPrice, ModelCatalog};
 use crate::classify::{Classify, ClassifyLayer, ClassifyOutcome, OpenRouterClassifier};
 use crate::error::ConfigError;
-use crate::fallback::{Chain, ChainModel, Chains, Fallback, FallbackLayer, Order, UnlistedModel};
+use crate::fallback::{
+    Chain, ChainModel, Chains, Fallback, FallbackLayer, HedgePolicy, Order, UnlistedModel,
+};
 use crate::health::{AdaptiveConfig, Health, HealthConfig, HealthLayer, HealthTracker};
 use crate::retry::{Retry, RetryLayer, RetryPolicy};
 use crate::routing::{NativeRouting, NativeRoutingLayer, RoutingConfig};
@@ -230,6 +233,8 @@ pub struct OpenRouterLayerBuilder<C = OpenRouterClassifier> {
     max_body_bytes: usize,
     catalog: CatalogSettings,
     allow: AllowSettings,
+    /// Hedge policies by chain (`None`: the default chain).
+    hedges: Vec<(Option<String>, HedgePolicy)>,
 }
 
 /// The allow-list and endpoint chains of the builder, applied to the fallback layer at
@@ -323,6 +328,7 @@ impl OpenRouterLayerBuilder {
             max_body_bytes: DEFAULT_BODY_LIMIT,
             catalog: CatalogSettings::default(),
             allow: AllowSettings::default(),
+            hedges: Vec::new(),
         }
     }
 }
@@ -571,6 +577,23 @@ impl<C> OpenRouterLayerBuilder<C> {
         self
     }
 
+    /// Hedging on the first content token for the default chain (off by default): an
+    /// attempt that has produced no content after the policy's delay is raced against
+    /// the next model of the chain, within a budget of extra calls. See
+    /// [`fallback::hedge`](crate::fallback::hedge), and
+    /// [`FallbackLayer::hedge`].
+    pub fn hedge(mut self, policy: HedgePolicy) -> Self {
+        self.hedges.push((None, policy));
+        self
+    }
+
+    /// Hedging on the first content token for the chain named `chain` (see
+    /// [`hedge`](Self::hedge)).
+    pub fn chain_hedge(mut self, chain: &str, policy: HedgePolicy) -> Self {
+        self.hedges.push((Some(chain.to_owned()), policy));
+        self
+    }
+
     /// The largest request body accepted, in bytes.
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
@@ -601,6 +624,7 @@ impl<C> OpenRouterLayerBuilder<C> {
             max_body_bytes: self.max_body_bytes,
             catalog: self.catalog,
             allow: self.allow,
+            hedges: self.hedges,
         }
     }
 
@@ -818,6 +842,12 @@ impl<C> OpenRouterLayerBuilder<C> {
         fallback = self.allow_list(fallback);
         if let Some(h) = &self.header {
             fallback = fallback.chain_header(header_name("chain_header", h)?);
+        }
+        for (chain, policy) in &self.hedges {
+            fallback = match chain {
+                None => fallback.hedge(policy.clone()),
+                Some(name) => fallback.chain_hedge(name, policy.clone()),
+            };
         }
         let mut routing = NativeRoutingLayer::new(self.routing.clone());
         if let Some(policy) = self.catalog.policy()? {

@@ -146,6 +146,14 @@ pub(super) fn builder(
             b = b.max_price_header(h);
         }
     }
+    if let Some(h) = &config.hedging {
+        if let Some(d) = &h.default_chain {
+            b = b.hedge(d.to_policy("hedging.default_chain")?);
+        }
+        for (chain, c) in &h.chains {
+            b = b.chain_hedge(chain, c.to_policy(&format!("hedging.chains.{chain}"))?);
+        }
+    }
     Ok(b)
 }
 

@@ -15,7 +15,9 @@ use tower::Service;
 
 use super::capacity::{CapacitySkips, SlotWait};
 use super::chain::Chain;
+use super::hedge::{HedgeCall, Hedged};
 use super::layer::{Order, Shared};
+use super::race::Race;
 use super::select::Selected;
 use super::template::BodyTemplate;
 use super::ServedBy;
@@ -50,6 +52,8 @@ pin_project! {
         Failed { error: Option<Error> },
         Ready { req: Option<Request<Full<Bytes>>> },
         Calling { #[pin] fut: F },
+        // An attempt that may be hedged, or two attempts at once (see `race.rs`).
+        Racing { race: Box<Race<F>> },
         Waiting { sleep: Pin<Box<Sleep>> },
         WaitingSlot { wait: SlotWait },
         AwaitingProbe { wait: ProbeWait },
@@ -59,7 +63,7 @@ pin_project! {
 
 /// What the walk does next (short-lived: moved once into the state).
 #[allow(clippy::large_enum_variant)]
-enum Step {
+pub(super) enum Step {
     Send(Request<Full<Bytes>>),
     Wait(Instant),
     WaitSlot(SlotWait),
@@ -69,12 +73,25 @@ enum Step {
 
 /// The model (or server-side window) of the attempt in flight.
 #[derive(Default)]
-struct Current {
+pub(super) struct Current {
     /// Chain positions of the window (the first is the attempt's model).
     window: [usize; MAX_SERVER_MODELS],
     len: usize,
     started: Option<Instant>,
     log_len: usize,
+    /// Models skipped or failed before this attempt was sent.
+    models_before: usize,
+    /// Sent in panic mode or after a wait: never hedged.
+    forced: bool,
+}
+
+/// The hedge of a call: chain positions of the attempt hedged and of the hedge.
+#[derive(Clone, Copy)]
+struct HedgeSent {
+    from: usize,
+    to: usize,
+    /// The hedge went upstream (it may have waited for the service to be ready).
+    sent: bool,
 }
 
 /// Everything one call needs across attempts.
@@ -117,6 +134,10 @@ pub(crate) struct CallCtx<S> {
     soonest_hint: Option<Instant>,
     /// Models skipped at their adaptive concurrency limit, owed one try after a wait.
     capacity: CapacitySkips,
+    /// The chain's hedging, when it hedges this request.
+    hedge: Option<HedgeCall>,
+    /// The call's one hedge, once it was decided.
+    hedged: Option<HedgeSent>,
 }
 
 impl<S> CallCtx<S> {
@@ -178,11 +199,18 @@ impl<S> CallCtx<S> {
             obs,
             soonest_hint: None,
             capacity: CapacitySkips::default(),
+            hedge: None,
+            hedged: None,
         }
     }
 
     pub(crate) fn with_filter(mut self, filter: Option<CallFilter>) -> Self {
         self.filter = filter;
+        self
+    }
+
+    pub(crate) fn with_hedge(mut self, hedge: Option<HedgeCall>) -> Self {
+        self.hedge = hedge;
         self
     }
 
@@ -345,6 +373,15 @@ impl<S> CallCtx<S> {
         if self.expired() {
             return Step::Fail(self.deadline_error());
         }
+        if let Some((window, len)) = self.next_window() {
+            return self.send(&window[..len], false);
+        }
+        self.chain_used_up()
+    }
+
+    /// The next model (or window) of the chain that may be tried, skipping (and
+    /// recording) the models that cannot be: `None` when the chain is used up.
+    fn next_window(&mut self) -> Option<([usize; MAX_SERVER_MODELS], usize)> {
         let width = self.width;
         let mut window = [0usize; MAX_SERVER_MODELS];
         let mut len = 0;
@@ -368,10 +405,12 @@ impl<S> CallCtx<S> {
                 len += 1;
             }
         }
-        if len > 0 {
-            return self.send(&window[..len], false);
-        }
-        // The chain is used up. A model only busy comes first: wait for its slot.
+        (len > 0).then_some((window, len))
+    }
+
+    /// What the call does once the chain is used up.
+    fn chain_used_up(&mut self) -> Step {
+        // A model only busy comes first: wait for its slot.
         if let Some(step) = self.capacity_step() {
             return step;
         }
@@ -511,16 +550,109 @@ impl<S> CallCtx<S> {
         self.cur.len = window.len();
         self.cur.started = Some(Instant::now());
         self.cur.log_len = self.log.len();
+        self.cur.models_before = self.models_before;
+        self.cur.forced = force;
         Step::Send(req)
     }
 
+    /// Same-model retries logged since the attempt at `pos` started (only its own
+    /// records count: a hedge running beside it logs into the same log).
+    fn retries(&self, pos: usize) -> u32 {
+        if self.hedged.is_some() {
+            return self.log.count_since(self.cur.log_len, pos) as u32;
+        }
+        self.log.len().saturating_sub(self.cur.log_len) as u32
+    }
+
+    /// The instant the attempt in flight is hedged at (`None`: it is not).
+    pub(super) fn hedge_at(&self) -> Option<Instant> {
+        let h = self.hedge.as_ref()?;
+        if self.hedged.is_some() || self.cur.forced || self.next >= self.chain.len() {
+            return None;
+        }
+        let model = self.chain.models()[self.cur.window[0]].model();
+        let at = self.cur.started? + h.delay(model)?;
+        match self.deadline {
+            Some(d) if at >= d.instant() => None,
+            _ => Some(at),
+        }
+    }
+
+    /// The hedge of the attempt in flight, once it has gone without content for the
+    /// delay: the request for the next model the walk finds (skipping, as a fallback
+    /// does, the models that cannot be tried) and that attempt's [`Current`], when the
+    /// budget allows one. The call's `cur` stays the earlier attempt's.
+    pub(super) fn hedge_request(&mut self) -> Option<(Request<Full<Bytes>>, Current)> {
+        if self.expired() {
+            return None;
+        }
+        if !self.hedge.as_ref()?.withdraw() {
+            tracing::debug!("no hedge: the hedge budget is used up");
+            return None;
+        }
+        let earlier = std::mem::take(&mut self.cur);
+        let from = earlier.window[0];
+        let step = self
+            .next_window()
+            .map(|(window, len)| self.send(&window[..len], false));
+        let hedge = std::mem::replace(&mut self.cur, earlier);
+        let Some(Step::Send(mut req)) = step else {
+            // No model left to hedge with (or its body could not be made, as for every
+            // other model: the attempt in flight says how it ends).
+            return None;
+        };
+        req.extensions_mut().insert(crate::LaterAttempt);
+        let to = hedge.window[0];
+        tracing::debug!(
+            from = self.chain.models()[from].model(),
+            to = self.chain.models()[to].model(),
+            "no content yet: hedging"
+        );
+        self.hedged = Some(HedgeSent {
+            from,
+            to,
+            sent: false,
+        });
+        Some((req, hedge))
+    }
+
+    /// The hedge went upstream.
+    pub(super) fn hedge_sent(&mut self) {
+        if let Some(h) = &mut self.hedged {
+            h.sent = true;
+        }
+    }
+
+    /// Swaps the attempt the call's `cur` describes (the race hands each attempt's
+    /// outcome over with its own).
+    pub(super) fn swap_current(&mut self, other: &mut Current) {
+        std::mem::swap(&mut self.cur, other);
+    }
+
+    /// The service, to call the hedge.
+    pub(super) fn service(&mut self) -> &mut S {
+        &mut self.svc
+    }
+
+    /// The attempt in flight answered: its time to first content is a sample of its model
+    /// (unless a same-model retry made it longer).
+    fn first_token(&self) {
+        let (Some(h), Some(started)) = (&self.hedge, self.cur.started) else {
+            return;
+        };
+        let pos = self.cur.window[0];
+        if self.retries(pos) == 0 {
+            h.record(&self.chain.models()[pos].model, started.elapsed());
+        }
+    }
+
     /// Handles a failed attempt: `Some(error)` ends the call.
-    fn failed(&mut self, err: Error) -> Option<Error> {
+    pub(super) fn failed(&mut self, err: Error) -> Option<Error> {
         let pos = self.cur.window[0];
         let m = &self.chain.models()[pos];
         let err = err.or_model(&m.model);
         let elapsed = self.cur.started.map(|s| s.elapsed()).unwrap_or_default();
-        let retry = self.log.len().saturating_sub(self.cur.log_len) as u32;
+        let retry = self.retries(pos);
         let kind = err.kind();
         let action = err.action();
         tracing::warn!(
@@ -572,7 +704,10 @@ impl<S> CallCtx<S> {
     // `Step` is large (it holds a request), and moved once, like the state it becomes:
     // boxing it would add an allocation per attempt.
     #[allow(clippy::result_large_err)]
-    fn answered<B>(&mut self, res: Result<Response<B>, Error>) -> Result<Response<B>, Step> {
+    pub(super) fn answered<B>(
+        &mut self,
+        res: Result<Response<B>, Error>,
+    ) -> Result<Response<B>, Step> {
         if let Some(lead) = self.panic.take() {
             // The followers learn the probe's outcome (the health layer recorded it).
             let end = match &res {
@@ -588,6 +723,9 @@ impl<S> CallCtx<S> {
         }
         match res {
             Ok(mut resp) => {
+                if self.hedge.is_some() {
+                    self.first_token();
+                }
                 self.served(&mut resp);
                 Ok(resp)
             }
@@ -625,6 +763,12 @@ impl<S> CallCtx<S> {
         let server_side_fallback = answered
             .as_deref()
             .is_some_and(|a| window.iter().any(|&p| models[p].model() == a));
+        let hedge = self.hedged.filter(|h| h.sent).map(|h| Hedged {
+            earlier: models[h.from].model.clone(),
+            hedge: models[h.to].model.clone(),
+            hedge_won: self.cur.window[0] == h.to,
+        });
+        let hedge_won = hedge.as_ref().is_some_and(|h| h.hedge_won);
         let served = ServedBy {
             model: answered.unwrap_or_else(|| first.model.clone()),
             requested: first.model.clone(),
@@ -637,7 +781,8 @@ impl<S> CallCtx<S> {
             } else {
                 self.log.snapshot()
             },
-            fell_back: self.models_before > 0 || server_side_fallback,
+            fell_back: self.cur.models_before > 0 || server_side_fallback || hedge_won,
+            hedge,
         };
         tracing::debug!(
             model = &*served.model,
@@ -677,9 +822,10 @@ where
         let span = ctx.obs.span().clone();
         let _entered = span.enter();
         let state = match ctx.next_step() {
-            Step::Send(req) => State::Calling {
-                fut: ctx.svc.call(req),
-            },
+            Step::Send(req) => {
+                let fut = ctx.svc.call(req);
+                launch(&mut ctx, fut)
+            }
             Step::Fail(e) => State::Failed { error: Some(e) },
             Step::Wait(at) => State::Waiting {
                 sleep: Box::pin(tokio::time::sleep_until(at)),
@@ -720,7 +866,7 @@ where
                         return Poll::Ready(Err(Error::from_box(e.into())));
                     }
                     let fut = ctx.svc.call(req.take().expect("request present"));
-                    this.state.set(State::Calling { fut });
+                    this.state.set(launch(ctx, fut));
                     continue;
                 }
                 StateProj::Calling { fut } => {
@@ -731,6 +877,17 @@ where
                         return Poll::Ready(res);
                     };
                     match ctx.answered(res) {
+                        Ok(resp) => {
+                            this.state.set(State::Done);
+                            *this.ctx = None;
+                            return Poll::Ready(Ok(resp));
+                        }
+                        Err(step) => step,
+                    }
+                }
+                StateProj::Racing { race } => {
+                    let ctx = this.ctx.as_mut().expect("polled after completion");
+                    match ready!(race.poll(ctx, cx)) {
                         Ok(resp) => {
                             this.state.set(State::Done);
                             *this.ctx = None;
@@ -768,6 +925,19 @@ where
                 }
             }
         }
+    }
+}
+
+/// The state of an attempt just called: plain, or armed to be hedged.
+fn launch<S>(ctx: &mut CallCtx<S>, fut: S::Future) -> State<S::Future>
+where
+    S: Service<Request<Full<Bytes>>>,
+{
+    match ctx.hedge_at() {
+        None => State::Calling { fut },
+        Some(at) => State::Racing {
+            race: Box::new(Race::armed(fut, at)),
+        },
     }
 }
 

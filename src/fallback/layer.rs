@@ -12,6 +12,7 @@ use tower::{Layer, Service};
 use super::allow::{AllowList, AllowSettings};
 use super::chain::Chains;
 use super::future::{CallCtx, ResponseFuture};
+use super::hedge::{HedgePolicy, Hedging};
 use super::select::{
     names_chain, passthrough_model, select_chain, strip_chain_header, UnlistedModel,
 };
@@ -59,6 +60,8 @@ pub(crate) struct Shared {
     /// `(endpoint, chain name)`: the chain a `POST` to a path ending in `endpoint`
     /// (`/embeddings`) walks in the default chain's place.
     endpoints: Vec<(Box<str>, Arc<str>)>,
+    /// Hedging on the first content token (`None`: no chain hedges).
+    pub(crate) hedging: Option<Arc<Hedging>>,
 }
 
 impl Shared {
@@ -111,6 +114,7 @@ impl FallbackLayer {
                 allow_settings: AllowSettings::default(),
                 allow: None,
                 endpoints: Vec::new(),
+                hedging: None,
             }),
         }
     }
@@ -258,6 +262,18 @@ impl FallbackLayer {
         self.edit(|s| s.catalog = Some(policy))
     }
 
+    /// Hedging on the first content token for the default chain (and the chain a request
+    /// naming an unlisted model gets): see [`hedge`](super::hedge). Off by default.
+    pub fn hedge(self, policy: HedgePolicy) -> Self {
+        self.edit(|s| Arc::make_mut(s.hedging.get_or_insert_default()).set(None, policy))
+    }
+
+    /// Hedging on the first content token for the chain named `chain` (see
+    /// [`hedge`](super::hedge)). Off by default.
+    pub fn chain_hedge(self, chain: &str, policy: HedgePolicy) -> Self {
+        self.edit(|s| Arc::make_mut(s.hedging.get_or_insert_default()).set(Some(chain), policy))
+    }
+
     /// The catalog policy, when one is set.
     pub fn catalog_policy(&self) -> Option<&CatalogPolicy> {
         self.shared.catalog.as_ref()
@@ -287,7 +303,8 @@ impl FallbackLayer {
         self.shared.health.as_ref()
     }
 
-    /// Checks the settings: every chain (see [`Chains::validate`]) and the window.
+    /// Checks the settings: every chain (see [`Chains::validate`]), the window, the
+    /// catalog policy and the hedge policies.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.shared.chains.validate()?;
         if let Some(policy) = &self.shared.catalog {
@@ -323,6 +340,9 @@ impl FallbackLayer {
                 ));
             }
         }
+        if let Some(h) = &self.shared.hedging {
+            h.validate(&self.shared.chains)?;
+        }
         let w = self.shared.window;
         if w == 0 || w > MAX_SERVER_MODELS {
             return Err(ConfigError::new(
@@ -348,6 +368,7 @@ impl std::fmt::Debug for FallbackLayer {
             .field("catalog", &s.catalog)
             .field("allow_list", &s.allow.is_some())
             .field("endpoints", &s.endpoints)
+            .field("hedging", &s.hedging.is_some())
             .finish()
     }
 }
@@ -424,6 +445,11 @@ where
             },
             None => None,
         };
+        let hedge = self
+            .shared
+            .hedging
+            .as_ref()
+            .and_then(|h| h.for_call(selected.name.as_deref(), &req));
         let log = match req.extensions().get::<AttemptLog>() {
             Some(log) => log.clone(),
             None => {
@@ -433,7 +459,9 @@ where
             }
         };
         ResponseFuture::start(Box::new(
-            CallCtx::new(inner, self.shared.clone(), selected, req, log).with_filter(filter),
+            CallCtx::new(inner, self.shared.clone(), selected, req, log)
+                .with_filter(filter)
+                .with_hedge(hedge),
         ))
     }
 }

@@ -26,6 +26,15 @@
 //!   same way (a `ModelAtCapacity` attempt is recorded); when the chain is used up and
 //!   such a model was skipped, the request waits for the first slot one of them frees
 //!   (within the deadline) and tries that model, before any forced probe;
+//! * **hedging** (opt-in, per chain: [`FallbackLayer::hedge`],
+//!   [`FallbackLayer::chain_hedge`], a [`HedgePolicy`]): when an attempt has produced no
+//!   content after the policy's delay (fixed, or its model's recent percentile time to
+//!   first token), the next model of the chain (found as a fallback finds it) is tried
+//!   beside it; the first to produce content wins, the other is dropped (cancelled: its
+//!   connection closes, its model's health records nothing, its concurrency slot is
+//!   freed). At most one hedge per call, within the chain's hedge budget of extra calls;
+//!   [`ServedBy::hedge`] says what happened. A dropped stream is still billed on some
+//!   providers: see [`hedge`] for that, and for which requests are hedged;
 //! * once the [`Deadline`](crate::Deadline) has passed the call ends with
 //!   `DeadlineExceeded`;
 //! * when every model failed and one was rate limited with a `Retry-After` no longer than
@@ -114,7 +123,9 @@ mod allow;
 mod capacity;
 mod chain;
 mod future;
+pub mod hedge;
 mod layer;
+mod race;
 mod select;
 mod template;
 
@@ -122,6 +133,7 @@ use std::sync::Arc;
 
 pub use chain::{Chain, ChainModel, ChainName, Chains, PROVIDER_PREFIX, TIER_PREFIX};
 pub use future::ResponseFuture;
+pub use hedge::{HedgePolicy, HedgeRequests, Hedged, HEDGE_SAMPLES};
 pub use layer::{Fallback, FallbackLayer, Order, DEFAULT_MAX_RATE_LIMIT_WAIT};
 pub use select::UnlistedModel;
 
@@ -150,7 +162,11 @@ pub struct ServedBy {
     /// Every failed or skipped attempt before the answer, in order (empty when the first
     /// try answered).
     pub attempts: Vec<AttemptRecord>,
-    /// Whether an earlier model was skipped or failed, or (hybrid mode) a later model of
-    /// the server-side window answered.
+    /// Whether an earlier model was skipped or failed, a hedge won, or (hybrid mode) a
+    /// later model of the server-side window answered.
     pub fell_back: bool,
+    /// The call's hedge, when one was sent ([`hedge`]): the two models and which one
+    /// answered. The attempt that lost was dropped (it is in `attempts` only if it had
+    /// failed before the other answered).
+    pub hedge: Option<Hedged>,
 }

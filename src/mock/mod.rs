@@ -59,6 +59,27 @@
 //! has `times`), the model gets the default reply: [`Reply::ok()`] unless changed with
 //! [`MockOpenRouter::default_reply`], which also answers every model without a script.
 //!
+//! # Latency per request
+//!
+//! [`Reply::delay`] holds the response (its headers); a stream's first content chunk comes
+//! [`Reply::first_token_delay`] after them. [`Reply::random`] draws per call from a PRNG
+//! seeded by the test, so a seeded distribution of times to first token is a `random`
+//! over replies with different delays (nest them for more than two values): the same seed
+//! gives the same time to every call, in order.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_openrouter::mock::{MockOpenRouter, Reply};
+//!
+//! let ttft = |s| Reply::stream(["Hel", "lo"]).first_token_delay(Duration::from_secs(s));
+//! let mock = MockOpenRouter::new();
+//! // The first token after 10 s on 10% of requests, after 1 s otherwise.
+//! mock.model("a/b").respond(Reply::random(0.1, ttft(10), ttft(1), 42));
+//! // 5% at 30 s, 15% at 4 s, the rest at 1 s.
+//! let rest = Reply::random(0.15 / 0.95, ttft(4), ttft(1), 7);
+//! mock.model("c/d").respond(Reply::random(0.05, ttft(30), rest, 8));
+//! ```
+//!
 //! # What goes over the wire
 //!
 //! Bodies are byte-exact and deterministic: `id` is `gen-mock-{n}` (`msg_mock_{n}` on
