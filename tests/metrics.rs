@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tower::{Layer, ServiceExt};
-use tower_openrouter::health::HealthConfig;
+use tower_openrouter::fallback::HedgePolicy;
+use tower_openrouter::health::{AdaptiveConfig, HealthConfig};
 use tower_openrouter::mock::{MockOpenRouter, Reply};
 use tower_openrouter::{observe, OpenRouterLayer, RetryPolicy};
 
@@ -237,4 +238,103 @@ fn nothing_is_recorded_without_a_recorder_and_descriptions_reach_one() {
     metrics::with_local_recorder(&recorder, observe::describe_metrics);
     // Described only: no values yet, so nothing in the snapshot.
     assert!(snapshotter.snapshot().into_vec().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_adaptive_limit_is_a_gauge_per_model() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let openrouter = MockOpenRouter::new();
+    // A is over capacity once (a 429 the limiter answers: 4 x 0.9 = 3.6), then answers.
+    openrouter
+        .model(A)
+        .respond(Reply::status(429))
+        .once()
+        .then(Reply::delay(Duration::from_millis(100), Reply::ok()));
+    let layer = OpenRouterLayer::builder()
+        .chain([A, B])
+        .retry_policy(RetryPolicy::new().max_retries(0))
+        .adaptive_concurrency(AdaptiveConfig::new(4, 1, 8))
+        .build()
+        .unwrap();
+    let health = layer.health().clone();
+    let svc = layer.layer(openrouter.clone());
+    // (A snapshot of the debugging recorder takes the values: one per check.)
+    let gauge = |m: &Seen, model: &str| {
+        m.gauges
+            .get(&format!(
+                "{}{{gen_ai.request.model={model}}}",
+                observe::CONCURRENCY_LIMIT
+            ))
+            .copied()
+    };
+
+    svc.clone().oneshot(request()).await.unwrap();
+    // Each model's limit from when it was first seen; A's lowered by its 429.
+    let m = seen(&snapshotter);
+    assert_eq!(gauge(&m, A), Some(3.0));
+    assert_eq!(gauge(&m, B), Some(4.0));
+    assert_eq!(health.concurrency_limit(A), Some(3));
+
+    // Twelve calls at once (A takes 100 ms) raise A's limit: each success of a model
+    // with its limit in use adds 1/limit (3.6 -> 3.88 -> 4.14).
+    let calls: Vec<_> = (0..12)
+        .map(|_| tokio::spawn(svc.clone().oneshot(request())))
+        .collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert_eq!(health.concurrency_limit(A), Some(4));
+    assert_eq!(gauge(&seen(&snapshotter), A), Some(4.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedges_wins_and_budget_refusals_are_counted() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let openrouter = MockOpenRouter::new();
+    let ttft = |s| Reply::stream(["a", "b"]).first_token_delay(Duration::from_secs(s));
+    openrouter.model(A).respond(ttft(5));
+    openrouter.model(B).respond(ttft(1));
+    // One hedge per two calls: the first call is refused one, the second hedges.
+    let layer = OpenRouterLayer::builder()
+        .chain([A, B])
+        .hedge(HedgePolicy::after(Duration::from_secs(1)).budget(0.5))
+        .build()
+        .unwrap();
+    let svc = layer.layer(openrouter.clone());
+    let req = || {
+        http::Request::post("https://openrouter.ai/api/v1/chat/completions")
+            .body(format!(r#"{{"model":"{A}","messages":[],"stream":true}}"#))
+            .unwrap()
+    };
+    for _ in 0..2 {
+        svc.clone().oneshot(req()).await.unwrap();
+    }
+    let m = seen(&snapshotter);
+    let count = |key: String| m.counters.get(&key).copied();
+    assert_eq!(
+        count(format!(
+            "{}{{gen_ai.request.model={A}}}",
+            observe::HEDGE_BUDGET_REFUSALS
+        )),
+        Some(1)
+    );
+    assert_eq!(
+        count(format!("{}{{from={A},to={B}}}", observe::HEDGES)),
+        Some(1)
+    );
+    assert_eq!(
+        count(format!("{}{{from={A},to={B}}}", observe::HEDGE_WINS)),
+        Some(1)
+    );
+    // A hedge is not a fallback.
+    assert!(m
+        .counters
+        .keys()
+        .all(|k| !k.starts_with(observe::FALLBACKS)));
 }

@@ -587,7 +587,7 @@ impl<S> CallCtx<S> {
             return None;
         }
         if !self.hedge.as_ref()?.withdraw() {
-            tracing::debug!("no hedge: the hedge budget is used up");
+            crate::observe::hedge_refused(&self.chain.models()[self.cur.window[0]].model);
             return None;
         }
         let earlier = std::mem::take(&mut self.cur);
@@ -603,11 +603,6 @@ impl<S> CallCtx<S> {
         };
         req.extensions_mut().insert(crate::LaterAttempt);
         let to = hedge.window[0];
-        tracing::debug!(
-            from = self.chain.models()[from].model(),
-            to = self.chain.models()[to].model(),
-            "no content yet: hedging"
-        );
         self.hedged = Some(HedgeSent {
             from,
             to,
@@ -620,6 +615,8 @@ impl<S> CallCtx<S> {
     pub(super) fn hedge_sent(&mut self) {
         if let Some(h) = &mut self.hedged {
             h.sent = true;
+            let models = self.chain.models();
+            crate::observe::hedge(&models[h.from].model, &models[h.to].model, false);
         }
     }
 
@@ -769,6 +766,9 @@ impl<S> CallCtx<S> {
             hedge_won: self.cur.window[0] == h.to,
         });
         let hedge_won = hedge.as_ref().is_some_and(|h| h.hedge_won);
+        if let Some(h) = hedge.as_ref().filter(|h| h.hedge_won) {
+            crate::observe::hedge(&h.earlier, &h.hedge, true);
+        }
         let served = ServedBy {
             model: answered.unwrap_or_else(|| first.model.clone()),
             requested: first.model.clone(),

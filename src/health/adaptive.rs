@@ -30,7 +30,13 @@
 //!
 //! The limit counts an attempt from its admission to its response: for a stream, to its
 //! first content token (the health layer sees no further), so a stream's tail is not
-//! counted against the limit.
+//! counted against the limit. An attempt dropped before then (its caller went away, or a
+//! [hedge](crate::fallback::hedge) won) gives its slot back.
+//!
+//! The limit of each model is in [`HealthTracker::snapshot`] and
+//! [`HealthTracker::concurrency_limit`], and (feature `metrics`) the gauge
+//! `openrouter.model.concurrency_limit` (label `gen_ai.request.model`), set when the model
+//! is first seen and whenever its whole-number limit changes.
 //!
 //! ```
 //! use tower_openrouter::health::{AdaptiveConfig, HealthConfig, HealthTracker};
@@ -131,6 +137,11 @@ impl AdaptiveConfig {
 }
 
 const MAX_LIMIT: u32 = 1_000_000;
+
+/// The whole-number limit (at least 1) of a fixed-point one.
+fn whole(limit: u64) -> u32 {
+    u32::try_from(limit / SCALE).unwrap_or(u32::MAX).max(1)
+}
 /// The limit is kept in fixed point (1/1024ths) so `+1 / limit` steps add up exactly.
 const SCALE: u64 = 1024;
 
@@ -151,6 +162,8 @@ fn absorbable(kind: ErrorKind) -> bool {
 /// The limit of one model and its attempts in flight.
 pub(crate) struct Limiter {
     config: AdaptiveConfig,
+    /// The model, for the limit's gauge.
+    model: Arc<str>,
     /// The limit, times [`SCALE`].
     limit: AtomicU64,
     in_flight: AtomicU32,
@@ -159,19 +172,29 @@ pub(crate) struct Limiter {
 }
 
 impl Limiter {
-    pub(crate) fn new(config: AdaptiveConfig) -> Self {
-        Limiter {
+    pub(crate) fn new(config: AdaptiveConfig, model: Arc<str>) -> Self {
+        let limiter = Limiter {
             config,
+            model,
             limit: AtomicU64::new(u64::from(config.initial.max(1)) * SCALE),
             in_flight: AtomicU32::new(0),
             last_decrease: AtomicU64::new(0),
-        }
+        };
+        crate::observe::concurrency_limit(&limiter.model, limiter.limit());
+        limiter
     }
 
     /// The whole-number limit (at least 1).
     pub(crate) fn limit(&self) -> u32 {
-        let l = self.limit.load(Ordering::Relaxed) / SCALE;
-        u32::try_from(l).unwrap_or(u32::MAX).max(1)
+        whole(self.limit.load(Ordering::Relaxed))
+    }
+
+    /// After the limit moved from `before` to `after` (fixed point): its gauge, when the
+    /// whole number changed.
+    fn moved(&self, before: u64, after: u64) {
+        if whole(before) != whole(after) {
+            crate::observe::concurrency_limit(&self.model, whole(after));
+        }
     }
 
     pub(crate) fn in_flight(&self) -> u32 {
@@ -203,12 +226,15 @@ impl Limiter {
             return;
         }
         let max = u64::from(self.config.max) * SCALE;
-        let _ = self
+        let step = |l: u64| (l + (SCALE * SCALE / l.max(1)).max(1)).min(max);
+        let raised = self
             .limit
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
-                let step = (SCALE * SCALE / l.max(1)).max(1);
-                (l < max).then(|| (l + step).min(max))
+                (l < max).then(|| step(l))
             });
+        if let Ok(before) = raised {
+            self.moved(before, step(before));
+        }
     }
 
     /// An overload signal of an attempt that started at `started` (nanos), seen at `now`.
@@ -222,12 +248,13 @@ impl Limiter {
             return absorbed;
         }
         self.last_decrease.store(now.max(1), Ordering::Relaxed);
-        let _ = self
+        let lower = |l: u64| (((l as f64) * self.config.backoff) as u64).max(min);
+        if let Ok(before) = self
             .limit
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
-                let next = ((l as f64) * self.config.backoff) as u64;
-                Some(next.max(min))
-            });
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| Some(lower(l)))
+        {
+            self.moved(before, lower(before));
+        }
         absorbed
     }
 }

@@ -391,7 +391,9 @@ impl Inner {
                     }
                 }),
                 shared: SharedSlot::default(),
-                limiter: config.adaptive.map(|a| Arc::new(Limiter::new(a))),
+                limiter: config
+                    .adaptive
+                    .map(|a| Arc::new(Limiter::new(a, name.clone()))),
                 panic: PanicGate::default(),
             }
         });

@@ -64,6 +64,16 @@ pub fn describe_metrics() {
         BREAKER_STATE,
         "Breaker state per model: 0 closed, 1 half-open, 2 open."
     );
+    describe_gauge!(
+        CONCURRENCY_LIMIT,
+        "Adaptive concurrency limit per model (attempts in flight it admits)."
+    );
+    describe_counter!(HEDGES, "Hedges sent: an attempt without content after the hedge delay, raced against the next model.");
+    describe_counter!(
+        HEDGE_WINS,
+        "Hedges that produced content first (the earlier attempt was dropped)."
+    );
+    describe_counter!(HEDGE_BUDGET_REFUSALS, "Hedges the hedge budget refused.");
     describe_histogram!(
         COST,
         "usage.cost of each answer, in US dollars (its sum is the spend)."
@@ -168,6 +178,30 @@ pub(crate) fn breaker_transition(model: &Arc<str>, state: &'static str, value: f
     counter!(BREAKER_TRANSITIONS, "gen_ai.request.model" => model.clone(), "state" => state)
         .increment(1);
     breaker_state(model, value);
+}
+
+/// The adaptive concurrency limit of `model`.
+pub(crate) fn concurrency_limit(model: &Arc<str>, limit: u32) {
+    if !recording() {
+        return;
+    }
+    gauge!(CONCURRENCY_LIMIT, "gen_ai.request.model" => model.clone()).set(f64::from(limit));
+}
+
+/// A hedge from `from` to `to` was sent (`won`: it answered first).
+pub(crate) fn hedge(from: &Arc<str>, to: &Arc<str>, won: bool) {
+    if !recording() {
+        return;
+    }
+    let name = if won { HEDGE_WINS } else { HEDGES };
+    counter!(name, "from" => from.clone(), "to" => to.clone()).increment(1);
+}
+
+pub(crate) fn hedge_refused(model: &Arc<str>) {
+    if !recording() {
+        return;
+    }
+    counter!(HEDGE_BUDGET_REFUSALS, "gen_ai.request.model" => model.clone()).increment(1);
 }
 
 /// The breaker state gauge alone (0 closed, 1 half-open, 2 open).

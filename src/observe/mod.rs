@@ -75,6 +75,10 @@
 //! | `openrouter.cooldown.skips` | counter | `gen_ai.request.model` | attempts skipped because the model was cooling down: upstream calls saved |
 //! | `openrouter.breaker.transitions` | counter | `gen_ai.request.model`, `state` (`open`, `half_open`, `closed`) | breaker changes |
 //! | `openrouter.breaker.state` | gauge | `gen_ai.request.model` | 0 closed, 1 half-open, 2 open |
+//! | `openrouter.model.concurrency_limit` | gauge | `gen_ai.request.model` | the adaptive concurrency limit ([`health::adaptive`](crate::health::adaptive)), set when the model is first seen and at each change |
+//! | `openrouter.hedges` | counter | `from`, `to` | hedges sent ([`fallback::hedge`](crate::fallback::hedge)) |
+//! | `openrouter.hedge.wins` | counter | `from`, `to` | hedges that produced content first |
+//! | `openrouter.hedge_budget.refusals` | counter | `gen_ai.request.model` | hedges the hedge budget refused |
 //! | `openrouter.cost` | histogram, USD | `gen_ai.request.model`, `gen_ai.response.model` | `usage.cost` of each answer (its sum is the spend) |
 //!
 //! ```
@@ -87,6 +91,8 @@
 //!
 //! [OpenTelemetry GenAI semantic conventions]: https://opentelemetry.io/docs/specs/semconv/gen-ai/
 //! [`ErrorKind`]: crate::ErrorKind
+
+use std::sync::Arc;
 
 use crate::error::ErrorKind;
 
@@ -140,6 +146,34 @@ pub(crate) fn retrying(model: &str, kind: ErrorKind) {
     let _ = (model, kind);
     #[cfg(feature = "metrics")]
     metrics::retry(model, kind);
+}
+
+/// A hedge from `from` to `to` went upstream (`won: false`), or answered first (`true`).
+pub(crate) fn hedge(from: &Arc<str>, to: &Arc<str>, won: bool) {
+    tracing::debug!(
+        target: TARGET,
+        from = &**from,
+        to = &**to,
+        won,
+        "{}",
+        if won { "the hedge answered first" } else { "hedge sent" }
+    );
+    #[cfg(feature = "metrics")]
+    metrics::hedge(from, to, won);
+}
+
+/// The hedge budget refused a hedge of `model`.
+pub(crate) fn hedge_refused(model: &Arc<str>) {
+    tracing::debug!(target: TARGET, model = &**model, "hedge budget exhausted: not hedging");
+    #[cfg(feature = "metrics")]
+    metrics::hedge_refused(model);
+}
+
+/// The adaptive concurrency limit of `model` is now `limit`.
+pub(crate) fn concurrency_limit(model: &Arc<str>, limit: u32) {
+    let _ = (model, limit);
+    #[cfg(feature = "metrics")]
+    metrics::concurrency_limit(model, limit);
 }
 
 /// The retry budget refused a retry.

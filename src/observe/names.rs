@@ -20,5 +20,13 @@ pub const COOLDOWN_SKIPS: &str = "openrouter.cooldown.skips";
 pub const BREAKER_TRANSITIONS: &str = "openrouter.breaker.transitions";
 /// Gauge: breaker state per model (0 closed, 1 half-open, 2 open).
 pub const BREAKER_STATE: &str = "openrouter.breaker.state";
+/// Gauge: the adaptive concurrency limit per model.
+pub const CONCURRENCY_LIMIT: &str = "openrouter.model.concurrency_limit";
+/// Counter: hedges sent, by `from` and `to` model.
+pub const HEDGES: &str = "openrouter.hedges";
+/// Counter: hedges that answered first, by `from` and `to` model.
+pub const HEDGE_WINS: &str = "openrouter.hedge.wins";
+/// Counter: hedges the hedge budget refused.
+pub const HEDGE_BUDGET_REFUSALS: &str = "openrouter.hedge_budget.refusals";
 /// Histogram (US dollars): `usage.cost` of each answer.
 pub const COST: &str = "openrouter.cost";
