@@ -22,14 +22,16 @@ const BODY: &str = r#"{"model":"openai/gpt-4o-mini","messages":[{"role":"user","
 
 type Svc = OpenRouter<MockOpenRouter>;
 
+/// A success as small as a chat completion gets: these runs send tens of thousands of
+/// requests, and what they measure is capacity, not bodies.
+const OK: &str = r#"{"object":"chat.completion","choices":[]}"#;
+
 fn mock(capacity: u32) -> MockOpenRouter {
     let mock = MockOpenRouter::new();
     mock.keep_requests(0);
-    mock.model(PRIMARY)
-        .respond(Reply::delay(LATENCY, Reply::ok()))
-        .max_in_flight(capacity);
-    mock.model(FALLBACK)
-        .respond(Reply::delay(LATENCY, Reply::ok()));
+    let ok = || Reply::delay(LATENCY, Reply::json(200, OK));
+    mock.model(PRIMARY).respond(ok()).max_in_flight(capacity);
+    mock.model(FALLBACK).respond(ok());
     mock
 }
 
