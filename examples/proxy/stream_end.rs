@@ -69,6 +69,16 @@ fn messages_type(code: u16) -> &'static str {
     }
 }
 
+/// The WARN line of a body that failed after its first token.
+pub(crate) fn log_failure(e: &Error) {
+    tracing::warn!(
+        model = e.model().unwrap_or("-"),
+        kind = e.kind().as_str(),
+        status = e.status().map(|s| s.as_u16()),
+        "stream failed after its first token: {e}"
+    );
+}
+
 pin_project! {
     /// A response body whose mid-body failure is logged once and, for a stream, ends
     /// with an error event instead of a reset.
@@ -107,12 +117,7 @@ where
         }
         match std::task::ready!(this.inner.poll_frame(cx)) {
             Some(Err(e)) => {
-                tracing::warn!(
-                    model = e.model().unwrap_or("-"),
-                    kind = e.kind().as_str(),
-                    status = e.status().map(|s| s.as_u16()),
-                    "stream failed after its first token: {e}"
-                );
+                log_failure(&e);
                 *this.done = true;
                 match this.ending.event(&e) {
                     Some(event) => Poll::Ready(Some(Ok(Frame::data(event)))),

@@ -65,6 +65,7 @@ fn request(body: &'static str) -> Request<Body> {
 }
 
 const CHAT: &str = r#"{"model":"a/primary","messages":[{"role":"user","content":"hi"}]}"#;
+const STREAMED: &str = r#"{"model":"a/primary","stream":true,"messages":[]}"#;
 
 async fn json(resp: Response<Body>) -> serde_json::Value {
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -162,12 +163,7 @@ async fn a_bad_body_is_a_400_without_an_upstream_call() {
 async fn streams_pass_through() {
     let mock = MockOpenRouter::new();
     mock.model("a/primary").respond(Reply::status(502));
-    let resp = gateway(&mock)
-        .oneshot(request(
-            r#"{"model":"a/primary","stream":true,"messages":[]}"#,
-        ))
-        .await
-        .unwrap();
+    let resp = gateway(&mock).oneshot(request(STREAMED)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["x-openrouter-served-by"], "b/secondary");
     assert!(resp.headers()["content-type"]
@@ -369,13 +365,7 @@ async fn a_stream_failing_after_its_first_token_ends_with_an_error_event() {
     mock.model("a/primary")
         .respond(Reply::stream(["Hel", "lo"]).error_after(1));
     let svc = gateway(&mock);
-    let resp = svc
-        .clone()
-        .oneshot(request(
-            r#"{"model":"a/primary","stream":true,"messages":[]}"#,
-        ))
-        .await
-        .unwrap();
+    let resp = svc.clone().oneshot(request(STREAMED)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let body = text(resp).await;
     assert!(body.contains(r#""content":"Hel""#), "{body}");
@@ -787,4 +777,118 @@ mod allow_list {
             ]
         );
     }
+}
+
+/// The gateway's log lines, captured (its own targets only, WARN and up).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_warn_line_per_failed_request_and_per_mid_stream_failure() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    // Both lines' call sites are registered first, with no subscriber: a call site another
+    // test's thread registers while this test's subscriber is being set could otherwise
+    // be cached as of interest to no one (tracing's interest cache is process-wide).
+    error_response(&Error::new(ErrorKind::Transport));
+    crate::stream_end::log_failure(&Error::new(ErrorKind::StreamInterrupted));
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(logs.clone())
+                .with_ansi(false),
+        )
+        .with(
+            tracing_subscriber::filter::Targets::new().with_target("proxy", tracing::Level::WARN),
+        );
+    // This test's thread only (a current-thread runtime: the gateway runs here).
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mock = MockOpenRouter::new();
+    mock.model("a/primary")
+        .respond(Reply::status(503))
+        .once()
+        .then(Reply::stream(["Hel", "lo"]).error_after(1));
+    mock.model("b/secondary").respond(Reply::status(503)).once();
+    let svc = gateway(&mock);
+    let resp = svc.clone().oneshot(request(CHAT)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let resp = svc.clone().oneshot(request(STREAMED)).await.unwrap();
+    text(resp).await;
+    let out = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for (line, words) in lines.iter().zip([
+        [
+            "WARN",
+            "status=503",
+            "kind=\"exhausted\"",
+            "model=\"b/secondary\"",
+            "request failed",
+        ],
+        [
+            "WARN",
+            "status=502",
+            "kind=\"stream_interrupted\"",
+            "model=\"a/primary\"",
+            "stream failed after its first token",
+        ],
+    ]) {
+        for w in words {
+            assert!(line.contains(w), "{w:?} not in {line}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_responses_stream_failing_after_content_ends_with_an_error_event() {
+    let mock = MockOpenRouter::new();
+    mock.model("a/primary").respond(Reply::sse([
+        "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"r\",\"status\":\"in_progress\"}}",
+        "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"item_id\":\"m\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hi\"}",
+        "event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"id\":\"r\",\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"The provider failed\"}}}",
+    ]));
+    let body = r#"{"model":"a/primary","input":"hi","stream":true}"#;
+    let resp = gateway(&mock)
+        .oneshot(req("POST", "/v1/responses", body))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = text(resp).await;
+    assert!(body.contains(r#""delta":"Hi""#), "{body}");
+    let last = body.trim_end().rsplit("\n\n").next().unwrap();
+    let data = last.strip_prefix("event: error\ndata: ").expect(last);
+    let event: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(event["type"], "error");
+    assert_eq!(event["code"], "stream_interrupted");
+    assert_eq!(mock.total_calls(), 1);
+}
+
+#[test]
+fn every_flag_setting_is_a_key_of_the_json_settings() {
+    // Settings refuses unknown keys: a name here that it does not know fails to parse.
+    let settings: serde_json::Map<String, serde_json::Value> = crate::args::SETTINGS
+        .iter()
+        .map(|k| ((*k).to_owned(), serde_json::Value::Null))
+        .collect();
+    let config = serde_json::json!({ "default_chain": ["a/b"], "settings": settings });
+    tower_openrouter::config::Config::from_json(&config.to_string()).unwrap();
 }
