@@ -16,7 +16,14 @@
 //! * While the window is **too thin to judge a ratio** (fewer than
 //!   [`min_calls`](HealthConfig::min_calls), 20, counted calls over the last 30 s: a model
 //!   seen for the first time, one back from a cooldown, or one with little traffic), a
-//!   model **trips** on 5 counted failures in a row.
+//!   model **trips** on 5 counted failures in a row, as Envoy's `consecutive_5xx` and
+//!   Polly's consecutive-failure breaker do. The price of so short a run: a model failing
+//!   30% of the time at random trips by chance in about 3% of its fresh windows (a start,
+//!   a return from a cooldown), then cools down like any tripped model. Raising the run
+//!   for each success in the window would cut that to 0.4%, but a model that was healthy
+//!   and then broke at low traffic would take up to 20 failures to bench, so it is not
+//!   done; set a longer [`consecutive_failures`](HealthConfig::consecutive_failures) for a
+//!   flaky primary.
 //! * Once the window holds enough calls, its **ratio** decides: a model trips when at
 //!   least 50% of its calls in the window failed (or, when set, when its success rate falls
 //!   below [`skip_below_success_rate`](HealthConfig::skip_below_success_rate)). A run of
