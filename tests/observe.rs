@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tower::{Layer as _, ServiceExt};
-use tower_openrouter::health::HealthConfig;
+use tower_openrouter::health::{
+    Admission, HealthConfig, HealthSink, HealthStore, HealthTracker, SharedEvent, StoreStatus,
+};
 use tower_openrouter::mock::{MockOpenRouter, Reply};
 use tower_openrouter::{OpenRouterLayer, RetryPolicy};
 use tracing::field::{Field, Visit};
@@ -358,4 +360,68 @@ async fn a_failed_probe_opens_again_with_its_reason() {
             (Some("probe_failed"), Some("2"), Some("20000")),
         ]
     );
+}
+
+/// An in-process store that hands each published fact to every attached tracker.
+#[derive(Default)]
+struct Relay {
+    sinks: Mutex<Vec<HealthSink>>,
+}
+
+impl HealthStore for Relay {
+    fn attach(&self, sink: HealthSink) {
+        self.sinks.lock().unwrap().push(sink);
+    }
+    fn publish(&self, event: SharedEvent) {
+        for s in self.sinks.lock().unwrap().iter() {
+            s.apply(&event);
+        }
+    }
+    fn coordinates_probes(&self) -> bool {
+        false
+    }
+    fn status(&self) -> StoreStatus {
+        StoreStatus::new("relay", true)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trip_and_a_recovery_applied_from_the_store_are_events_too() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let store = Arc::new(Relay::default());
+    let config = HealthConfig::default()
+        .consecutive_failures(2)
+        .cooldown(Duration::from_secs(10))
+        .jitter(0.0);
+    let here = HealthTracker::with_store(config.clone(), store.clone());
+    let there = HealthTracker::with_store(config, store.clone());
+    let err = tower_openrouter::Error::new(tower_openrouter::ErrorKind::ProviderError);
+    here.record(A, Err(&err));
+    here.record(A, Err(&err));
+    assert!(!there.is_available(A));
+
+    let opened = capture.messages("breaker opened");
+    // Each replica says it once: here as its own trip, there as the fleet's (the store
+    // hears of it before this replica logs it).
+    let sources: Vec<_> = opened.iter().map(|e| get(&e.fields, "source")).collect();
+    assert_eq!(sources, [Some("fleet"), Some("local")]);
+    let fleet = &opened[0];
+    assert_eq!(fleet.level, Level::WARN);
+    assert_eq!(get(&fleet.fields, "model"), Some(A));
+    assert_eq!(get(&fleet.fields, "reason"), Some("consecutive_failures"));
+    assert_eq!(get(&fleet.fields, "trips"), Some("1"));
+    // The other replica's cooldown, seen here: 10 s, to the millisecond of the wall clock.
+    let ms: u64 = get(&fleet.fields, "cooldown_ms").unwrap().parse().unwrap();
+    assert!((9_990..=10_000).contains(&ms), "{ms}");
+
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(here.check(A), Admission::Probe);
+    here.record(A, Ok(()));
+    let closed = capture.messages("breaker closed");
+    let mut sources: Vec<_> = closed.iter().map(|e| get(&e.fields, "source")).collect();
+    sources.sort();
+    assert_eq!(sources, [Some("fleet"), Some("local")]);
+    assert!(closed.iter().all(|e| e.level == Level::INFO));
+    assert!(there.is_available(A));
 }

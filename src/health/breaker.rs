@@ -493,17 +493,18 @@ impl Breaker {
     }
 
     /// Another replica's trip: cool down until `until` (nanos since the epoch) unless
-    /// already longer; trips in a row become at least `trips`.
-    pub(crate) fn open_until(&self, until: u64, trips: u32) {
+    /// already longer; trips in a row become at least `trips`. Returns the state it left
+    /// (`Open` when it only lengthened a cooldown), `None` when nothing changed.
+    pub(crate) fn open_until(&self, until: u64, trips: u32) -> Option<BreakerState> {
         self.trips.fetch_max(trips, Ordering::Relaxed);
         let mut w = self.load();
         loop {
             if w.state == BreakerState::Open && w.until >= until {
-                return;
+                return None;
             }
             let next = Word::new(BreakerState::Open, w.until.max(until));
             match self.transition(w, next) {
-                Ok(()) => return,
+                Ok(()) => return Some(w.state),
                 Err(found) => w = found,
             }
         }

@@ -7,8 +7,33 @@ use std::time::{Duration, SystemTime};
 use super::breaker::{BreakerState, TripReason};
 use crate::observe::TARGET;
 
+/// Where a transition was decided: on this replica, or by another one through the shared
+/// [`HealthStore`](super::HealthStore) (the events' `source` field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Source {
+    /// This replica's own outcomes.
+    Local,
+    /// Another replica's trip or probe, applied from the store.
+    Fleet,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Local => "local",
+            Source::Fleet => "fleet",
+        }
+    }
+}
+
 /// `model` opened for `cooldown` (`trips` in a row).
-pub(super) fn breaker_opened(model: &Arc<str>, reason: TripReason, trips: u32, cooldown: Duration) {
+pub(super) fn breaker_opened(
+    model: &Arc<str>,
+    reason: TripReason,
+    trips: u32,
+    cooldown: Duration,
+    source: Source,
+) {
     tracing::warn!(
         target: TARGET,
         model = &**model,
@@ -16,9 +41,28 @@ pub(super) fn breaker_opened(model: &Arc<str>, reason: TripReason, trips: u32, c
         trips,
         cooldown_ms = cooldown.as_millis() as u64,
         cooldown_until = %httpdate::fmt_http_date(SystemTime::now() + cooldown),
+        source = source.as_str(),
         "breaker opened"
     );
     transition(model, BreakerState::Open);
+}
+
+/// `model`, open already, cools down longer (a longer `Retry-After`, or another replica's
+/// longer cooldown): no transition, so no metric.
+pub(super) fn cooldown_lengthened(
+    model: &Arc<str>,
+    reason: TripReason,
+    cooldown: Duration,
+    source: Source,
+) {
+    tracing::debug!(
+        target: TARGET,
+        model = &**model,
+        reason = reason.as_str(),
+        cooldown_ms = cooldown.as_millis() as u64,
+        source = source.as_str(),
+        "breaker cooldown lengthened"
+    );
 }
 
 /// `model`'s cooldown is over: the next request is its probe.
@@ -27,9 +71,10 @@ pub(super) fn breaker_half_open(model: &Arc<str>) {
     transition(model, BreakerState::HalfOpen);
 }
 
-/// `model`'s probe succeeded: back in service.
-pub(super) fn breaker_closed(model: &Arc<str>) {
-    tracing::info!(target: TARGET, model = &**model, "breaker closed");
+/// `model`'s probe (this replica's, or another's through the store) succeeded: back in
+/// service.
+pub(super) fn breaker_closed(model: &Arc<str>, source: Source) {
+    tracing::info!(target: TARGET, model = &**model, source = source.as_str(), "breaker closed");
     transition(model, BreakerState::Closed);
 }
 

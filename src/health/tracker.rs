@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::adaptive::{Limiter, Slots};
 use super::breaker::{Admission, Breaker, BreakerState, Opened, Policy, TripReason};
 use super::config::HealthConfig;
-use super::events;
+use super::events::{self, Source};
 use super::panic::PanicGate;
 use super::store::{self as shared, HealthSink, HealthStore, SharedEvent, SharedSlot};
 use super::window::{Update, Window};
@@ -435,7 +435,7 @@ impl Inner {
                     // The model is back: outcomes from before the trip no longer speak for it.
                     state.window.clear();
                     self.share_recovery(state);
-                    events::breaker_closed(&state.name);
+                    events::breaker_closed(&state.name, Source::Local);
                 }
                 state.window.record(now, Update::Success);
             }
@@ -455,9 +455,18 @@ impl Inner {
                 );
                 if let Some(opened) = opened {
                     self.share_trip(state, &opened);
-                    if opened.from != BreakerState::Open {
-                        let cooldown = Duration::from_nanos(opened.until.saturating_sub(now));
-                        events::breaker_opened(&state.name, opened.reason, opened.trips, cooldown);
+                    let cooldown = Duration::from_nanos(opened.until.saturating_sub(now));
+                    let (model, reason) = (&state.name, opened.reason);
+                    if opened.from == BreakerState::Open {
+                        events::cooldown_lengthened(model, reason, cooldown, Source::Local);
+                    } else {
+                        events::breaker_opened(
+                            model,
+                            reason,
+                            opened.trips,
+                            cooldown,
+                            Source::Local,
+                        );
                     }
                 }
             }
@@ -543,7 +552,19 @@ impl Inner {
             return false;
         }
         state.shared.set_reason(reason);
-        state.breaker.open_until(self.until_local(until_ms), trips);
+        let local = self.until_local(until_ms);
+        match state.breaker.open_until(local, trips) {
+            Some(BreakerState::Open) => {
+                let left = Duration::from_nanos(local.saturating_sub(self.policy.now()));
+                events::cooldown_lengthened(&state.name, reason, left, Source::Fleet);
+            }
+            Some(_) => {
+                let left = Duration::from_nanos(local.saturating_sub(self.policy.now()));
+                let trips = state.breaker.trips();
+                events::breaker_opened(&state.name, reason, trips, left, Source::Fleet);
+            }
+            None => {}
+        }
         true
     }
 
@@ -558,6 +579,7 @@ impl Inner {
         }
         // As after a local probe: outcomes from before the trip no longer count.
         state.window.clear();
+        events::breaker_closed(&state.name, Source::Fleet);
         true
     }
 

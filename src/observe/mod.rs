@@ -54,7 +54,12 @@
 //! `failure_ratio`, `low_success_rate`, `probe_failed` or `retry_after`, as
 //! [`TripReason`](crate::health::TripReason) names them; `trips`,
 //! `cooldown_ms`, `cooldown_until` as an HTTP date), INFO `breaker half-open` (the next
-//! request is the probe) and INFO `breaker closed` (the probe succeeded). The layers' own
+//! request is the probe) and INFO `breaker closed` (the probe succeeded). `breaker opened`
+//! and `breaker closed` carry `source`: `local` for this replica's own outcomes, `fleet`
+//! for another replica's trip or probe applied from a shared
+//! [`HealthStore`](crate::health::HealthStore) (and they move the breaker metrics alike); a
+//! cooldown lengthened while open (a longer `Retry-After` or another replica's longer
+//! cooldown) is DEBUG `breaker cooldown lengthened`. The layers' own
 //! DEBUG/WARN events (an attempt failed, a retry, a skip) stay as they are.
 //!
 //! # Metrics (feature `metrics`)
