@@ -55,7 +55,7 @@
 //! | [`BufferRequestLayer`] | buffer the body once (bounded), check it is JSON with a `model` |
 //! | [`DeadlineLayer`] | one time budget for the whole call ([`Deadline`]) |
 //! | [`NativeRoutingLayer`] (optional) | OpenRouter's server-side `models` / `provider` / `fallbacks` |
-//! | [`FallbackLayer`] | walk the model chain, rewrite only `model`, record [`ServedBy`] |
+//! | [`FallbackLayer`] | walk the model chain, rewrite only `model`, record [`ServedBy`]; (opt-in) [hedge](fallback::hedge) a slow first token |
 //! | [`RetryLayer`] | same-model retries: full-jitter backoff, `Retry-After`, retry budget |
 //! | [`HealthLayer`] | per-model breaker: rolling window, cooldown, one half-open probe |
 //! | [`AttemptTimeoutLayer`] | limit of one attempt; first-token and idle limits of streams |

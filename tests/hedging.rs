@@ -430,3 +430,54 @@ async fn hedging_after_p90_cuts_the_tail_within_its_budget() {
         assert_eq!((m.failures, m.in_flight), (0, Some(0)), "{m:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_waits_for_the_service_to_be_ready() {
+    use bytes::Bytes;
+    use futures_util::FutureExt;
+    use http_body_util::Full;
+    use tower_openrouter::{Attempt, FallbackLayer, LaterAttempt};
+
+    type Req = http::Request<Full<Bytes>>;
+    let (client, mut handle) = tower_test::mock::pair::<Req, http::Response<Full<Bytes>>>();
+    // The fallback layer on its own (no buffering layer: it reads the body itself).
+    let svc = FallbackLayer::new([PRIMARY, FALLBACK])
+        .hedge(HedgePolicy::after(secs(2)).budget(1.0))
+        .layer(client);
+    let body = format!(r#"{{"model":"{PRIMARY}","stream":true,"messages":[]}}"#);
+    let req = http::Request::post("http://localhost/api/v1/chat/completions")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let start = Instant::now();
+    handle.allow(1);
+    let call = tokio::spawn(svc.oneshot(req));
+    let (first, _never_answered) = handle.next_request().await.unwrap();
+    assert_eq!(
+        first.extensions().get::<Attempt>().unwrap().model(),
+        PRIMARY
+    );
+
+    // The hedge is due at 2 s, but the client is not ready: nothing is sent.
+    tokio::time::sleep(secs(3)).await;
+    assert!(handle.next_request().now_or_never().is_none());
+    handle.allow(1);
+    let (hedge, answer) = handle.next_request().await.unwrap();
+    assert_eq!(start.elapsed(), secs(3));
+    assert_eq!(
+        hedge.extensions().get::<Attempt>().unwrap().model(),
+        FALLBACK
+    );
+    // An extra call, not a caller's: it earns no retry budget.
+    assert!(hedge.extensions().get::<LaterAttempt>().is_some());
+    answer.send_response(http::Response::new(Full::new(Bytes::from_static(b"{}"))));
+
+    let resp = call.await.unwrap().unwrap();
+    let served = resp.extensions().get::<ServedBy>().unwrap();
+    assert_eq!(&*served.model, FALLBACK);
+    assert!(hedge_won(served));
+    assert_eq!(start.elapsed(), secs(3));
+}
+
+fn hedge_won(served: &ServedBy) -> bool {
+    served.hedge.as_ref().is_some_and(|h| h.hedge_won)
+}

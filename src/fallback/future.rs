@@ -586,6 +586,9 @@ impl<S> CallCtx<S> {
         if self.expired() {
             return None;
         }
+        // The budget first: the walk below records the models it skips. (When every model
+        // left turns out to be unavailable, the withdrawal buys nothing; `hedge_at` does
+        // not arm a timer when no model is left at all.)
         if !self.hedge.as_ref()?.withdraw() {
             crate::observe::hedge_refused(&self.chain.models()[self.cur.window[0]].model);
             return None;

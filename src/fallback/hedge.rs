@@ -228,14 +228,15 @@ impl HedgePolicy {
         Ok(())
     }
 
-    /// Whether this request is one the policy hedges.
+    /// Whether this request is one the policy hedges: `Some(stream)` when it is.
     fn applies_to(&self, req: &Request<Full<Bytes>>) -> Option<bool> {
-        let json = req.extensions().get::<JsonBody>();
-        let stream = json.and_then(|j| j.raw("stream")) == Some("true");
+        // The buffering layer's index, or (the fallback layer used on its own) a parse.
+        let json = JsonBody::from_request(req).ok();
+        let stream = json.as_ref().and_then(|j| j.raw("stream")) == Some("true");
         let hedged = match self.requests {
             HedgeRequests::All => true,
             HedgeRequests::Streams => stream,
-            HedgeRequests::StreamsWithoutTools => stream && !has_tools(json),
+            HedgeRequests::StreamsWithoutTools => stream && !has_tools(json.as_ref()),
         };
         hedged.then_some(stream)
     }
