@@ -5,7 +5,8 @@
 //! scripted per model: successes that echo the model with `usage` and `cost`, any error
 //! status with OpenRouter's error body and `Retry-After`, a `200` with an error inside,
 //! delays, hangs, dropped connections, SSE streams with keep-alive comments, mid-stream
-//! error chunks, missing `[DONE]`, stalls and aborts; sequences ("429 twice, then
+//! error chunks, missing `[DONE]`, stalls and aborts; bodies given verbatim
+//! ([`Reply::raw`]: an HTML `200`, JSON cut short, megabytes in chunks); sequences ("429 twice, then
 //! succeed") and seeded random failure rates. It counts requests per model and keeps the
 //! requests it received (all of them by default; the last `n` with
 //! [`keep_requests`](MockOpenRouter::keep_requests)). [`MockOpenRouter::serve`] puts it on a loopback port behind hyper,
@@ -752,7 +753,7 @@ fn fails_over(kind: &reply::Kind) -> bool {
     use reply::Kind;
     match kind {
         Kind::Status(..) | Kind::OkWithError(_) => true,
-        Kind::Body(status, _) => !status.is_success(),
+        Kind::Body(status, _) | Kind::Raw(status, ..) => !status.is_success(),
         Kind::Success(_) | Kind::Sse(_) | Kind::Hang | Kind::Disconnect => false,
     }
 }

@@ -202,6 +202,9 @@ impl Leaf {
                 }
                 Outcome::Respond(out.into_response())
             }
+            Kind::Raw(status, content_type, frames) => {
+                Outcome::Respond(self.raw(*status, content_type.as_ref(), frames))
+            }
             Kind::OkWithError(code) => Outcome::Respond(json_response(
                 StatusCode::OK,
                 self.ok_with_error(ctx, *code),
@@ -213,6 +216,26 @@ impl Leaf {
             }
         }
         outcome
+    }
+
+    /// A [`Kind::Raw`] answer: the frames as they are, cut by an abort when scripted.
+    fn raw(
+        &self,
+        status: StatusCode,
+        content_type: Option<&HeaderValue>,
+        frames: &[Bytes],
+    ) -> Response<MockBody> {
+        let mut steps: Vec<Step> = frames.iter().cloned().map(Step::Data).collect();
+        if let Some(Cut::Abort(n)) = self.stream.cut {
+            steps.truncate(n);
+            steps.push(Step::Abort);
+        }
+        let mut resp = Response::new(MockBody::from_steps(steps));
+        *resp.status_mut() = status;
+        if let Some(ct) = content_type {
+            resp.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+        }
+        resp
     }
 
     fn error_body(&self, ctx: &Ctx<'_>, status: StatusCode, flavor: Flavor) -> String {

@@ -68,6 +68,9 @@ pub(crate) enum Kind {
     OkWithError(u16),
     /// A `200` event stream of exactly these events, one frame each.
     Sse(Vec<Bytes>),
+    /// Any status with exactly these body frames under this content type (none when
+    /// `None`); `stream.cut` `Abort(n)` fails the body after `n` frames.
+    Raw(StatusCode, Option<HeaderValue>, Vec<Bytes>),
     /// Never answer.
     Hang,
     /// Fail like a dropped connection.
@@ -241,6 +244,40 @@ impl Reply {
             })
             .collect();
         Reply::leaf(Kind::Sse(frames))
+    }
+
+    /// This status with exactly this body, sent in these frames (one body frame each), under
+    /// this `content-type` (none when `""`), whatever the request asked for (a stream
+    /// included): what a proxy, a captive portal or a broken upstream sends. A `200` HTML
+    /// page, a JSON content type over a body that is not JSON, a JSON completion for a
+    /// `"stream": true` request, a JSON body cut short, a body of many megabytes in
+    /// chunks. With [`abort_after`](Reply::abort_after)`(n)` the body fails after `n`
+    /// frames, as a dropped connection would.
+    ///
+    /// ```
+    /// use tower_openrouter::mock::Reply;
+    ///
+    /// let _portal = Reply::raw(200, "text/html", ["<html><body>Log in to the Wi-Fi</body></html>"]);
+    /// let _cut = Reply::raw(200, "application/json", [r#"{"id":"gen-1","choices":[{"mess"#]);
+    /// let _reset = Reply::raw(200, "application/json", [r#"{"id":"gen-1","#]).abort_after(1);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `status` is not a valid HTTP status code or `content_type` not a valid header
+    /// value.
+    pub fn raw<I, B>(status: u16, content_type: &str, frames: I) -> Self
+    where
+        I: IntoIterator<Item = B>,
+        B: Into<Bytes>,
+    {
+        let content_type = (!content_type.is_empty()).then(|| {
+            HeaderValue::from_str(content_type).unwrap_or_else(|_| {
+                panic!("mock::Reply::raw: invalid content type {content_type:?}")
+            })
+        });
+        let frames = frames.into_iter().map(Into::into).collect();
+        Reply::leaf(Kind::Raw(status_code(status), content_type, frames))
     }
 
     /// A `400` context-length error, as OpenRouter words it (the "maximum context length
@@ -441,10 +478,14 @@ impl Reply {
         self.each_success(|s| s.cut = Some(Cut::Stall(n)))
     }
 
-    /// Stream option: after `n` content chunks, fail the body with an `io::Error`
-    /// (`ConnectionReset`), as a dropped connection would.
+    /// Stream option: after `n` content chunks (of a [`Reply::raw`]: `n` frames), fail the
+    /// body with an `io::Error` (`ConnectionReset`), as a dropped connection would.
     pub fn abort_after(self, n: usize) -> Self {
-        self.each_success(|s| s.cut = Some(Cut::Abort(n)))
+        self.each_leaf(|leaf| {
+            if matches!(leaf.kind, Kind::Success(_) | Kind::Raw(..)) {
+                leaf.stream.cut = Some(Cut::Abort(n));
+            }
+        })
     }
 
     /// Stream option: end the stream after the final chunk without `data: [DONE]`
