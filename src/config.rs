@@ -505,6 +505,14 @@ pub struct Settings {
     /// Largest request body accepted, in bytes.
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// Largest non-streamed response body, in bytes (default 16 MiB; a larger one is
+    /// `ResponseTooLarge`).
+    #[serde(default)]
+    pub max_response_body_bytes: Option<usize>,
+    /// What a 2xx whose JSON was cut short (`ResponseTruncated`) asks for: `"fatal"`
+    /// (default: tokens may be billed), `"fallback"` or `"retry"`.
+    #[serde(default)]
+    pub truncated_response_action: Option<ActionConfig>,
     /// The adaptive concurrency limit per model (off when absent).
     #[serde(default)]
     pub adaptive: Option<AdaptiveSettings>,
@@ -614,6 +622,30 @@ impl From<UnlistedModelConfig> for crate::fallback::UnlistedModel {
             UnlistedModelConfig::TryFirst => Self::TryFirst,
             UnlistedModelConfig::Reject => Self::Reject,
             UnlistedModelConfig::DefaultChain => Self::UseDefaultChain,
+        }
+    }
+}
+
+/// An [`Action`](crate::Action) in the settings file: `"retry"`, `"fallback"` or
+/// `"fatal"`.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionConfig {
+    /// [`Action::Retry`](crate::Action::Retry).
+    Retry,
+    /// [`Action::Fallback`](crate::Action::Fallback).
+    Fallback,
+    /// [`Action::Fatal`](crate::Action::Fatal).
+    Fatal,
+}
+
+impl From<ActionConfig> for crate::Action {
+    fn from(a: ActionConfig) -> Self {
+        match a {
+            ActionConfig::Retry => Self::Retry,
+            ActionConfig::Fallback => Self::Fallback,
+            ActionConfig::Fatal => Self::Fatal,
         }
     }
 }
@@ -771,6 +803,10 @@ const JSON_KEYS: &[(&str, &str)] = &[
     ("server_side_window", "settings.server_side_window"),
     ("chain_header", "settings.chain_header"),
     ("max_body_bytes", "settings.max_body_bytes"),
+    (
+        "max_response_body_bytes",
+        "settings.max_response_body_bytes",
+    ),
     ("disable_duration", "settings.disable_duration_seconds"),
     ("window", "settings.health_window_minutes"),
     ("skip_below_success_rate", "settings.skip_threshold"),

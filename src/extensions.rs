@@ -388,6 +388,19 @@ impl JsonBody {
         Some(&self.bytes[e.value_start..e.value_end])
     }
 
+    /// Whether the body asks for a stream (a top-level `"stream": true`).
+    pub fn is_stream(&self) -> bool {
+        // Every request asks this (the classify layer): keys of another length are passed
+        // over without a comparison (`"stream"` is 8 bytes with its quotes).
+        let last = self
+            .index
+            .entries
+            .iter()
+            .rev()
+            .find(|e| (e.escaped || e.key_end - e.key_start == 8) && self.key_eq(e, "stream"));
+        last.is_some_and(|e| &self.bytes[e.value_start..e.value_end] == b"true")
+    }
+
     /// The top-level `model`, unescaped, when it is a string.
     pub fn model(&self) -> Option<Cow<'_, str>> {
         let e = self.index.entries[self.index.model?];

@@ -35,6 +35,8 @@
 //! | [`hedge`](OpenRouterLayerBuilder::hedge), [`chain_hedge`](OpenRouterLayerBuilder::chain_hedge) | off | hedging on the first content token, per chain (see [`fallback::hedge`](crate::fallback::hedge)) |
 //! | [`classifier`](OpenRouterLayerBuilder::classifier) | [`OpenRouterClassifier`] | error rules |
 //! | [`max_body_bytes`](OpenRouterLayerBuilder::max_body_bytes) | 16 MiB | request body limit |
+//! | [`max_response_body_bytes`](OpenRouterLayerBuilder::max_response_body_bytes) | 16 MiB | non-streamed response body limit: past it `ResponseTooLarge`, read no further |
+//! | [`truncated_response_action`](OpenRouterLayerBuilder::truncated_response_action) | `Fatal` (the classifier's) | a 2xx whose JSON was cut short (`ResponseTruncated`): tokens may be billed, so not asked again unless you say so |
 //! | [`wait_for_rate_limit`](OpenRouterLayerBuilder::wait_for_rate_limit) | on | wait out a Retry-After when every model failed and time allows |
 //! | [`max_rate_limit_wait`](OpenRouterLayerBuilder::max_rate_limit_wait) | 60 s (at most the policy's `retry_after_cap`) | the longest such wait; a longer hint ends the call at once with it as `retry_after` |
 //!
@@ -95,7 +97,7 @@ use tower::Layer;
 use crate::body::{BufferRequest, BufferRequestLayer, DEFAULT_BODY_LIMIT};
 use crate::catalog::{CatalogPolicy, MaxPrice, ModelCatalog};
 use crate::classify::{Classify, ClassifyLayer, ClassifyOutcome, OpenRouterClassifier};
-use crate::error::ConfigError;
+use crate::error::{Action, ConfigError};
 use crate::fallback::{
     Chain, ChainModel, Chains, Fallback, FallbackLayer, HedgePolicy, Order, UnlistedModel,
 };
@@ -231,6 +233,8 @@ pub struct OpenRouterLayerBuilder<C = OpenRouterClassifier> {
     adaptive: Option<AdaptiveConfig>,
     classifier: Arc<C>,
     max_body_bytes: usize,
+    max_response_body_bytes: usize,
+    truncated_action: Option<Action>,
     catalog: CatalogSettings,
     allow: AllowSettings,
     /// Hedge policies by chain (`None`: the default chain).
@@ -326,6 +330,8 @@ impl OpenRouterLayerBuilder {
             adaptive: None,
             classifier: Arc::new(OpenRouterClassifier::default()),
             max_body_bytes: DEFAULT_BODY_LIMIT,
+            max_response_body_bytes: DEFAULT_BODY_LIMIT,
+            truncated_action: None,
             catalog: CatalogSettings::default(),
             allow: AllowSettings::default(),
             hedges: Vec::new(),
@@ -600,6 +606,25 @@ impl<C> OpenRouterLayerBuilder<C> {
         self
     }
 
+    /// The largest non-streamed response body, in bytes (default 16 MiB): a larger one is
+    /// [`ErrorKind::ResponseTooLarge`](crate::ErrorKind::ResponseTooLarge) (fatal, not
+    /// counted against the model), its reading stopped at the first chunk past the limit
+    /// (see [`ClassifyLayer::success_body_limit`]).
+    pub fn max_response_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_body_bytes = bytes;
+        self
+    }
+
+    /// What a non-streamed 2xx whose JSON was cut short asks for
+    /// ([`ErrorKind::ResponseTruncated`](crate::ErrorKind::ResponseTruncated); default
+    /// [`Action::Fatal`]: the upstream answered, so tokens may have been billed).
+    /// [`Action::Fallback`] asks the next model, [`Action::Retry`] the same one again.
+    /// Applied after the classifier (see [`ClassifyLayer::truncated_action`]).
+    pub fn truncated_response_action(mut self, action: Action) -> Self {
+        self.truncated_action = Some(action);
+        self
+    }
+
     /// The classifier (error rules).
     pub fn classifier<C2: ClassifyOutcome>(self, classifier: C2) -> OpenRouterLayerBuilder<C2> {
         OpenRouterLayerBuilder {
@@ -622,6 +647,8 @@ impl<C> OpenRouterLayerBuilder<C> {
             adaptive: self.adaptive,
             classifier: Arc::new(classifier),
             max_body_bytes: self.max_body_bytes,
+            max_response_body_bytes: self.max_response_body_bytes,
+            truncated_action: self.truncated_action,
             catalog: self.catalog,
             allow: self.allow,
             hedges: self.hedges,
@@ -694,6 +721,7 @@ impl<C> OpenRouterLayerBuilder<C> {
         C: ClassifyOutcome,
     {
         let checked = self.checked()?;
+        let classify = self.classify_layer();
         let tracker = match (checked.health, self.health) {
             (Some(c), _) => match self.shared_health.store()? {
                 Some(store) => HealthTracker::with_store(c, store),
@@ -711,7 +739,7 @@ impl<C> OpenRouterLayerBuilder<C> {
             retry: RetryLayer::new(checked.retry)?,
             health: HealthLayer::new(tracker),
             attempt_timeout: checked.attempt_timeout,
-            classify: ClassifyLayer::with_shared_classifier(self.classifier),
+            classify,
         })
     }
 
@@ -727,6 +755,9 @@ impl<C> OpenRouterLayerBuilder<C> {
         if self.max_body_bytes == 0 {
             return Err(ConfigError::zero("max_body_bytes"));
         }
+        if self.max_response_body_bytes == 0 {
+            return Err(ConfigError::zero("max_response_body_bytes"));
+        }
         Ok(Checked {
             deadline,
             attempt_timeout,
@@ -735,6 +766,19 @@ impl<C> OpenRouterLayerBuilder<C> {
             fallback,
             routing,
         })
+    }
+
+    /// The classify layer: the classifier, the response body limit, the truncation action.
+    fn classify_layer(&self) -> ClassifyLayer<C>
+    where
+        C: ClassifyOutcome,
+    {
+        let layer = ClassifyLayer::with_shared_classifier(self.classifier.clone())
+            .success_body_limit(self.max_response_body_bytes);
+        match self.truncated_action {
+            Some(action) => layer.truncated_action(action),
+            None => layer,
+        }
     }
 
     /// The attempt and stream limits, checked against the deadline by their builder. An

@@ -242,24 +242,109 @@ async fn inner_errors() {
 }
 
 #[tokio::test]
-async fn read_error_of_a_success_body_is_transport() {
+async fn read_error_of_a_success_body_is_truncated_and_fatal() {
     let err = call(ClassifyLayer::new(), 200, &[], || {
         Chunks::new(&[b"{\"model\":"]).then_error()
     })
     .await
     .unwrap_err();
     assert_eq!(
+        (err.kind(), err.action(), err.status()),
+        (
+            ErrorKind::ResponseTruncated,
+            Action::Fatal,
+            Some(StatusCode::OK)
+        )
+    );
+    assert!(err.counts_for_health());
+    assert_eq!(err.model(), Some("openai/gpt-4o"));
+    // The read error is the source.
+    let source = std::error::Error::source(&err).unwrap();
+    assert_eq!(
+        source.downcast_ref::<std::io::Error>().unwrap().kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
+    // Also with nothing read yet (the upstream had answered), and with the action set.
+    let err = call(
+        ClassifyLayer::new().truncated_action(Action::Fallback),
+        200,
+        &[],
+        || Chunks::new(&[]).then_error(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
         (err.kind(), err.action()),
-        (ErrorKind::Transport, Action::Retry)
+        (ErrorKind::ResponseTruncated, Action::Fallback)
     );
 }
 
 #[tokio::test]
-async fn bodies_over_the_success_cap_pass_through_unchecked() {
+async fn bodies_over_the_success_cap_are_too_large_and_read_no_further() {
+    let s = SUCCESS.as_bytes();
+    let parts: Vec<&'static [u8]> = s.chunks(16).collect();
+    let err = call(
+        ClassifyLayer::new().success_body_limit(40),
+        200,
+        &[],
+        move || Chunks::new(&parts),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (err.kind(), err.action(), err.counts_for_health()),
+        (ErrorKind::ResponseTooLarge, Action::Fatal, false)
+    );
+    assert_eq!(err.status(), Some(StatusCode::OK));
+    assert_eq!(
+        err.detail(),
+        Some("the body passed the response body limit of 40 bytes")
+    );
+
+    // Content-Length over the cap: not read at all, even if it carries an error.
+    let err = call(
+        ClassifyLayer::new().success_body_limit(10),
+        200,
+        &[("content-length", "39")],
+        || Chunks::new(&[br#"{"error":{"code":500,"message":"boom"}}"#]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ResponseTooLarge);
+    assert_eq!(
+        err.detail(),
+        Some("its Content-Length passes the response body limit of 10 bytes")
+    );
+    // A body of exactly the cap is read and passes.
+    let resp = call(
+        ClassifyLayer::new().success_body_limit(SUCCESS.len()),
+        200,
+        &[],
+        move || Chunks::new(&s.chunks(7).collect::<Vec<_>>()),
+    )
+    .await
+    .unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, SUCCESS.as_bytes());
+}
+
+#[tokio::test]
+async fn a_classifier_may_let_a_bad_body_pass_unchecked() {
+    struct OnlyStatuses;
+    impl ClassifyOutcome for OnlyStatuses {
+        fn classify(&self, o: Outcome<'_>) -> Option<Classification> {
+            match o {
+                Outcome::Response { status, .. } if !status.is_success() => {
+                    OpenRouterClassifier::new().classify(o)
+                }
+                _ => None,
+            }
+        }
+    }
     let s = SUCCESS.as_bytes();
     let parts: Vec<&'static [u8]> = s.chunks(16).collect();
     let resp = call(
-        ClassifyLayer::new().success_body_limit(40),
+        ClassifyLayer::with_classifier(OnlyStatuses).success_body_limit(40),
         200,
         &[],
         move || Chunks::new(&parts),
@@ -269,18 +354,46 @@ async fn bodies_over_the_success_cap_pass_through_unchecked() {
     assert!(resp.extensions().get::<UpstreamInfo>().is_none());
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, SUCCESS.as_bytes());
+    for bad in [&b"<html>portal</html>"[..], br#"{"model":"a/b","choi"#] {
+        let resp = call(
+            ClassifyLayer::with_classifier(OnlyStatuses),
+            200,
+            &[],
+            move || Chunks::new(&[bad]),
+        )
+        .await
+        .unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], bad);
+    }
+}
 
-    // Content-Length over the cap: not read at all, even if it carries an error.
-    let resp = call(
-        ClassifyLayer::new().success_body_limit(10),
-        200,
-        &[("content-length", "39")],
-        || Chunks::new(&[br#"{"error":{"code":500,"message":"boom"}}"#]),
-    )
-    .await
-    .unwrap();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&body[..], br#"{"error":{"code":500,"message":"boom"}}"#);
+#[tokio::test]
+async fn bad_success_bodies_are_typed() {
+    let cases: [(&'static [u8], &'static str, ErrorKind, Action); 6] = [
+        (b"<html><body>502 Bad Gateway</body></html>", "text/html", ErrorKind::InvalidResponse, Action::Fallback),
+        (b"<html>not json at all</html>", "application/json", ErrorKind::InvalidResponse, Action::Fallback),
+        (b"", "application/json", ErrorKind::InvalidResponse, Action::Fallback),
+        (br#"{"model":"a/b"} and more"#, "application/json", ErrorKind::InvalidResponse, Action::Fallback),
+        (br#"{"id":"gen-1","model":"a/b","provider":"P","choices":[{"message":{"content":"Hel"#, "application/json", ErrorKind::ResponseTruncated, Action::Fatal),
+        // Cut just after a nested object closes.
+        (br#"{"id":"gen-1","model":"a/b","provider":"P","choices":[{"message":{"content":"Hello"}}"#, "application/json", ErrorKind::ResponseTruncated, Action::Fatal),
+    ];
+    for (body, ct, kind, action) in cases {
+        let headers: &'static [(&'static str, &'static str)] =
+            Box::leak(vec![("content-type", ct)].into_boxed_slice());
+        let err = call(ClassifyLayer::new(), 200, headers, move || {
+            Chunks::new(&[body])
+        })
+        .await
+        .unwrap_err();
+        assert_eq!((err.kind(), err.action()), (kind, action), "{body:?}");
+        assert!(err.counts_for_health());
+        assert_eq!(err.model(), Some("openai/gpt-4o"));
+    }
+    // A 204 has no body to judge.
+    let resp = call(ClassifyLayer::new(), 204, &[], || Chunks::new(&[])).await;
+    assert_eq!(resp.unwrap().status(), StatusCode::NO_CONTENT);
 }
 
 #[tokio::test]

@@ -13,7 +13,9 @@ pub(crate) static SHOULD_RETRY: http::HeaderName = http::HeaderName::from_static
 
 /// The status a failure is answered with. A failure of the caller's own request (a bad
 /// body, a refused model, no model able to serve it) is a 4xx whatever the attempts say;
-/// otherwise what the upstream said last, or one that fits.
+/// otherwise what the upstream said last, or one that fits. An upstream 2xx that still
+/// failed (an error inside, a body that is no answer, cut short or too large) is never
+/// passed on as a success status: its kind decides (502).
 pub(crate) fn status_of(e: &Error) -> StatusCode {
     if body_timeout(e).is_some() {
         return StatusCode::REQUEST_TIMEOUT;
@@ -25,12 +27,13 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         // The gateway's own upstream key was refused: nothing the caller can fix.
         return StatusCode::BAD_GATEWAY;
     }
-    if let Some(s) = e.status() {
+    let failed = |s: StatusCode| s.is_client_error() || s.is_server_error();
+    if let Some(s) = e.status().filter(|s| failed(*s)) {
         return s;
     }
     // The last attempt that reached the upstream (not one skipped without a call).
     let reached = || e.attempts().iter().rev().filter(|a| !skipped(a.kind()));
-    if let Some(s) = reached().find_map(|a| a.status()) {
+    if let Some(s) = reached().find_map(|a| a.status().filter(|s| failed(*s))) {
         return s;
     }
     // None reached it: a model only cooling down or busy says more than one unable.
@@ -76,6 +79,8 @@ fn status_of_kind(kind: ErrorKind) -> StatusCode {
     match kind {
         PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         InvalidRequest | ContextLengthExceeded => StatusCode::BAD_REQUEST,
+        // The upstream's 200 was no answer: a bad gateway, whatever our own limit was.
+        InvalidResponse | ResponseTruncated | ResponseTooLarge => StatusCode::BAD_GATEWAY,
         InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
         ContentModerated | Forbidden => StatusCode::FORBIDDEN,
         ModelNotFound => StatusCode::NOT_FOUND,

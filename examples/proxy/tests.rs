@@ -149,6 +149,36 @@ async fn every_model_failing_is_an_openrouter_error_with_the_last_status() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn upstream_200s_that_are_no_answer_are_a_502() {
+    // Every model behind an HTML page: a 502, never the upstream's 200.
+    let mock = MockOpenRouter::new();
+    mock.default_reply(Reply::raw(200, "text/html", ["<html>portal</html>"]));
+    let resp = gateway(&mock).oneshot(request(CHAT)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let v = json(resp).await;
+    let attempts = v["error"]["metadata"]["attempts"].as_array().unwrap();
+    let kinds: Vec<_> = attempts
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["invalid_response", "invalid_response"]);
+    // JSON cut short: fatal at the primary, a 502.
+    let mock = MockOpenRouter::new();
+    mock.model("a/primary").respond(Reply::raw(
+        200,
+        "application/json",
+        [r#"{"id":"gen-1","choices":[{"mess"#],
+    ));
+    let resp = gateway(&mock).oneshot(request(CHAT)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        json(resp).await["error"]["metadata"]["kind"],
+        "response_truncated"
+    );
+    assert_eq!(mock.calls("b/secondary"), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_bad_body_is_a_400_without_an_upstream_call() {
     let mock = MockOpenRouter::new();
     let resp = gateway(&mock).oneshot(request("not json")).await.unwrap();
@@ -186,6 +216,16 @@ fn statuses_for_failures_without_an_upstream_answer() {
         status_of(&Error::new(ErrorKind::Transport)),
         StatusCode::BAD_GATEWAY
     );
+    // An upstream 200 that was no answer is never passed on as a 200.
+    for kind in [
+        ErrorKind::InvalidResponse,
+        ErrorKind::ResponseTruncated,
+        ErrorKind::ResponseTooLarge,
+        ErrorKind::ProviderError,
+    ] {
+        let e = Error::new(kind).with_status(StatusCode::OK);
+        assert_eq!(status_of(&e), StatusCode::BAD_GATEWAY, "{kind}");
+    }
     assert_eq!(
         status_of(&Error::new(ErrorKind::DeadlineExceeded)),
         StatusCode::GATEWAY_TIMEOUT

@@ -8,6 +8,7 @@
 //! * the error body it keeps is [`ErrorBody::parse`] of the body, and a 200 carrying an
 //!   error with an HTTP status `code` gets the same answer as that error sent alone
 //!   (`{"error": ...}` reparsed) with that status;
+//! * a stream failure or a 2xx body that is no answer ([`Outcome::Body`]) is never a success;
 //! * no `sk-or-` key in the body reaches the error's `Display` or `Debug`.
 //!
 //! Shared by the fuzz target `classify` and the stable property test
@@ -17,7 +18,9 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::Value;
-use tower_openrouter::classify::{Classification, ClassifyOutcome, Outcome, StreamFailure};
+use tower_openrouter::classify::{
+    BodyFailure, Classification, ClassifyOutcome, Outcome, StreamFailure,
+};
 use tower_openrouter::error::ErrorBody;
 use tower_openrouter::{Action, ErrorKind, JsonBody, OpenRouterClassifier};
 
@@ -114,6 +117,15 @@ pub fn check(status: u16, headers: &[(String, Vec<u8>)], body: &[u8]) {
                 });
                 assert!(v.is_some(), "a stream failure is never a success");
             }
+        }
+        for failure in [
+            BodyFailure::NotJson,
+            BodyFailure::NotEventStream,
+            BodyFailure::Truncated,
+            BodyFailure::TooLarge,
+        ] {
+            let v = c.classify(Outcome::Body { status, failure });
+            assert!(v.is_some(), "a 2xx that is no answer is never a success");
         }
         let cut = &body[..body.len() / 2];
         let _ = c.classify(Outcome::Response {

@@ -10,26 +10,35 @@ use tower::{Layer, Service};
 use super::future::{RequestInfo, ResponseFuture};
 use super::{ClassifyOutcome, OpenRouterClassifier, ResponseBody};
 use crate::body::DEFAULT_BODY_LIMIT;
-use crate::error::{BoxError, Error};
+use crate::error::{Action, BoxError, Error};
 
 /// Default cap on an error body read for classification: 64 KiB (see
 /// [`ClassifyLayer::error_body_limit`]). A 2xx body's cap defaults to
 /// [`DEFAULT_BODY_LIMIT`], the same as a request body's.
 pub const DEFAULT_ERROR_BODY_LIMIT: usize = 64 * 1024;
 
+/// The caps on bodies read, and what a 2xx body cut short asks for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub(crate) success: usize,
     pub(crate) error: usize,
+    /// Replaces the classifier's action on a truncated 2xx body.
+    pub(crate) truncated: Option<Action>,
 }
 
 /// Applies a [`ClassifyOutcome`] to every outcome of an HTTP client service: success passes
 /// through, every failure becomes a typed [`Error`](crate::Error).
 ///
-/// * A non-streaming 2xx body is read (up to [`success_body_limit`], 16 MiB by default;
-///   a larger body passes through unchecked) and checked for a 200 that carries an error;
-///   on success [`UpstreamInfo`](crate::UpstreamInfo) is inserted into the response
-///   extensions and the body is returned byte for byte.
+/// * A non-streaming 2xx body is read (up to [`success_body_limit`], 16 MiB by default)
+///   and checked for a 200 that carries an error, then judged ([`Outcome::Body`]): a body
+///   that is not JSON, or no event stream for a `"stream": true` request, is
+///   `InvalidResponse` (fallback); JSON cut short (ended early or failed to read) is
+///   `ResponseTruncated` (fatal: tokens may be billed; see [`truncated_action`]); a
+///   larger body is `ResponseTooLarge` (fatal), its reading stopped at the first chunk
+///   past the limit (or not begun, when `Content-Length` says so). On success
+///   [`UpstreamInfo`](crate::UpstreamInfo) is inserted into the response extensions and
+///   the body is returned byte for byte. The judgement is one pass of the probe that
+///   reads `UpstreamInfo`: the happy path parses the body once.
 /// * A 2xx `text/event-stream` is held until its first content event, then returned with
 ///   the held bytes replayed and the rest watched (see [`crate::stream`]).
 /// * An error status's body is read up to [`error_body_limit`] (64 KiB) for the
@@ -74,6 +83,8 @@ pub(crate) struct Limits {
 ///
 /// [`success_body_limit`]: ClassifyLayer::success_body_limit
 /// [`error_body_limit`]: ClassifyLayer::error_body_limit
+/// [`truncated_action`]: ClassifyLayer::truncated_action
+/// [`Outcome::Body`]: super::Outcome::Body
 #[derive(Debug)]
 pub struct ClassifyLayer<C = OpenRouterClassifier> {
     classifier: Arc<C>,
@@ -115,18 +126,34 @@ impl<C: ClassifyOutcome> ClassifyLayer<C> {
             limits: Limits {
                 success: DEFAULT_BODY_LIMIT,
                 error: DEFAULT_ERROR_BODY_LIMIT,
+                truncated: None,
             },
         }
     }
 }
 
 impl<C> ClassifyLayer<C> {
-    /// Largest non-streaming 2xx body read and checked for an embedded error (default
-    /// 16 MiB). A larger body is passed through unchecked, without [`UpstreamInfo`].
+    /// Largest non-streaming 2xx body (default 16 MiB): a larger one is
+    /// [`ErrorKind::ResponseTooLarge`], read no further than the first chunk past the
+    /// limit (not at all when its `Content-Length` is larger). A classifier that lets
+    /// such a body pass gets it back unchecked, without [`UpstreamInfo`]. Also the most
+    /// of a stream held before its first content event (then it is released).
     ///
     /// [`UpstreamInfo`]: crate::UpstreamInfo
+    /// [`ErrorKind::ResponseTooLarge`]: crate::ErrorKind::ResponseTooLarge
     pub fn success_body_limit(mut self, bytes: usize) -> Self {
         self.limits.success = bytes;
+        self
+    }
+
+    /// The action of a non-streaming 2xx whose JSON was cut short
+    /// ([`ErrorKind::ResponseTruncated`]), whatever the classifier says (default: the
+    /// classifier's, [`Action::Fatal`] for [`OpenRouterClassifier`], since tokens may have
+    /// been billed; [`Action::Fallback`] asks the next model instead).
+    ///
+    /// [`ErrorKind::ResponseTruncated`]: crate::ErrorKind::ResponseTruncated
+    pub fn truncated_action(mut self, action: Action) -> Self {
+        self.limits.truncated = Some(action);
         self
     }
 

@@ -90,6 +90,30 @@ pub enum Outcome<'a> {
         /// retried: the layer turns the verdict into an error frame in the body).
         after_content: bool,
     },
+    /// A 2xx whose body is not a valid answer, though it carries no error of its own (the
+    /// classifier already saw it as [`Outcome::Response`] and called it a success).
+    Body {
+        /// The HTTP status (a 2xx).
+        status: StatusCode,
+        /// What is wrong with the body.
+        failure: BodyFailure,
+    },
+}
+
+/// What is wrong with a 2xx body that carries no error (see [`Outcome::Body`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BodyFailure {
+    /// Not JSON: an HTML page, plain text, an empty body.
+    NotJson,
+    /// A `"stream": true` request answered with something other than `text/event-stream`
+    /// (e.g. a whole JSON completion).
+    NotEventStream,
+    /// JSON cut short: the body ended, or failed to read, before its JSON was complete.
+    Truncated,
+    /// Larger than the layer's limit ([`ClassifyLayer::success_body_limit`]); the rest
+    /// is unread.
+    TooLarge,
 }
 
 /// How a stream failed when it carried no error event.

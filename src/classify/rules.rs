@@ -5,7 +5,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-use super::{retry_after_from_headers, Classification, ClassifyOutcome, Outcome, StreamFailure};
+use super::{
+    retry_after_from_headers, BodyFailure, Classification, ClassifyOutcome, Outcome, StreamFailure,
+};
 use crate::error::{Action, ErrorBody, ErrorKind};
 
 /// The default OpenRouter rules, adjustable without re-implementing [`ClassifyOutcome`].
@@ -35,6 +37,14 @@ use crate::error::{Action, ErrorBody, ErrorKind};
 /// `finish_reason: "error"`, is classified by the error's `code` (as if it were the HTTP
 /// status), else by its type, else as `ProviderError`. Transport errors are `Transport`
 /// (retry); a `tower` or `tokio` timeout anywhere in the source chain is `AttemptTimeout`.
+///
+/// A 2xx that carries no error but is no answer ([`Outcome::Body`]):
+///
+/// | body | kind | action | health |
+/// |---|---|---|---|
+/// | not JSON (HTML, text, empty), or not an event stream for a `"stream": true` request | `InvalidResponse` | fallback | counts |
+/// | JSON cut short (ended or failed to read before it was complete) | `ResponseTruncated` | fatal (tokens may be billed) | counts |
+/// | over the response body limit | `ResponseTooLarge` | fatal | does not count |
 ///
 /// A 404 whose message says the request cannot be routed because of the account's own
 /// settings ("No endpoints found matching your data policy", "No allowed providers are
@@ -206,6 +216,17 @@ impl ClassifyOutcome for OpenRouterClassifier {
                     // Nothing was delivered yet: the same model may well succeed.
                     c.action = Action::Retry;
                 }
+                Some(self.finish(c, None))
+            }
+            Outcome::Body { status, failure } => {
+                let mut c = Classification::new(match failure {
+                    BodyFailure::NotJson | BodyFailure::NotEventStream => {
+                        ErrorKind::InvalidResponse
+                    }
+                    BodyFailure::Truncated => ErrorKind::ResponseTruncated,
+                    BodyFailure::TooLarge => ErrorKind::ResponseTooLarge,
+                });
+                c.status = Some(status);
                 Some(self.finish(c, None))
             }
         }

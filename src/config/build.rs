@@ -131,6 +131,12 @@ pub(super) fn builder(
     if let Some(n) = s.max_body_bytes {
         b = b.max_body_bytes(n);
     }
+    if let Some(n) = s.max_response_body_bytes {
+        b = b.max_response_body_bytes(n);
+    }
+    if let Some(a) = s.truncated_response_action {
+        b = b.truncated_response_action(a.into());
+    }
     if let Some(r) = &config.native_routing {
         b = b.native_routing(r.to_routing()?);
     }

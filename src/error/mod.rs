@@ -110,6 +110,7 @@ pub enum ErrorKind {
     /// The HTTP client failed: connection refused, reset, DNS, TLS.
     Transport,
     /// The request body is larger than the configured limit (no upstream call was made).
+    /// A response body over its limit is [`ResponseTooLarge`](ErrorKind::ResponseTooLarge).
     BodyTooLarge,
     /// The request body is not a JSON object with a string `model`, or could not be read
     /// (no upstream call was made).
@@ -119,6 +120,17 @@ pub enum ErrorKind {
     /// A stream ended without its end marker (`data: [DONE]`, `message_stop`, ...) and
     /// without a finish reason: the answer was cut short.
     StreamTruncated,
+    /// A 2xx whose body is not what the API sends: not JSON (an HTML page from a proxy or
+    /// a captive portal, an empty body), or, for a `"stream": true` request, not an event
+    /// stream (and no error inside). [`Error::status`] is the upstream's 2xx.
+    InvalidResponse,
+    /// A non-streamed 2xx whose JSON body ended, or failed to read, before it was
+    /// complete. Tokens may have been billed, so by default it is not tried again
+    /// ([`Action::Fatal`]).
+    ResponseTruncated,
+    /// A non-streamed 2xx body larger than the response body limit (reading stopped
+    /// there; see `max_response_body_bytes`). Tokens may have been billed.
+    ResponseTooLarge,
     /// The model is cooling down after failures; it was skipped without an upstream call.
     ModelCoolingDown,
     /// The model is at its adaptive concurrency limit; it was skipped without an upstream
@@ -155,7 +167,9 @@ impl ErrorKind {
             InsufficientCredits | Unauthorized | InvalidRequest | PayloadTooLarge
             | BodyTooLarge | InvalidBody | UnknownChain | ModelNotAllowed | InvalidRouting
             | Exhausted | NoCapableModel | DeadlineExceeded | StreamInterrupted
-            | StreamTruncated | UnexpectedStatus => Action::Fatal,
+            | StreamTruncated | ResponseTruncated | ResponseTooLarge | UnexpectedStatus => {
+                Action::Fatal
+            }
             ContextLengthExceeded
             | ContentModerated
             | Forbidden
@@ -167,7 +181,8 @@ impl ErrorKind {
             | ModelCoolingDown
             | Incapable
             | ModelAtCapacity
-            | RateLimited => Action::Fallback,
+            | RateLimited
+            | InvalidResponse => Action::Fallback,
             ProviderError | UpstreamTimeout | Transport => Action::Retry,
         }
     }
@@ -175,7 +190,8 @@ impl ErrorKind {
     /// Whether an error of this kind says something about the model's health by default.
     ///
     /// The caller's own mistakes (bad key, no credits, invalid request, a prompt too long,
-    /// moderation) and our own decisions (cooling down, deadline) never count.
+    /// moderation) and our own decisions (cooling down, deadline, a response larger than
+    /// our limit) never count.
     pub fn counts_for_health(self) -> bool {
         use ErrorKind::*;
         matches!(
@@ -191,6 +207,8 @@ impl ErrorKind {
                 | Transport
                 | StreamInterrupted
                 | StreamTruncated
+                | InvalidResponse
+                | ResponseTruncated
         )
     }
 
@@ -219,6 +237,9 @@ impl ErrorKind {
             InvalidBody => "invalid_body",
             StreamInterrupted => "stream_interrupted",
             StreamTruncated => "stream_truncated",
+            InvalidResponse => "invalid_response",
+            ResponseTruncated => "response_truncated",
+            ResponseTooLarge => "response_too_large",
             ModelCoolingDown => "model_cooling_down",
             ModelAtCapacity => "model_at_capacity",
             UnknownChain => "unknown_chain",
@@ -256,6 +277,9 @@ impl ErrorKind {
             InvalidBody => "invalid request body",
             StreamInterrupted => "stream interrupted",
             StreamTruncated => "stream truncated",
+            InvalidResponse => "invalid upstream response",
+            ResponseTruncated => "response truncated",
+            ResponseTooLarge => "response body too large",
             ModelCoolingDown => "model cooling down",
             ModelAtCapacity => "model at its concurrency limit",
             UnknownChain => "unknown chain",
@@ -304,6 +328,15 @@ impl ErrorKind {
             }
             StreamTruncated => {
                 "the stream ended without [DONE] or a finish_reason; send a new request to continue"
+            }
+            InvalidResponse => {
+                "the 200 was not the API's JSON or event stream (a proxy or portal in the way?); use another model or check the upstream URL"
+            }
+            ResponseTruncated => {
+                "the body ended before its JSON was complete; tokens may have been billed; send a new request"
+            }
+            ResponseTooLarge => {
+                "raise max_response_body_bytes or ask for a shorter answer; tokens may have been billed"
             }
             ModelCoolingDown => "it failed recently and is skipped until its cooldown ends",
             ModelAtCapacity => "it is skipped until one of its requests in flight finishes",

@@ -22,7 +22,7 @@ use self::read::Reading;
 use super::layer::Limits;
 use super::{ClassifyOutcome, Outcome, ResponseBody};
 use crate::error::{BoxError, Error};
-use crate::extensions::{Attempt, Deadline, StreamErrorHook, StreamLimits};
+use crate::extensions::{Attempt, Deadline, JsonBody, StreamErrorHook, StreamLimits};
 
 /// What the future keeps from the request.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +37,11 @@ pub(crate) struct RequestInfo {
     messages: bool,
     /// An `/api/v1/responses` request (its stream events are typed `response.*`).
     responses: bool,
+    /// A `"stream": true` request (told by its [`JsonBody`]): a 2xx that is not an event
+    /// stream is no answer to it.
+    pub(super) stream: bool,
+    /// A request whose 2xx has no body to judge (`HEAD`).
+    pub(super) bodiless: bool,
 }
 
 impl RequestInfo {
@@ -49,6 +54,8 @@ impl RequestInfo {
             idle: None,
             messages: req.uri().path().ends_with("/messages"),
             responses: req.uri().path().ends_with("/responses"),
+            stream: ext.get::<JsonBody>().is_some_and(JsonBody::is_stream),
+            bodiless: req.method() == http::Method::HEAD,
         };
         if let Some(limits) = ext.get::<StreamLimits>() {
             let deadline = ext.get::<Deadline>();
@@ -194,9 +201,9 @@ where
 }
 
 /// The `Calling` state's end: what the response head says to do next. A 2xx event stream
-/// is held ([`Hold`]); any other body is read ([`Reading`]); a 2xx too large to check is
-/// the output at once, passed through unchecked. The next state is set in place (no
-/// move of a whole state on every request).
+/// is held ([`Hold`]); any other body is read ([`Reading`]); a 2xx whose `Content-Length`
+/// passes the cap is the output at once (`ResponseTooLarge`, unread). The next state is
+/// set in place (no move of a whole state on every request).
 #[inline]
 fn on_head<F, B, C>(
     resp: Response<B>,
@@ -217,12 +224,18 @@ where
         });
         return None;
     }
-    if success && content_length(&parts.headers).is_some_and(|n| n > ctx.limits.success as u64) {
-        // Too large to check: pass through unchecked.
-        return Some(Ok(Response::from_parts(
-            parts,
-            ResponseBody::new(Bytes::new(), None, Some(body)),
-        )));
+    if success
+        && !ctx.info.bodiless
+        && content_length(&parts.headers).is_some_and(|n| n > ctx.limits.success as u64)
+    {
+        // Too large to read: an error, unread, unless the classifier lets it pass
+        // (then it goes back unchecked).
+        return Some(
+            ctx.too_large(parts.status, "its Content-Length passes")
+                .map(|()| {
+                    Response::from_parts(parts, ResponseBody::new(Bytes::new(), None, Some(body)))
+                }),
+        );
     }
     state.set(State::Reading {
         read: Reading::new(parts, body, success),

@@ -6,14 +6,14 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::response::Parts;
-use http::{HeaderMap, Response};
+use http::{HeaderMap, Response, StatusCode};
 use http_body::Body;
 
-use super::{Ctx, Output};
+use super::{Ctx, Output, RequestInfo};
 use crate::body::Collected;
 use crate::classify::layer::Limits;
 use crate::classify::probe::upstream_info;
-use crate::classify::{ClassifyOutcome, Outcome, ResponseBody};
+use crate::classify::{BodyFailure, ClassifyOutcome, Outcome, ResponseBody};
 use crate::error::{BoxError, Error};
 
 /// A response whose body is being read.
@@ -103,8 +103,11 @@ where
     }
 }
 
-/// A 2xx: checked for an embedded error when it was read whole; on success its facts go
-/// into the response extensions.
+/// A 2xx: checked for an embedded error when it was read whole, then judged (is it whole
+/// JSON, or the event stream a stream request needs?); on success its facts go into the
+/// response extensions. A body cut short, over the cap or no answer at all is the error
+/// the classifier makes of it ([`Outcome::Body`]), or, when the classifier accepts it, goes
+/// back as it came.
 #[inline]
 fn finish_success<B, C: ClassifyOutcome>(
     mut parts: Parts,
@@ -115,24 +118,38 @@ fn finish_success<B, C: ClassifyOutcome>(
     ctx: &Ctx<C>,
 ) -> Output<B> {
     match end {
-        ReadEnd::Failed(e) => return Err(ctx.client_error(e)),
-        // Over the cap: prefix + rest, unchecked.
+        ReadEnd::Failed(e) => return Err(ctx.read_failure(parts.status, e)),
+        // Over the cap: prefix + rest, unchecked, if the classifier lets it pass.
         ReadEnd::Capped => {
+            ctx.too_large(parts.status, "the body passed")?;
             return Ok(Response::from_parts(
                 parts,
                 ResponseBody::new(bytes, None, body),
-            ))
+            ));
         }
         ReadEnd::Ended => {}
     }
     ctx.classify(&parts, &bytes)?;
-    if let Some(info) = upstream_info(&bytes, crate::observe::listening()) {
-        parts.extensions.insert(info);
+    if ctx.info.stream {
+        ctx.body_failure(parts.status, BodyFailure::NotEventStream)?;
+    } else if has_body(parts.status, &ctx.info) {
+        match upstream_info(&bytes, crate::observe::listening()) {
+            Ok(Some(info)) => {
+                parts.extensions.insert(info);
+            }
+            Ok(None) => {}
+            Err(failure) => ctx.body_failure(parts.status, failure)?,
+        }
     }
     Ok(Response::from_parts(
         parts,
         ResponseBody::new(bytes, trailers, None),
     ))
+}
+
+/// Whether a 2xx has a body to judge (not the answer to `HEAD`, not a 204 or 205).
+fn has_body(status: StatusCode, info: &RequestInfo) -> bool {
+    !info.bodiless && !matches!(status.as_u16(), 204 | 205)
 }
 
 /// An error status: the classifier sees the body cut at the cap (the bytes are kept whole
@@ -160,11 +177,50 @@ impl<C: ClassifyOutcome> Ctx<C> {
     /// The classifier's verdict on a response read: `Err` with the request's model, or
     /// `Ok` for a success.
     fn classify(&self, parts: &Parts, body: &[u8]) -> Result<(), Error> {
-        match self.classifier.classify(Outcome::Response {
+        self.verdict(Outcome::Response {
             status: parts.status,
             headers: &parts.headers,
             body,
-        }) {
+        })
+    }
+
+    /// The classifier's verdict on a 2xx body that is no answer (`Ok`: it lets it pass).
+    fn body_failure(&self, status: StatusCode, failure: BodyFailure) -> Result<(), Error> {
+        self.verdict(Outcome::Body { status, failure })
+            .map_err(|e| match self.limits.truncated {
+                Some(action) if failure == BodyFailure::Truncated => e.with_action(action),
+                _ => e,
+            })
+    }
+
+    /// A 2xx body over the cap (`what` says how it was found out): the classifier's
+    /// error, with the cap in its detail.
+    pub(super) fn too_large(&self, status: StatusCode, what: &str) -> Result<(), Error> {
+        self.body_failure(status, BodyFailure::TooLarge)
+            .map_err(|e| {
+                e.with_detail(format!(
+                    "{what} the response body limit of {} bytes",
+                    self.limits.success
+                ))
+            })
+    }
+
+    /// A 2xx body that failed to read: cut short, whatever had come (the upstream had
+    /// answered, so tokens may be billed). A classifier that lets that pass still cannot
+    /// make a response of it: then it is the client's error.
+    fn read_failure(&self, status: StatusCode, err: BoxError) -> Error {
+        let err = match err.downcast::<Error>() {
+            Ok(ours) => return *ours,
+            Err(err) => err,
+        };
+        match self.body_failure(status, BodyFailure::Truncated) {
+            Err(e) => e.with_source(err),
+            Ok(()) => self.client_error(err),
+        }
+    }
+
+    fn verdict(&self, outcome: Outcome<'_>) -> Result<(), Error> {
+        match self.classifier.classify(outcome) {
             Some(c) => Err(self.or_model(c.into_error())),
             None => Ok(()),
         }
