@@ -109,6 +109,7 @@ async fn the_forwarded_authorization_header_is_marked_sensitive() {
     let key = "Bearer sk-or-v1-0123456789abcdef";
     let req = http::Request::post("http://localhost/api/v1/chat/completions")
         .header("authorization", key)
+        .header("x-api-key", "mykey123")
         .body(format!(r#"{{"model":"a/b",{MSG}}}"#))
         .unwrap();
     svc.oneshot(req).await.unwrap();
@@ -116,5 +117,13 @@ async fn the_forwarded_authorization_header_is_marked_sensitive() {
     let auth = seen.headers().get("authorization").unwrap();
     assert_eq!(auth, key);
     assert!(auth.is_sensitive());
-    assert!(!format!("{:?}", seen.headers()).contains("sk-or-"));
+    // The key header of Anthropic-style clients too.
+    let api_key = seen.headers().get("x-api-key").unwrap();
+    assert_eq!(api_key, "mykey123");
+    assert!(api_key.is_sensitive());
+    let shown = format!("{:?}", seen.headers());
+    assert!(
+        !shown.contains("sk-or-") && !shown.contains("mykey123"),
+        "{shown}"
+    );
 }

@@ -292,3 +292,137 @@ async fn an_upstream_error_that_echoes_the_key_is_scrubbed() {
     assert!(logged.contains("attempt failed"), "{logged}");
     assert_clean("log output", &logged);
 }
+
+/// A key of no known shape (a gateway's own key: no `sk-`, quoted without `Bearer`).
+const CUSTOM_KEY: &str = "mykey123";
+
+fn assert_no_custom_key(what: &str, text: &str) {
+    assert!(!text.contains(CUSTOM_KEY), "{what} shows the key: {text}");
+}
+
+/// A request carrying `CUSTOM_KEY` in `header` (`Bearer` for `authorization`).
+fn custom_key_request(method: &str, path: &str, header: &str) -> http::Request<String> {
+    let value = if header == "authorization" {
+        format!("Bearer {CUSTOM_KEY}")
+    } else {
+        CUSTOM_KEY.to_owned()
+    };
+    let body = if method == "GET" {
+        String::new()
+    } else {
+        format!(r#"{{"model":"{A}","max_tokens":8,"messages":[{{"role":"user","content":"hi"}}]}}"#)
+    };
+    http::Request::builder()
+        .method(method)
+        .uri(format!("http://localhost{path}"))
+        .header(header, value)
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap()
+}
+
+/// Item 7: the request's exact credential is replaced wherever an upstream quotes it,
+/// whatever its shape: in the error that leaves the stack (a fatal 401, `Exhausted`,
+/// `DeadlineExceeded`, a call without fallback), in every attempt they list (retries
+/// included), in a success's `ServedBy`, and so in `Display`, `Debug`, `source()` and the
+/// logs. The rest of the message stays.
+#[tokio::test(start_paused = true)]
+async fn an_upstream_that_echoes_a_custom_key_bare_is_scrubbed() {
+    let (logs, _guard) = capture_logs();
+    let echo = format!("Invalid API key provided: {CUSTOM_KEY}");
+    let cleaned = "Invalid API key provided: [redacted]";
+    let mock = MockOpenRouter::new();
+    mock.model(A)
+        .respond(Reply::status(500).message(&format!("upstream saw {CUSTOM_KEY}")));
+    mock.model(B)
+        // 1: fatal. 2: a success after A failed. 3: Exhausted. 4: the deadline.
+        // 5: fatal on /messages.
+        .respond(Reply::status(401).message(&echo))
+        .then(Reply::ok())
+        .then(Reply::status(503).message(&echo))
+        .then(Reply::hang())
+        .then(Reply::status(401).message(&echo));
+    mock.route("/api/v1/key")
+        .respond(Reply::status(401).message(&echo));
+    let layer = OpenRouterLayer::builder()
+        .chain([A, B])
+        .deadline(Duration::from_secs(60))
+        .attempt_timeout(Duration::from_secs(60))
+        .wait_for_rate_limit(false)
+        // A is always called (three times: two retries), never benched.
+        .health_config(HealthConfig::default().consecutive_failures(1000))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new().layer(layer).service(mock.clone());
+    let chat = || custom_key_request("POST", "/api/v1/chat/completions", "authorization");
+    let mut shown = Vec::new();
+
+    let err = svc.clone().oneshot(chat()).await.unwrap_err();
+    assert_eq!(err.kind(), tower_openrouter::ErrorKind::Unauthorized);
+    assert_eq!(err.body().unwrap().message, cleaned);
+    assert!(err.to_string().contains(cleaned), "{err}");
+    // A's three tries (two logged by the retry layer) and B's 401.
+    assert_eq!(err.attempts().len(), 4, "{err:?}");
+    assert_eq!(
+        err.attempts()[0].error.body().unwrap().message,
+        "upstream saw [redacted]"
+    );
+    shown.extend(everything_shown(&err));
+
+    let resp = svc.clone().oneshot(chat()).await.unwrap();
+    let served = resp.extensions().get::<ServedBy>().cloned().unwrap();
+    assert_eq!(served.attempts.len(), 3, "{served:?}");
+    shown.push(format!("{served:?} {served:#?}"));
+
+    let err = svc.clone().oneshot(chat()).await.unwrap_err();
+    assert_eq!(err.kind(), tower_openrouter::ErrorKind::Exhausted);
+    assert_eq!(
+        err.attempts().last().unwrap().error.body().unwrap().message,
+        cleaned
+    );
+    shown.extend(everything_shown(&err));
+
+    let err = svc.clone().oneshot(chat()).await.unwrap_err();
+    assert_eq!(err.kind(), tower_openrouter::ErrorKind::DeadlineExceeded);
+    // A's three tries, and B's cut by the deadline.
+    assert_eq!(err.attempts().len(), 4, "{err:?}");
+    shown.extend(everything_shown(&err));
+
+    // `x-api-key` on /messages, and a call without fallback (GET /key).
+    let err = svc
+        .clone()
+        .oneshot(custom_key_request("POST", "/api/v1/messages", "x-api-key"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), tower_openrouter::ErrorKind::Unauthorized);
+    assert_eq!(err.body().unwrap().message, cleaned);
+    assert_eq!(
+        err.attempts()[0].error.body().unwrap().message,
+        "upstream saw [redacted]"
+    );
+    shown.extend(everything_shown(&err));
+    let err = svc
+        .clone()
+        .oneshot(custom_key_request("GET", "/api/v1/key", "authorization"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), tower_openrouter::ErrorKind::Unauthorized);
+    assert_eq!(err.body().unwrap().message, cleaned);
+    shown.extend(everything_shown(&err));
+
+    // The stand-in did get the key and did echo it: the test is real.
+    assert!(mock
+        .requests()
+        .iter()
+        .any(|r| r.headers()["authorization"] == format!("Bearer {CUSTOM_KEY}").as_str()));
+    for s in &shown {
+        assert_no_custom_key("an echoing error", s);
+        assert!(
+            s.contains("[redacted]") || !s.contains("Invalid API key"),
+            "{s}"
+        );
+    }
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains("attempt failed"), "{logged}");
+    assert_no_custom_key("log output", &logged);
+}

@@ -295,13 +295,17 @@ where
     }
 }
 
-/// Marks the credentials the request carries sensitive, so no `Debug` of the request (or
-/// an HTTP/2 encoder's header table) shows or keeps them.
+/// Marks the credentials the request carries sensitive (`Authorization`,
+/// `Proxy-Authorization`, `x-api-key`), so no `Debug` of the request (or an HTTP/2
+/// encoder's header table) shows or keeps them.
 fn mark_sensitive(headers: &mut http::HeaderMap) {
     // One walk over the (few) headers, repeated values included: cheaper than a lookup
     // per name, and `entry` would also reserve room in the map.
     for (name, value) in headers.iter_mut() {
-        if name == http::header::AUTHORIZATION || name == http::header::PROXY_AUTHORIZATION {
+        if name == http::header::AUTHORIZATION
+            || name == http::header::PROXY_AUTHORIZATION
+            || name == crate::error::API_KEY
+        {
             value.set_sensitive(true);
         }
     }

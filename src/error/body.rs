@@ -205,11 +205,15 @@ impl ErrorBody {
 
     /// Replaces every secret an upstream may have echoed in any of the body's texts.
     pub(crate) fn scrub(&mut self) {
-        use super::redact::scrub;
+        self.each_text(super::redact::scrub);
+    }
+
+    /// Calls `f` on every text of the body (where an upstream may echo a secret).
+    pub(crate) fn each_text(&mut self, mut f: impl FnMut(&mut String)) {
         if let Some(ErrorCode::Text(t)) = &mut self.code {
-            scrub(t);
+            f(t);
         }
-        scrub(&mut self.message);
+        f(&mut self.message);
         let m = &mut self.metadata;
         let texts = [
             &mut self.error_type,
@@ -221,12 +225,12 @@ impl ErrorBody {
             &mut m.model_slug,
         ];
         for t in texts.into_iter().flatten() {
-            scrub(t);
+            f(t);
         }
-        m.reasons.iter_mut().for_each(scrub);
+        m.reasons.iter_mut().for_each(&mut f);
         if let Some(a) = &mut self.availability {
-            a.code.iter_mut().for_each(scrub);
-            a.requested_models.iter_mut().for_each(scrub);
+            a.code.iter_mut().for_each(&mut f);
+            a.requested_models.iter_mut().for_each(&mut f);
         }
     }
 

@@ -12,6 +12,11 @@
 //! key provided: Bearer sk-or-v1-...`) is kept with the key replaced by `[redacted]`: any
 //! `sk-or-` token, any other `sk-` key, and a `Bearer` credential (the whole
 //! `Authorization` value), in every text of the error body, `metadata.raw` included.
+//! Through [`OpenRouterLayer`](crate::OpenRouterLayer) (its fallback layer) the request's
+//! own credentials are replaced too, whatever their shape (a gateway key `mykey123` quoted
+//! bare): the exact `Authorization` value, the credential after its scheme and an
+//! `x-api-key` value, in the body, the detail and the `source()` chain of the error that
+//! leaves the stack and of every attempt it (or a success's `ServedBy`) lists.
 //!
 //! ```
 //! use tower_openrouter::error::{Action, Error, ErrorKind};
@@ -39,6 +44,7 @@ pub use retry_after::{parse_rate_limit_reset, parse_retry_after, retry_after_fro
 mod body;
 mod config;
 mod redact;
+pub(crate) use redact::{Credentials, API_KEY};
 mod retry_after;
 
 /// A boxed error, as tower uses it.

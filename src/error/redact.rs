@@ -14,9 +14,24 @@
 //! * `Bearer <credential>` (the whole `Authorization` value as a request sends it), for a
 //!   credential of 8 or more token characters that is not a plain lowercase word, so the
 //!   key of any upstream is covered when it is quoted with its scheme.
+//!
+//! And, once the fallback layer hands an error out of the stack, the exact
+//! [`Credentials`] of the request wherever they appear, whatever their shape (a gateway's
+//! own key, `mykey123`, echoed as `Invalid API key provided: mykey123`): the whole
+//! `Authorization` value, the credential after its scheme, and an `x-api-key` value. The
+//! fallback future holds the request anyway, so this costs nothing until an error leaves.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue};
+
+use super::Error;
 
 /// What a secret is replaced with.
 pub(crate) const REDACTED: &str = "[redacted]";
+
+/// The header some clients (Anthropic's SDKs, for `/messages`) send the key in.
+pub(crate) const API_KEY: &str = "x-api-key";
 
 /// A character of a key (`sk-or-v1-0a1b...`).
 fn is_key_char(b: u8) -> bool {
@@ -104,6 +119,148 @@ pub(crate) fn scrub(text: &mut String) {
     }
 }
 
+/// The credentials a request carries, as an upstream would quote them back.
+#[derive(Debug, Default)]
+pub(crate) struct Credentials<'a> {
+    /// Longest first (a whole `Bearer <key>` before the key alone); `len` are set.
+    values: [&'a str; 3],
+    len: usize,
+}
+
+impl<'a> Credentials<'a> {
+    /// The `Authorization` value (whole, and the credential after its scheme) and the
+    /// `x-api-key` value of `headers`; values that are not text cannot appear in an error
+    /// text and are left out.
+    pub(crate) fn of(headers: &'a HeaderMap) -> Self {
+        Self::from_values(
+            headers.get(http::header::AUTHORIZATION),
+            headers.get(API_KEY),
+        )
+    }
+
+    /// The same from the two header values.
+    pub(crate) fn from_values(
+        authorization: Option<&'a HeaderValue>,
+        api_key: Option<&'a HeaderValue>,
+    ) -> Self {
+        let mut c = Credentials::default();
+        let text = |v: Option<&'a HeaderValue>| v.and_then(|v| v.to_str().ok()).map(str::trim);
+        if let Some(v) = text(authorization) {
+            c.push(v);
+            if let Some((_scheme, cred)) = v.split_once([' ', '\t']) {
+                c.push(cred.trim());
+            }
+        }
+        if let Some(v) = text(api_key) {
+            c.push(v);
+        }
+        c.values[..c.len].sort_by_key(|v| std::cmp::Reverse(v.len()));
+        c
+    }
+
+    fn push(&mut self, v: &'a str) {
+        if !v.is_empty() && !self.values[..self.len].contains(&v) {
+            self.values[self.len] = v;
+            self.len += 1;
+        }
+    }
+
+    /// Whether there is none.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `text` with every credential (and every secret [`scrubbed`] finds) replaced, or
+    /// `None` when it holds none.
+    fn scrubbed(&self, text: &str) -> Option<String> {
+        let mut out = scrubbed(text);
+        for v in &self.values[..self.len] {
+            let cur = out.as_deref().unwrap_or(text);
+            if memchr::memmem::find(cur.as_bytes(), v.as_bytes()).is_some() {
+                out = Some(cur.replace(v, REDACTED));
+            }
+        }
+        out
+    }
+
+    fn scrub(&self, text: &mut String) {
+        if let Some(clean) = self.scrubbed(text) {
+            *text = clean;
+        }
+    }
+}
+
+/// A source error whose text (or its sources' text) quoted a secret: the chain's texts,
+/// scrubbed. It replaces the original, which can then no longer be downcast.
+#[derive(Debug)]
+struct ScrubbedSource {
+    text: String,
+    source: Option<Box<ScrubbedSource>>,
+}
+
+impl std::fmt::Display for ScrubbedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for ScrubbedSource {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// `err`'s chain with every secret replaced, or `None` when no text of it holds one.
+fn scrubbed_chain(
+    err: &(dyn std::error::Error + 'static),
+    creds: &Credentials<'_>,
+) -> Option<ScrubbedSource> {
+    let mut texts = Vec::new();
+    let mut found = false;
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        let clean = creds.scrubbed(&text);
+        found |= clean.is_some();
+        texts.push(clean.unwrap_or(text));
+        cur = e.source();
+    }
+    if !found {
+        return None;
+    }
+    texts.into_iter().rev().fold(None, |source, text| {
+        Some(ScrubbedSource {
+            text,
+            source: source.map(Box::new),
+        })
+    })
+}
+
+impl Error {
+    /// Replaces `creds` (and every secret [`scrubbed`] finds) in whatever upstream text
+    /// this error holds: its body, detail and `source()` chain, and those of its attempts.
+    pub(crate) fn scrub_credentials(&mut self, creds: &Credentials<'_>) {
+        if creds.is_empty() {
+            return;
+        }
+        let i = &mut *self.inner;
+        if let Some(b) = &mut i.body {
+            b.each_text(|t| creds.scrub(t));
+        }
+        if let Some(d) = &mut i.detail {
+            creds.scrub(d);
+        }
+        if let Some(clean) = i.source.as_deref().and_then(|s| scrubbed_chain(s, creds)) {
+            i.source = Some(Arc::new(clean));
+        }
+        for a in &mut i.attempts {
+            a.error.scrub_credentials(creds);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +306,80 @@ mod tests {
         ] {
             assert_eq!(scrubbed(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn a_requests_exact_credentials_are_redacted_wherever_an_error_holds_them() {
+        use crate::error::{ErrorBody, ErrorKind};
+
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            HeaderValue::from_static("Token  mykey123 "),
+        );
+        headers.insert("x-api-key", HeaderValue::from_static("other-key"));
+        let creds = Credentials::of(&headers);
+        assert_eq!(
+            creds.values[..creds.len],
+            ["Token  mykey123", "other-key", "mykey123"]
+        );
+        assert_eq!(
+            creds
+                .scrubbed("Token  mykey123 / mykey123, other-key sk-or-v1-x")
+                .as_deref(),
+            Some("[redacted] / [redacted], [redacted] [redacted]")
+        );
+        assert_eq!(creds.scrubbed("fine"), None);
+
+        let body = ErrorBody::parse(
+            br#"{"error":{"code":401,"message":"bad key mykey123","metadata":{"raw":"mykey123"}}}"#,
+        )
+        .unwrap();
+        #[derive(Debug)]
+        struct Wrap(std::io::Error);
+        impl std::fmt::Display for Wrap {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("connect failed")
+            }
+        }
+        impl std::error::Error for Wrap {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let outer = Wrap(std::io::Error::other("dialing with other-key"));
+        let attempt = Error::new(ErrorKind::Transport).with_source(outer);
+        let mut e = Error::new(ErrorKind::Unauthorized)
+            .with_body(body)
+            .with_detail("saw mykey123")
+            .with_attempts(vec![crate::AttemptRecord {
+                model: "a/b".into(),
+                index: 0,
+                retry: 0,
+                elapsed: std::time::Duration::ZERO,
+                error: attempt,
+            }]);
+        e.scrub_credentials(&creds);
+        assert_eq!(e.body().unwrap().message, "bad key [redacted]");
+        assert_eq!(
+            e.body().unwrap().metadata.raw.as_deref(),
+            Some("[redacted]")
+        );
+        assert_eq!(e.detail(), Some("saw [redacted]"));
+        let a = &e.attempts()[0].error;
+        let src = std::error::Error::source(a).unwrap();
+        assert_eq!(src.to_string(), "connect failed");
+        assert_eq!(src.source().unwrap().to_string(), "dialing with [redacted]");
+        assert!(src.source().unwrap().source().is_none());
+        assert!(!format!("{e} {e:?}").contains("key mykey123"));
+
+        // No credential: nothing to do; a source without one is kept as it is.
+        let mut plain = Error::new(ErrorKind::Transport)
+            .with_source(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        plain.scrub_credentials(&creds);
+        let src = std::error::Error::source(&plain).unwrap();
+        assert!(src.downcast_ref::<std::io::Error>().is_some());
+        assert!(Credentials::of(&HeaderMap::new()).is_empty());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::select::Selected;
 use super::template::BodyTemplate;
 use super::ServedBy;
 use crate::catalog::CallFilter;
-use crate::error::{Action, AttemptRecord, BoxError, Error, ErrorKind};
+use crate::error::{Action, AttemptRecord, BoxError, Credentials, Error, ErrorKind};
 use crate::extensions::PanicProbe;
 use crate::health::{PanicLead, PanicTurn, ProbeEnd, ProbeWait};
 use crate::observe::CallObs;
@@ -41,8 +41,38 @@ pin_project! {
         // Boxed: the context is most of this future's size, and the future is moved by
         // every layer above on its way out; one allocation per call costs less.
         ctx: Option<Box<CallCtx<S>>>,
+        // A call without fallback: its request's credentials (the context holds them
+        // otherwise, in its base request).
+        kept: Option<Box<KeptCredentials>>,
         // The call's span, entered while the walk runs (attempt spans are its children).
         span: tracing::Span,
+    }
+}
+
+/// The credential headers of a call without fallback, kept (only when it has one) so an
+/// upstream error that quotes them can be scrubbed.
+pub(crate) struct KeptCredentials {
+    authorization: Option<http::HeaderValue>,
+    api_key: Option<http::HeaderValue>,
+}
+
+impl KeptCredentials {
+    /// The credential headers of `req`, when it has one.
+    pub(crate) fn of<B>(req: &Request<B>) -> Option<Box<Self>> {
+        let h = req.headers();
+        let authorization = h.get(http::header::AUTHORIZATION).cloned();
+        let api_key = h.get(crate::error::API_KEY).cloned();
+        (authorization.is_some() || api_key.is_some()).then(|| {
+            Box::new(KeptCredentials {
+                authorization,
+                api_key,
+            })
+        })
+    }
+
+    fn scrub(&self, err: &mut Error) {
+        let c = Credentials::from_values(self.authorization.as_ref(), self.api_key.as_ref());
+        err.scrub_credentials(&c);
     }
 }
 
@@ -647,7 +677,10 @@ impl<S> CallCtx<S> {
     }
 
     /// Handles a failed attempt: `Some(error)` ends the call.
-    pub(super) fn failed(&mut self, err: Error) -> Option<Error> {
+    pub(super) fn failed(&mut self, mut err: Error) -> Option<Error> {
+        // Before it is logged or returned: the request's own credentials out of whatever
+        // the upstream said (the log's records become errors' and `ServedBy`'s attempts).
+        err.scrub_credentials(&Credentials::of(self.base.headers()));
         let pos = self.cur.window[0];
         let m = &self.chain.models()[pos];
         let err = err.or_model(&m.model);
@@ -807,15 +840,18 @@ where
         ResponseFuture {
             state: State::Failed { error: Some(error) },
             ctx: None,
+            kept: None,
             span: tracing::Span::none(),
         }
     }
 
-    /// A call without fallback (a non-generation endpoint): the inner future as it is.
-    pub(crate) fn passthrough(fut: S::Future) -> Self {
+    /// A call without fallback (a non-generation endpoint): the inner future as it is,
+    /// and the request's credentials to take out of its error.
+    pub(crate) fn passthrough(fut: S::Future, kept: Option<Box<KeptCredentials>>) -> Self {
         ResponseFuture {
             state: State::Calling { fut },
             ctx: None,
+            kept,
             span: tracing::Span::none(),
         }
     }
@@ -840,6 +876,7 @@ where
         ResponseFuture {
             state,
             ctx: Some(ctx),
+            kept: None,
             span,
         }
     }
@@ -877,7 +914,12 @@ where
                     let Some(ctx) = this.ctx.as_mut() else {
                         // A pass-through call: no chain to walk.
                         this.state.set(State::Done);
-                        return Poll::Ready(res);
+                        return Poll::Ready(res.map_err(|mut e| {
+                            if let Some(kept) = this.kept {
+                                kept.scrub(&mut e);
+                            }
+                            e
+                        }));
                     };
                     match ctx.answered(res) {
                         Ok(resp) => {

@@ -11,7 +11,7 @@ use tower::{Layer, Service};
 
 use super::allow::{AllowList, AllowSettings};
 use super::chain::Chains;
-use super::future::{CallCtx, ResponseFuture};
+use super::future::{CallCtx, KeptCredentials, ResponseFuture};
 use super::hedge::{HedgePolicy, Hedging};
 use super::select::{
     names_chain, passthrough_model, select_chain, strip_chain_header, UnlistedModel,
@@ -432,7 +432,8 @@ where
         }
         let endpoint = self.shared.endpoint_chain(&req).cloned();
         if endpoint.is_none() && !named && !is_generation_endpoint(req.method(), req.uri().path()) {
-            return ResponseFuture::passthrough(passthrough(inner, &self.shared, req));
+            let kept = KeptCredentials::of(&req);
+            return ResponseFuture::passthrough(passthrough(inner, &self.shared, req), kept);
         }
         let selected = match select_chain(&self.shared, &mut req, endpoint.as_ref()) {
             Ok(found) => found,

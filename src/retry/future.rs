@@ -15,7 +15,7 @@ use tower::retry::budget::Budget;
 use tower::Service;
 
 use super::layer::Shared;
-use crate::error::{AttemptRecord, BoxError, Error};
+use crate::error::{AttemptRecord, BoxError, Credentials, Error};
 use crate::extensions::{Attempt, AttemptLog, Deadline};
 use crate::observe::TryObs;
 
@@ -94,12 +94,18 @@ impl RetryState {
         );
         crate::observe::retrying(&model, err.kind());
         if let Some(log) = &self.log {
+            // The call's log ends up in errors and `ServedBy`: the request's own
+            // credentials are taken out of what the upstream said first.
+            let mut error = err.clone();
+            if let Some(r) = &self.request {
+                error.scrub_credentials(&Credentials::of(r.headers()));
+            }
             log.push(AttemptRecord {
                 index: attempt.map_or(0, |a| a.index),
                 model,
                 retry,
                 elapsed: self.started.elapsed(),
-                error: err.clone(),
+                error,
             });
         }
         self.retries += 1;
