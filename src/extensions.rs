@@ -444,6 +444,24 @@ impl JsonBody {
         }
     }
 
+    /// Every top-level member in order: its key (unescaped; an escaped key that does not
+    /// decode is empty) and its value's raw bytes. One pass for readers of many keys.
+    pub(crate) fn members(&self) -> impl Iterator<Item = (Cow<'_, [u8]>, &[u8])> + '_ {
+        self.index.entries.iter().map(|e| {
+            let raw = &self.bytes[e.key_start..e.key_end];
+            let key = if e.escaped {
+                match decode_str(raw) {
+                    Some(Cow::Owned(k)) => Cow::Owned(k.into_bytes()),
+                    Some(Cow::Borrowed(k)) => Cow::Borrowed(k.as_bytes()),
+                    None => Cow::Borrowed(&b""[..]),
+                }
+            } else {
+                Cow::Borrowed(&raw[1..raw.len() - 1])
+            };
+            (key, &self.bytes[e.value_start..e.value_end])
+        })
+    }
+
     pub(crate) fn find_last(&self, key: &str) -> Option<usize> {
         self.index.entries.iter().rposition(|e| self.key_eq(e, key))
     }
