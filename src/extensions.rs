@@ -301,6 +301,18 @@ pub struct ForceAttempt;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct PanicProbe;
 
+/// Request extension (crate-private): which server-side lists the native routing layer
+/// injected from its config (not the caller's own). The fallback layer, which knows the
+/// call's chain, drops from them the models its catalog policy rules out for that chain
+/// (see `routing::retain_injected`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct InjectedModels {
+    /// `models` was injected.
+    pub(crate) models: bool,
+    /// `/messages` `fallbacks` was injected.
+    pub(crate) fallbacks: bool,
+}
+
 /// One top-level member: byte offsets into the body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct JsonEntry {

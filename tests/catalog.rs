@@ -480,6 +480,14 @@ async fn the_settings_file_sets_catalog_and_price_ceilings() {
     assert_eq!(e.field(), "max_price");
 }
 
+/// The `key` member of every body the stand-in received, in order.
+fn sent(mock: &MockOpenRouter, key: &str) -> Vec<serde_json::Value> {
+    mock.requests()
+        .iter()
+        .map(|r| serde_json::from_slice::<serde_json::Value>(r.body()).unwrap()[key].clone())
+        .collect()
+}
+
 #[tokio::test(start_paused = true)]
 async fn native_routing_models_never_include_an_incapable_model() {
     use tower_openrouter::routing::RoutingConfig;
@@ -492,16 +500,82 @@ async fn native_routing_models_never_include_an_incapable_model() {
     send(&svc, request(GPT4O, TOOLS)).await.unwrap();
     let plain = r#"{"model":"x/y","messages":[{"role":"user","content":"hi"}]}"#;
     send(&svc, request(GPT4O, plain)).await.unwrap();
-    let models: Vec<serde_json::Value> = mock
-        .requests()
-        .iter()
-        .map(|r| serde_json::from_slice::<serde_json::Value>(r.body()).unwrap()["models"].clone())
-        .collect();
     assert_eq!(
-        models,
+        sent(&mock, "models"),
         [
             serde_json::json!([GPT4O, MINI]),
             serde_json::json!([GPT4O, LLAMA, MINI])
+        ]
+    );
+}
+
+/// A default chain without a ceiling and a `budget` chain of one cent per attempt, both
+/// of mini, with `routing` injected.
+fn budget_stack(mock: &MockOpenRouter, routing: tower_openrouter::routing::RoutingConfig) -> Svc {
+    let b = builder(mock)
+        .chain([MINI])
+        .named_chain("budget", [MINI])
+        .chain_max_price("budget", MaxPrice::per_request(0.01))
+        .native_routing(routing);
+    stack(b, mock)
+}
+
+#[tokio::test(start_paused = true)]
+async fn native_routing_lists_apply_the_chain_and_request_price_ceilings() {
+    use tower_openrouter::routing::RoutingConfig;
+    let mock = MockOpenRouter::new();
+    let routing = RoutingConfig::builder().models([SONNET, GPT4O, MINI]);
+    let svc = budget_stack(&mock, routing.build().unwrap());
+    // 1000 completion tokens: Sonnet $0.015, GPT-4o $0.010 plus the prompt, mini $0.0006.
+    let body = r#"{"model":"x/y","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}"#;
+    // The default chain has no ceiling: the whole list goes to OpenRouter.
+    send(&svc, request(MINI, body)).await.unwrap();
+    // The budget chain's ceiling drops the two dear models from the injected list.
+    let served = send(&svc, request("budget", body)).await.unwrap();
+    assert_eq!(served.chain.as_deref(), Some("budget"));
+    // A request's own ceiling applies on the default chain too (and only tightens).
+    let mut req = request(MINI, body);
+    req.extensions_mut().insert(MaxPrice::per_request(0.012));
+    send(&svc, req).await.unwrap();
+    assert_eq!(
+        sent(&mock, "models"),
+        [
+            serde_json::json!([SONNET, GPT4O, MINI]),
+            serde_json::json!([MINI]),
+            serde_json::json!([GPT4O, MINI]),
+        ]
+    );
+    // Every other byte of the caller's body is kept.
+    let last = mock.requests().last().unwrap().body().clone();
+    assert_eq!(
+        std::str::from_utf8(&last).unwrap(),
+        format!(
+            r#"{{"model":"{MINI}","max_tokens":1000,"messages":[{{"role":"user","content":"hi"}}],"models":["{GPT4O}","{MINI}"]}}"#
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn native_routing_messages_fallbacks_apply_the_chain_ceiling() {
+    use tower_openrouter::routing::RoutingConfig;
+    let mock = MockOpenRouter::new();
+    let routing = RoutingConfig::builder().fallbacks([SONNET, MINI]);
+    let svc = budget_stack(&mock, routing.build().unwrap());
+    let req = |model: &str| {
+        http::Request::post("http://localhost/api/v1/messages")
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"model":"{model}","max_tokens":1000,"messages":[{{"role":"user","content":"hi"}}]}}"#
+            ))
+            .unwrap()
+    };
+    send(&svc, req(MINI)).await.unwrap();
+    send(&svc, req("budget")).await.unwrap();
+    assert_eq!(
+        sent(&mock, "fallbacks"),
+        [
+            serde_json::json!([{"model": SONNET}, {"model": MINI}]),
+            serde_json::json!([{"model": MINI}]),
         ]
     );
 }

@@ -24,9 +24,12 @@
 //!   [`crate::ErrorKind::Incapable`] with the reason
 //!   (`"no tools"`, `"context 128000 < estimated 151000"`, `"price $0.0312 > ceiling
 //!   $0.0100"`), so [`ServedBy`](crate::ServedBy) and `Exhausted` show it. Server-side
-//!   windows (hybrid mode) are built from capable models only, and the `models` list of
-//!   [`NativeRoutingLayer::catalog`](crate::NativeRoutingLayer::catalog) drops incapable ones. When no model of the
-//!   chain can serve, the call fails with
+//!   windows (hybrid mode) are built from capable models only, and the `models` (and
+//!   `/messages` `fallbacks`) list of
+//!   [`NativeRoutingLayer::catalog`](crate::NativeRoutingLayer::catalog) drops incapable
+//!   ones and, in the fallback layer, those over the chain's or the request's price
+//!   ceiling, so OpenRouter is never handed a model that cannot serve the request. When
+//!   no model of the chain can serve, the call fails with
 //!   [`crate::ErrorKind::NoCapableModel`] (action `Fatal`),
 //!   listing each model and its reason, with zero upstream calls.
 //!
@@ -160,14 +163,10 @@ impl CatalogPolicy {
         Ok(())
     }
 
-    /// The models of `models` that can serve `req` (for server-side `models` lists the
-    /// native routing layer injects). The ceiling is the layer's and the request's (the
+    /// The filter of a request outside the chain selection (the server-side lists the
+    /// native routing layer injects): the layer-wide ceiling and the request's (the
     /// header is read, not removed; a bad one is reported by the fallback layer).
-    pub(crate) fn retain_capable(
-        &self,
-        req: &Request<Full<Bytes>>,
-        models: &[String],
-    ) -> Vec<String> {
+    pub(crate) fn request_filter(&self, req: &Request<Full<Bytes>>) -> CallFilter {
         let mut ceiling = self.max_price;
         if let Some(c) = req.extensions().get::<MaxPrice>() {
             ceiling = ceiling.tightest(*c);
@@ -179,12 +178,7 @@ impl CatalogPolicy {
         let needs = JsonBody::from_request(req)
             .map(|json| Requirements::scan(&json))
             .unwrap_or_default();
-        let filter = self.catalog.filter(needs, ceiling);
-        models
-            .iter()
-            .filter(|m| filter.unfit(m).is_none())
-            .cloned()
-            .collect()
+        self.catalog.filter(needs, ceiling)
     }
 
     /// The filter of one call: the request's needs and ceiling, over one catalog snapshot.

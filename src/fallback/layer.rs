@@ -446,6 +446,10 @@ where
             },
             None => None,
         };
+        if let Some(f) = &filter {
+            // Native routing's lists, filtered with this chain's ceiling too.
+            crate::routing::retain_injected(&mut req, |m| f.unfit(m).is_none());
+        }
         let hedge = self
             .shared
             .hedging

@@ -12,10 +12,11 @@ use serde_json::value::RawValue;
 use tower::{Layer, Service};
 
 use super::config::{invalid_routing, Prepared};
-use super::lists::{raw, MAX_SERVER_MODELS};
+use super::lists::{retain_fallbacks, retain_models, MAX_SERVER_MODELS};
 use super::{RoutingConfig, RoutingOverride};
 use crate::body::{is_generation_endpoint, is_messages_endpoint, replace_body, Edit};
 use crate::catalog::CatalogPolicy;
+use crate::extensions::InjectedModels;
 use crate::service::InnerOrError;
 use crate::JsonBody;
 use crate::{BoxError, Error};
@@ -53,10 +54,16 @@ impl NativeRoutingLayer {
         }
     }
 
-    /// Drops from the injected `models` every model the catalog says cannot serve the
-    /// request (see [`crate::catalog`]), so OpenRouter is never handed one; when none is
-    /// left, `models` is not injected. Chain ceilings do not apply here (this layer sits
-    /// outside the chain selection); the layer-wide and request ceilings do.
+    /// Drops from the injected `models` (and `/messages` `fallbacks`) every model the
+    /// catalog says cannot serve the request (see [`crate::catalog`]): one the request
+    /// needs a feature of, too small a context, retired, or above the layer-wide or the
+    /// request's price ceiling; when none is left, the list is not injected. This layer
+    /// sits outside the chain selection, so the chain's own ceiling
+    /// ([`CatalogPolicy::chain_max_price`]) is applied by the
+    /// [`FallbackLayer`](crate::FallbackLayer) inside it, when that layer has a catalog
+    /// policy: it drops from the lists this layer injected (never the caller's own) every
+    /// model too dear for the chain the call uses. Either way OpenRouter is never handed a
+    /// model that cannot serve the request.
     pub fn catalog(mut self, policy: CatalogPolicy) -> Self {
         self.catalog = Some(policy);
         self
@@ -137,27 +144,41 @@ fn route_request(
     let json = JsonBody::from_request(req)?;
     let messages = is_messages_endpoint(req.uri().path());
     let mut prepared = config.prepared_for(req.extensions().get::<RoutingOverride>());
-    if let (Some(policy), Some(models)) = (catalog, prepared.models.as_deref()) {
-        let list: Vec<String> = serde_json::from_str(models.get()).unwrap_or_default();
-        let kept = policy.retain_capable(req, &list);
-        if kept.len() != list.len() {
-            prepared.to_mut().models = (!kept.is_empty()).then(|| raw(&kept));
+    if let Some(policy) = catalog {
+        let filter = policy.request_filter(req);
+        let keep = |m: &str| filter.unfit(m).is_none();
+        let models = prepared
+            .models
+            .as_deref()
+            .and_then(|l| retain_models(l.get().as_bytes(), keep));
+        let fallbacks = prepared
+            .fallbacks
+            .as_deref()
+            .and_then(|l| retain_fallbacks(l.get().as_bytes(), keep));
+        if let Some(kept) = models {
+            prepared.to_mut().models = kept;
+        }
+        if let Some(kept) = fallbacks {
+            prepared.to_mut().fallbacks = kept;
         }
     }
-    if let Some(edited) = route_body(&json, messages, &prepared)? {
+    if let Some((edited, injected)) = route_body(&json, messages, &prepared)? {
         replace_body(req, edited.bytes().clone());
         req.extensions_mut().insert(edited);
+        if injected.models || injected.fallbacks {
+            req.extensions_mut().insert(injected);
+        }
     }
     Ok(())
 }
 
-/// The body with the routing values in, checked against OpenRouter's limits; `None` when
-/// nothing changes.
+/// The body with the routing values in, checked against OpenRouter's limits, and which
+/// server-side lists were injected; `None` when nothing changes.
 pub(crate) fn route_body<'a>(
     json: &'a JsonBody,
     messages: bool,
     p: &'a Prepared,
-) -> Result<Option<JsonBody>, Error> {
+) -> Result<Option<(JsonBody, InjectedModels)>, Error> {
     let mut edits: Vec<Edit<'a>> = Vec::with_capacity(4);
     // The value each field will have in the final body.
     // `read`: whether the caller's own value is needed (for the checks below); the
@@ -165,24 +186,28 @@ pub(crate) fn route_body<'a>(
     let mut field = |key: &'static str, value: Option<&'a RawValue>, read: bool| match value {
         Some(v) if p.replace || !json.contains_key(key) => {
             edits.push(Edit::Set(key, v));
-            Some(v.get())
+            (Some(v.get()), true)
         }
-        _ if read => json.raw(key),
-        _ => None,
+        _ if read => (json.raw(key), false),
+        _ => (None, false),
     };
-    let models = field("models", p.models.as_deref(), true);
+    let (models, models_set) = field("models", p.models.as_deref(), true);
     field("provider", p.provider.as_deref(), false);
     field("route", p.route.as_deref(), false);
-    let fallbacks = if messages {
+    let (fallbacks, fallbacks_set) = if messages {
         field("fallbacks", p.fallbacks.as_deref(), true)
     } else {
-        None
+        (None, false)
     };
     check(models, fallbacks)?;
     if edits.is_empty() {
         return Ok(None);
     }
-    Ok(Some(json.edited(&edits)))
+    let injected = InjectedModels {
+        models: models_set,
+        fallbacks: fallbacks_set,
+    };
+    Ok(Some((json.edited(&edits), injected)))
 }
 
 /// OpenRouter's documented limits on the final `models` and `/messages` `fallbacks`.

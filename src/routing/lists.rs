@@ -5,10 +5,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::Serialize;
+use http::Request;
+use http_body_util::Full;
+use serde::{Deserialize, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
 
-use crate::body::Edit;
+use crate::body::{replace_body, Edit};
+use crate::extensions::InjectedModels;
 use crate::Error;
 use crate::JsonBody;
 
@@ -25,16 +28,19 @@ pub(crate) fn raw<T: Serialize + ?Sized>(value: &T) -> Box<RawValue> {
 }
 
 /// One entry of `/messages` `fallbacks`: `{"model": "<id>"}`.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct FallbackEntry<'a> {
-    model: &'a str,
+    #[serde(borrow)]
+    model: std::borrow::Cow<'a, str>,
 }
 
 /// `fallbacks` for `models`: `[{"model": a}, {"model": b}, ..]`.
 pub(crate) fn fallbacks_raw<'a>(models: impl IntoIterator<Item = &'a str>) -> Box<RawValue> {
     raw(&models
         .into_iter()
-        .map(|model| FallbackEntry { model })
+        .map(|model| FallbackEntry {
+            model: model.into(),
+        })
         .collect::<Vec<_>>())
 }
 
@@ -59,4 +65,67 @@ pub(crate) fn window_body(
         Edit::SetString("model", model),
         Edit::Set("fallbacks", &fallbacks),
     ]))
+}
+
+/// `models` (`["a", "b"]`) with only the models `keep` accepts; `None` when all are kept
+/// (or it is not a list of ids), `Some(None)` when none is left.
+pub(crate) fn retain_models(
+    models: &[u8],
+    keep: impl Fn(&str) -> bool,
+) -> Option<Option<Box<RawValue>>> {
+    let ids: Vec<std::borrow::Cow<'_, str>> = serde_json::from_slice(models).ok()?;
+    let kept: Vec<&str> = ids.iter().map(|m| &**m).filter(|m| keep(m)).collect();
+    (kept.len() != ids.len()).then(|| (!kept.is_empty()).then(|| raw(&kept)))
+}
+
+/// `/messages` `fallbacks` (`[{"model": "a"}]`) with only the models `keep` accepts, as
+/// [`retain_models`].
+pub(crate) fn retain_fallbacks(
+    fallbacks: &[u8],
+    keep: impl Fn(&str) -> bool,
+) -> Option<Option<Box<RawValue>>> {
+    let entries: Vec<FallbackEntry<'_>> = serde_json::from_slice(fallbacks).ok()?;
+    let kept: Vec<&str> = entries
+        .iter()
+        .map(|e| &*e.model)
+        .filter(|m| keep(m))
+        .collect();
+    (kept.len() != entries.len()).then(|| (!kept.is_empty()).then(|| fallbacks_raw(kept)))
+}
+
+/// Drops from the lists the native routing layer injected ([`InjectedModels`]: `models`,
+/// `/messages` `fallbacks`; never the caller's own) every model `keep` refuses; a list
+/// left empty is removed. Only those members change (every other byte is kept), and the
+/// new index goes into the request extensions. Called by the fallback layer with its
+/// chain's catalog filter: native routing sits outside the chain selection.
+pub(crate) fn retain_injected(req: &mut Request<Full<Bytes>>, keep: impl Fn(&str) -> bool) {
+    let Some(injected) = req.extensions().get::<InjectedModels>().copied() else {
+        return;
+    };
+    let Ok(json) = JsonBody::from_request(req) else {
+        return;
+    };
+    let models = injected
+        .models
+        .then(|| retain_models(json.raw_bytes("models")?, &keep))
+        .flatten();
+    let fallbacks = injected
+        .fallbacks
+        .then(|| retain_fallbacks(json.raw_bytes("fallbacks")?, &keep))
+        .flatten();
+    let mut edits = Vec::with_capacity(2);
+    for (key, list) in [("models", &models), ("fallbacks", &fallbacks)] {
+        match list {
+            Some(Some(v)) => edits.push(Edit::Set(key, v)),
+            Some(None) => edits.push(Edit::Remove(key)),
+            None => {}
+        }
+    }
+    if edits.is_empty() {
+        return;
+    }
+    tracing::debug!("injected server-side models the catalog rules out for this chain dropped");
+    let edited = json.edited(&edits);
+    replace_body(req, edited.bytes().clone());
+    req.extensions_mut().insert(edited);
 }

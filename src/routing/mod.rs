@@ -64,8 +64,8 @@ mod provider;
 
 pub use config::{RoutingConfig, RoutingConfigBuilder, RoutingOverride};
 pub use layer::{NativeRouting, NativeRoutingLayer, ResponseFuture};
-pub(crate) use lists::window_body;
 pub use lists::MAX_SERVER_MODELS;
+pub(crate) use lists::{retain_injected, window_body};
 pub use provider::{
     DataCollection, MaxPrice, Percentiles, Performance, ProviderPreferences, ProviderSort, SortBy,
     SortPartition,
