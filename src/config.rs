@@ -44,7 +44,7 @@ mod build;
 /// | `providers` | `[{"name": "anthropic", "models": [..]}, ..]`; selects as `provider:<primary>` |
 /// | `native_routing` | OpenRouter's server-side `models`, `provider`, `route`, `fallbacks` ([`NativeRoutingConfig`]) |
 /// | `endpoint_chains` | a named chain per endpoint, `{"embeddings": "embed"}`: model fallback there too |
-/// | `catalog` | the model catalog: `refresh_seconds`, `strict`, `snapshot` ([`CatalogSection`]) |
+/// | `catalog` | the model catalog: `refresh_seconds`, `refresh`, `url`, `strict`, `snapshot` ([`CatalogSection`]) |
 /// | `max_price` | price ceilings: `per_request`, `prompt`, `completion`, `chains`, `header` ([`MaxPriceSection`]) |
 /// | `hedging` | hedging on the first content token: `default_chain`, `chains` ([`HedgingSection`]) |
 /// | `settings` | the [`Settings`] |
@@ -107,7 +107,8 @@ pub struct Config {
     /// replicas ([`HealthSection`]).
     #[serde(default)]
     pub health: Option<HealthSection>,
-    /// The model catalog: `{"refresh_seconds", "strict", "snapshot"}` ([`CatalogSection`]).
+    /// The model catalog: `{"refresh_seconds", "refresh", "url", "strict", "snapshot"}`
+    /// ([`CatalogSection`]).
     #[serde(default)]
     pub catalog: Option<CatalogSection>,
     /// Price ceilings ([`MaxPriceSection`]); needs `catalog`.
@@ -256,11 +257,20 @@ impl HedgeSettings {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct CatalogSection {
-    /// Seconds between background refreshes (default 3600); start them with
-    /// [`ModelCatalog::spawn_refresh`](crate::catalog::ModelCatalog::spawn_refresh) on
-    /// [`OpenRouterLayer::catalog`](crate::stack::OpenRouterLayer::catalog).
+    /// Seconds between background refreshes (default 3600), which
+    /// [`OpenRouterLayer::spawn_catalog_refresh`](crate::stack::OpenRouterLayer::spawn_catalog_refresh)
+    /// starts through your client.
     #[serde(default)]
     pub refresh_seconds: Option<f64>,
+    /// Whether the background refresh runs (default true; false keeps the `snapshot`, for
+    /// offline use).
+    #[serde(default)]
+    pub refresh: Option<bool>,
+    /// The absolute URL the refresh fetches (default
+    /// [`OPENROUTER_MODELS_URL`](crate::catalog::OPENROUTER_MODELS_URL)): e.g. your
+    /// upstream's `/api/v1/models`.
+    #[serde(default)]
+    pub url: Option<String>,
     /// A model the catalog does not list is not capable (default false).
     #[serde(default)]
     pub strict: Option<bool>,

@@ -91,13 +91,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::HeaderName;
-use tower::Layer;
+use http_body_util::Full;
+use tower::{Layer, Service};
 
 use crate::body::{BufferRequest, BufferRequestLayer, DEFAULT_BODY_LIMIT};
-use crate::catalog::{CatalogPolicy, MaxPrice, ModelCatalog};
+use crate::catalog::{CatalogPolicy, MaxPrice, ModelCatalog, RefreshHandle};
 use crate::classify::{Classify, ClassifyLayer, ClassifyOutcome, OpenRouterClassifier};
-use crate::error::{Action, ConfigError};
+use crate::error::{Action, BoxError, ConfigError};
 use crate::fallback::{
     Chain, ChainModel, Chains, Fallback, FallbackLayer, HedgePolicy, Order, UnlistedModel,
 };
@@ -174,9 +176,62 @@ impl<C> OpenRouterLayer<C> {
     }
 
     /// The model catalog, when one is set: refresh it with
-    /// [`ModelCatalog::spawn_refresh`] through your client.
+    /// [`spawn_catalog_refresh`](Self::spawn_catalog_refresh) (or
+    /// [`ModelCatalog::spawn_refresh`]) through your client.
     pub fn catalog(&self) -> Option<&ModelCatalog> {
         self.fallback.catalog_policy().map(CatalogPolicy::catalog)
+    }
+
+    /// Starts the catalog's background refresh through `client`, the client service this
+    /// stack wraps (its auth and transport): `GET` the catalog's
+    /// [`source`](ModelCatalog::source) (settings file: `catalog.url`; default
+    /// OpenRouter's `/api/v1/models`) at once, then every
+    /// [`refresh_interval`](ModelCatalog::refresh_interval) (`catalog.refresh_seconds`;
+    /// default one hour), as [`ModelCatalog::spawn_refresh`]: in a Tokio task, so a
+    /// request never waits for it, and a failed or malformed refresh keeps the last good
+    /// catalog (and logs a `WARN`). The task ends when the stack's catalog is dropped or
+    /// the handle is [aborted](RefreshHandle::abort).
+    ///
+    /// `None`, with nothing started, when the stack has no catalog, its background refresh
+    /// is off ([`ModelCatalog::background_refresh`], `catalog.refresh: false`), or no Tokio
+    /// runtime is running here (a `WARN` says so).
+    ///
+    /// ```
+    /// use tower_openrouter::mock::MockOpenRouter;
+    /// use tower_openrouter::stack::OpenRouterLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let layer = OpenRouterLayer::from_json(r#"{"default_chain": ["openai/gpt-4o"],
+    ///   "catalog": {"refresh_seconds": 600, "url": "http://localhost/api/v1/models"}}"#).unwrap();
+    /// let client = MockOpenRouter::new(); // your client
+    /// let refresh = layer.spawn_catalog_refresh(client.clone()).unwrap();
+    /// # refresh.abort();
+    /// # }
+    /// ```
+    pub fn spawn_catalog_refresh<S, B>(&self, client: S) -> Option<RefreshHandle>
+    where
+        S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        B: http_body::Body + Send,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let catalog = self.catalog()?;
+        if !catalog.refreshes_in_background() {
+            return None;
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            tracing::warn!(
+                "no Tokio runtime here: the catalog's background refresh was not started"
+            );
+            return None;
+        }
+        Some(catalog.spawn_refresh(client, catalog.source_uri(), None))
     }
 }
 

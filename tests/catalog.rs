@@ -579,3 +579,91 @@ async fn native_routing_messages_fallbacks_apply_the_chain_ceiling() {
         ]
     );
 }
+
+/// How many `GET /api/v1/models` the stand-in received.
+fn catalog_calls(mock: &MockOpenRouter) -> usize {
+    mock.requests()
+        .iter()
+        .filter(|r| r.uri().path() == "/api/v1/models")
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_settings_file_starts_the_background_refresh() {
+    let mock = MockOpenRouter::new();
+    mock.catalog_model(MockModel::new("acme/agent"));
+    let layer = OpenRouterLayer::from_json(&format!(
+        r#"{{"default_chain": ["acme/agent", "{MINI}"],
+            "settings": {{"max_retries_per_model": 0}},
+            "catalog": {{"refresh_seconds": 600, "url": "http://localhost/api/v1/models"}}}}"#
+    ))
+    .unwrap();
+    let catalog = layer.catalog().unwrap().clone();
+    let handle = layer.spawn_catalog_refresh(mock.clone()).unwrap();
+    let svc = ServiceBuilder::new().layer(layer).service(mock.clone());
+    while !catalog.is_loaded() {
+        tokio::task::yield_now().await;
+    }
+    let served = send(&svc, request("acme/agent", TOOLS)).await.unwrap();
+    assert_eq!(&*served.model, MINI);
+    assert_eq!(skips(&served)[0].2, "no tools");
+
+    // The next two refreshes fail (a 500, then a body that is not JSON): the old catalog
+    // stays, so the model is still skipped.
+    mock.catalog_script()
+        .respond(Reply::status(500))
+        .once()
+        .then(Reply::error_body(200, "<html>not json</html>"))
+        .once();
+    mock.catalog_model(MockModel::new("acme/agent").supported_parameters(["tools"]));
+    for n in [2, 3] {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        while catalog_calls(&mock) < n {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(catalog.len(), 10);
+        let served = send(&svc, request("acme/agent", TOOLS)).await.unwrap();
+        assert_eq!(&*served.model, MINI);
+    }
+    // The fourth sees the tools: eligible without a restart.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    while !catalog.get("acme/agent").unwrap().supports("tools") {
+        tokio::task::yield_now().await;
+    }
+    let served = send(&svc, request("acme/agent", TOOLS)).await.unwrap();
+    assert_eq!(&*served.model, "acme/agent");
+    assert_eq!(catalog_calls(&mock), 4);
+    assert_eq!(mock.calls("acme/agent"), 1);
+    handle.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_settings_file_can_turn_the_refresh_off_and_names_a_bad_url() {
+    let mock = MockOpenRouter::new();
+    let layer =
+        OpenRouterLayer::from_json(r#"{"default_chain": ["a/b"], "catalog": {"refresh": false}}"#)
+            .unwrap();
+    assert!(layer.spawn_catalog_refresh(mock.clone()).is_none());
+    let plain = OpenRouterLayer::from_json(r#"{"default_chain": ["a/b"]}"#).unwrap();
+    assert!(plain.spawn_catalog_refresh(mock.clone()).is_none());
+    // The default source is OpenRouter's.
+    let default =
+        OpenRouterLayer::from_json(r#"{"default_chain": ["a/b"], "catalog": {}}"#).unwrap();
+    assert_eq!(
+        default.catalog().unwrap().source_uri(),
+        tower_openrouter::catalog::OPENROUTER_MODELS_URL
+    );
+    tokio::task::yield_now().await;
+    assert_eq!(catalog_calls(&mock), 0);
+    for bad in ["/api/v1/models", "not a url at all", "https://user:secret@"] {
+        let e = OpenRouterLayer::from_json(&format!(
+            r#"{{"default_chain": ["a/b"], "catalog": {{"url": {bad:?}}}}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(e.field(), "catalog.url");
+        assert!(!e.to_string().contains(bad), "{e}");
+    }
+}

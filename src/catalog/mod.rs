@@ -9,7 +9,9 @@
 //!
 //! * [`ModelCatalog`]: the parsed catalog, from a JSON snapshot (file or string) or from
 //!   the upstream through your own client service, refreshed in the background
-//!   ([`ModelCatalog::spawn_refresh`], default every hour), read lock-free. A failed or
+//!   ([`ModelCatalog::spawn_refresh`], or the stack's
+//!   [`OpenRouterLayer::spawn_catalog_refresh`](crate::stack::OpenRouterLayer::spawn_catalog_refresh)
+//!   with the settings file's `catalog` key; default every hour), read lock-free. A failed or
 //!   malformed refresh keeps the last good catalog and logs a `WARN`. A model missing
 //!   from the catalog is treated as capable unless [strict](ModelCatalog::strict).
 //! * [`Requirements`]: what the request needs, read from the buffered body's top-level
@@ -80,7 +82,7 @@ use http_body_util::Full;
 pub use fit::{check, MaxPrice, Unfit};
 pub use model::{Modalities, ModelInfo, Pricing};
 pub use needs::{Requirements, MEDIA_PART_TOKENS};
-pub use store::{ModelCatalog, RefreshHandle, DEFAULT_REFRESH};
+pub use store::{ModelCatalog, RefreshHandle, DEFAULT_REFRESH, OPENROUTER_MODELS_URL};
 
 pub(crate) use store::CallFilter;
 

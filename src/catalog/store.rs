@@ -22,6 +22,10 @@ use crate::error::{BoxError, Error, ErrorKind};
 /// changes a few times a day.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(3600);
 
+/// Where [`OpenRouterLayer::spawn_catalog_refresh`](crate::stack::OpenRouterLayer::spawn_catalog_refresh)
+/// fetches the catalog unless [`ModelCatalog::source`] says otherwise.
+pub const OPENROUTER_MODELS_URL: &str = "https://openrouter.ai/api/v1/models";
+
 /// The largest catalog body read (OpenRouter's is about 1-2 MB).
 const MAX_CATALOG_BYTES: usize = 32 << 20;
 
@@ -49,6 +53,10 @@ struct Inner {
     strict: AtomicBool,
     /// Milliseconds between background refreshes.
     refresh_ms: AtomicU64,
+    /// Where the background refresh of the stack fetches (`None`: OpenRouter's).
+    source: arc_swap::ArcSwapOption<http::Uri>,
+    /// Whether the stack's background refresh may run (off: the snapshot only).
+    background: AtomicBool,
 }
 
 /// OpenRouter's model catalog (`GET /api/v1/models`): what each model supports, its
@@ -108,6 +116,8 @@ impl ModelCatalog {
                 current: ArcSwap::from_pointee(Snapshot::default()),
                 strict: AtomicBool::new(false),
                 refresh_ms: AtomicU64::new(DEFAULT_REFRESH.as_millis() as u64),
+                source: arc_swap::ArcSwapOption::empty(),
+                background: AtomicBool::new(true),
             }),
         }
     }
@@ -162,6 +172,45 @@ impl ModelCatalog {
     /// [`refresh_every`](Self::refresh_every)).
     pub fn refresh_interval(&self) -> Duration {
         Duration::from_millis(self.inner.refresh_ms.load(Ordering::Relaxed))
+    }
+
+    /// Where the stack's background refresh
+    /// ([`OpenRouterLayer::spawn_catalog_refresh`](crate::stack::OpenRouterLayer::spawn_catalog_refresh))
+    /// fetches the catalog: an upstream's `/api/v1/models` (a gateway's own upstream, the
+    /// stand-in). Default [`OPENROUTER_MODELS_URL`]. Shared by every clone.
+    ///
+    /// ```
+    /// use tower_openrouter::catalog::{ModelCatalog, OPENROUTER_MODELS_URL};
+    ///
+    /// assert_eq!(ModelCatalog::new().source_uri(), OPENROUTER_MODELS_URL);
+    /// let c = ModelCatalog::new().source("http://127.0.0.1:18080/api/v1/models".parse().unwrap());
+    /// assert_eq!(c.source_uri(), "http://127.0.0.1:18080/api/v1/models");
+    /// ```
+    pub fn source(self, uri: http::Uri) -> Self {
+        self.inner.source.store(Some(Arc::new(uri)));
+        self
+    }
+
+    /// Where the stack's background refresh fetches (see [`source`](Self::source)).
+    pub fn source_uri(&self) -> http::Uri {
+        match &*self.inner.source.load() {
+            Some(uri) => (**uri).clone(),
+            None => http::Uri::from_static(OPENROUTER_MODELS_URL),
+        }
+    }
+
+    /// Whether the stack's background refresh may run (default on; off keeps the
+    /// snapshot, for offline use). [`spawn_refresh`](Self::spawn_refresh) itself always
+    /// runs. Shared by every clone.
+    pub fn background_refresh(self, on: bool) -> Self {
+        self.inner.background.store(on, Ordering::Relaxed);
+        self
+    }
+
+    /// Whether the stack's background refresh may run (see
+    /// [`background_refresh`](Self::background_refresh)).
+    pub fn refreshes_in_background(&self) -> bool {
+        self.inner.background.load(Ordering::Relaxed)
     }
 
     /// Whether strict mode is on.

@@ -217,7 +217,7 @@ fn shared_health(
 }
 
 /// The catalog of the `catalog` key: its snapshot loaded (unless skipped), strict mode,
-/// the interval.
+/// the background refresh (on or off, interval, URL).
 fn catalog_from_config(
     c: &CatalogSection,
     snapshot: Snapshot,
@@ -227,9 +227,25 @@ fn catalog_from_config(
             .map_err(|e| ConfigError::new("catalog.snapshot", format!("catalog.snapshot: {e}")))?,
         _ => ModelCatalog::new(),
     };
-    let mut catalog = catalog.strict(c.strict.unwrap_or(false));
+    let mut catalog = catalog
+        .strict(c.strict.unwrap_or(false))
+        .background_refresh(c.refresh.unwrap_or(true));
     if let Some(s) = c.refresh_seconds {
         catalog = catalog.refresh_every(super::seconds("catalog.refresh_seconds", s)?);
+    }
+    if let Some(url) = &c.url {
+        // The value is not repeated: a URL may carry a password.
+        let uri = url
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "catalog.url",
+                    "catalog.url must be an absolute http or https URL with a host",
+                )
+            })?;
+        catalog = catalog.source(uri);
     }
     Ok(catalog)
 }
