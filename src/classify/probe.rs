@@ -148,7 +148,7 @@ impl<'b> Walk<'b> {
             return Err(BodyFailure::NotJson);
         }
         let (start, end, escaped) = self.string()?;
-        let fact = found.wants(&self.body[start - 1..=end], escaped);
+        let fact = found.wants(&self.body[start - 1..end + 1], escaped);
         if self.peek()? != b':' {
             return Err(BodyFailure::NotJson);
         }
@@ -159,7 +159,7 @@ impl<'b> Walk<'b> {
         match self.peek()? {
             b'"' => {
                 let (start, end, escaped) = self.string()?;
-                let text = decode(&self.body[start - 1..=end], escaped);
+                let text = decode(&self.body[start - 1..end + 1], escaped);
                 found.odd |= text.is_none();
                 found.set(fact, text);
             }
@@ -211,6 +211,10 @@ fn close_of(body: &[u8], from: usize) -> Result<usize, BodyFailure> {
     let mut depth = 1usize;
     let mut i = from;
     while let Some(&b) = body.get(i) {
+        if !BRACKET_OR_QUOTE[usize::from(b)] {
+            i += 1;
+            continue;
+        }
         match b {
             b'"' => i = string_end(body, i + 1).ok_or(BodyFailure::Truncated)?.0,
             b'{' | b'[' => depth += 1,
@@ -226,6 +230,18 @@ fn close_of(body: &[u8], from: usize) -> Result<usize, BodyFailure> {
     }
     Err(BodyFailure::Truncated)
 }
+
+/// The bytes [`close_of`] stops at.
+static BRACKET_OR_QUOTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut k = 0;
+    let stops = *b"\"{[}]";
+    while k < stops.len() {
+        t[stops[k] as usize] = true;
+        k += 1;
+    }
+    t
+};
 
 /// How far a string's text is searched in the walk's own loop before `memchr` takes over:
 /// most keys and values are shorter, and a `memchr` call costs more than they do.
