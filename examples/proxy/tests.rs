@@ -842,6 +842,30 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
+/// A subscriber that records nothing but asks every call site to check again each time
+/// (so a thread-local subscriber decides).
+struct SometimesOfInterest;
+
+impl tracing::Subscriber for SometimesOfInterest {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 #[tokio::test(start_paused = true)]
 async fn one_warn_line_per_failed_request_and_per_mid_stream_failure() {
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -850,6 +874,13 @@ async fn one_warn_line_per_failed_request_and_per_mid_stream_failure() {
     // be cached as of interest to no one (tracing's interest cache is process-wide).
     error_response(&Error::new(ErrorKind::Transport));
     crate::stream_end::log_failure(&Error::new(ErrorKind::StreamInterrupted));
+    // And a global subscriber that calls every call site of passing interest, so no
+    // other thread can cache one as of interest to no one while this test's own
+    // subscriber is being set (it still failed now and then without).
+    static GLOBAL: std::sync::Once = std::sync::Once::new();
+    GLOBAL.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(SometimesOfInterest);
+    });
     let logs = Captured::default();
     let subscriber = tracing_subscriber::registry()
         .with(
