@@ -338,3 +338,61 @@ async fn hedges_wins_and_budget_refusals_are_counted() {
         .keys()
         .all(|k| !k.starts_with(observe::FALLBACKS)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_streams_usage_and_cost_are_recorded_at_its_end() {
+    use http_body_util::BodyExt;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let openrouter = MockOpenRouter::new();
+    openrouter
+        .model(A)
+        .respond(Reply::stream(["a", "b"]).usage(12, 7, 0.0005));
+    let layer = OpenRouterLayer::builder().chain([A, B]).build().unwrap();
+    let svc = layer.layer(openrouter.clone());
+    let labels = |kind: &str| {
+        format!(
+            "{}{{gen_ai.operation.name=chat,gen_ai.provider.name=openrouter,gen_ai.request.model={A},gen_ai.response.model={A},gen_ai.token.type={kind}}}",
+            observe::TOKEN_USAGE
+        )
+    };
+    let cost = format!(
+        "{}{{gen_ai.request.model={A},gen_ai.response.model={A}}}",
+        observe::COST
+    );
+    for (path, body) in [
+        (
+            "chat/completions",
+            format!(r#"{{"model":"{A}","messages":[],"stream":true}}"#),
+        ),
+        (
+            "messages",
+            format!(r#"{{"model":"{A}","max_tokens":9,"messages":[],"stream":true}}"#),
+        ),
+    ] {
+        let req = http::Request::post(format!("https://openrouter.ai/api/v1/{path}"))
+            .body(body)
+            .unwrap();
+        let resp = svc.clone().oneshot(req).await.unwrap();
+        // The head and the first content came; the usage has not.
+        // (A snapshot takes the histograms' values: each holds this stream's only.)
+        let m = seen(&snapshotter);
+        let input = m.histograms.get(&labels("input"));
+        assert!(input.is_none_or(Vec::is_empty), "{path}");
+        resp.into_body().collect().await.unwrap();
+        let m = seen(&snapshotter);
+        assert_eq!(
+            m.histograms.get(&labels("input")),
+            Some(&vec![12.0]),
+            "{path}"
+        );
+        assert_eq!(
+            m.histograms.get(&labels("output")),
+            Some(&vec![7.0]),
+            "{path}"
+        );
+        assert_eq!(m.histograms.get(&cost), Some(&vec![0.0005]), "{path}");
+    }
+}

@@ -393,7 +393,7 @@ data: {"type":"message_start","message":{"id":"msg_mock_1","type":"message","rol
     };
     let block_stop =
         "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n";
-    let message_delta = "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":5}}\n\n";
+    let message_delta = "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":5,\"cost\":0.00042}}\n\n";
     let stop = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     assert_eq!(
         got,

@@ -262,7 +262,7 @@ async fn a_failed_call_records_its_error_and_a_stream_its_time_to_first_chunk() 
         Reply::stream(["Hel", "lo"]),
     ));
     let svc = layer.layer(openrouter.clone());
-    let resp = svc.oneshot(request(true)).await.unwrap();
+    let resp = svc.clone().oneshot(request(true)).await.unwrap();
     drop(resp);
     let attempt = &capture.spans("openrouter.attempt")[1].fields;
     assert_eq!(get(attempt, "gen_ai.request.stream"), Some("true"));
@@ -271,6 +271,23 @@ async fn a_failed_call_records_its_error_and_a_stream_its_time_to_first_chunk() 
         Some("250")
     );
     assert_eq!(get(attempt, "gen_ai.response.model"), Some(A));
+    // Dropped before its end: its usage never came, so none is recorded.
+    assert_eq!(get(attempt, "gen_ai.usage.input_tokens"), None);
+
+    // Read to its end: the usage of the last chunk is on the attempt's span.
+    openrouter
+        .model(A)
+        .respond(Reply::stream(["Hel", "lo"]).usage(12, 7, 0.0005));
+    let resp = svc.oneshot(request(true)).await.unwrap();
+    let attempt = || capture.spans("openrouter.attempt")[2].fields.clone();
+    assert_eq!(get(&attempt(), "gen_ai.usage.input_tokens"), None);
+    http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap();
+    let attempt = attempt();
+    assert_eq!(get(&attempt, "gen_ai.usage.input_tokens"), Some("12"));
+    assert_eq!(get(&attempt, "gen_ai.usage.output_tokens"), Some("7"));
+    assert_eq!(get(&attempt, "openrouter.cost"), Some("0.0005"));
 }
 
 #[tokio::test(start_paused = true)]

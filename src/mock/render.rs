@@ -435,8 +435,8 @@ impl Leaf {
                 let stop = r#"{"type":"content_block_stop","index":0}"#;
                 out.event(Duration::ZERO, sse(Some("content_block_stop"), stop.into()));
                 let delta = format!(
-                    r#"{{"type":"message_delta","delta":{{"stop_reason":"end_turn","stop_sequence":null}},"usage":{{"output_tokens":{}}}}}"#,
-                    self.usage.completion
+                    r#"{{"type":"message_delta","delta":{{"stop_reason":"end_turn","stop_sequence":null}},"usage":{{"output_tokens":{},"cost":{}}}}}"#,
+                    self.usage.completion, self.usage.cost
                 );
                 out.event(Duration::ZERO, sse(Some("message_delta"), delta));
                 if !self.stream.without_done {

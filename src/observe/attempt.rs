@@ -141,15 +141,7 @@ impl TryObs {
             s.record("gen_ai.response.finish_reasons", reasons.join(","));
         }
         if let Some(u) = &info.usage {
-            if let Some(n) = u.input_tokens {
-                s.record("gen_ai.usage.input_tokens", n);
-            }
-            if let Some(n) = u.output_tokens {
-                s.record("gen_ai.usage.output_tokens", n);
-            }
-            if let Some(c) = u.cost {
-                s.record("openrouter.cost", c);
-            }
+            record_usage(s, u);
         }
     }
 
@@ -164,6 +156,19 @@ impl TryObs {
             s.record("openrouter.retry_after_ms", ra.as_millis() as u64);
         }
         s.record("openrouter.elapsed_ms", elapsed.as_millis() as u64);
+    }
+}
+
+/// Records an answer's `usage` on its attempt's span.
+pub(crate) fn record_usage(s: &Span, u: &crate::extensions::Usage) {
+    if let Some(n) = u.input_tokens {
+        s.record("gen_ai.usage.input_tokens", n);
+    }
+    if let Some(n) = u.output_tokens {
+        s.record("gen_ai.usage.output_tokens", n);
+    }
+    if let Some(c) = u.cost {
+        s.record("openrouter.cost", c);
     }
 }
 

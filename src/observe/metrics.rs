@@ -9,7 +9,7 @@ use metrics::{
 
 use super::names::*;
 use crate::error::ErrorKind;
-use crate::extensions::UpstreamInfo;
+use crate::extensions::{UpstreamInfo, Usage};
 
 const PROVIDER: &str = "openrouter";
 
@@ -105,9 +105,31 @@ pub(crate) fn attempt_ok(
     if stream {
         histogram!(TIME_TO_FIRST_CHUNK, &labels).record(elapsed.as_secs_f64());
     }
-    let Some(usage) = info.and_then(|i| i.usage) else {
+    if let Some(usage) = info.and_then(|i| i.usage) {
+        record_usage(labels, model, answered, &usage);
+    }
+}
+
+/// A stream's `usage`, read at its end (see `classify::watch::usage`).
+pub(crate) fn usage(op: &'static str, model: &Arc<str>, answered: &Arc<str>, usage: &Usage) {
+    if !recording() {
         return;
-    };
+    }
+    let labels = [
+        ("gen_ai.operation.name", metrics::SharedString::from(op)),
+        ("gen_ai.provider.name", PROVIDER.into()),
+        ("gen_ai.request.model", model.clone().into()),
+        ("gen_ai.response.model", answered.clone().into()),
+    ];
+    record_usage(labels, model, answered.clone(), usage);
+}
+
+fn record_usage(
+    labels: [(&'static str, metrics::SharedString); 4],
+    model: &Arc<str>,
+    answered: Arc<str>,
+    usage: &Usage,
+) {
     for (kind, n) in [
         ("input", usage.input_tokens),
         ("output", usage.output_tokens),

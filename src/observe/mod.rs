@@ -44,8 +44,12 @@
 //! | `openrouter.elapsed_ms` | both | time until the answer or the failure |
 //! | `openrouter.time_to_first_chunk_ms` | attempt | streams: time until the first content event |
 //!
-//! For a stream the attempt ends when its first content event arrives; its usage comes at
-//! the end of the stream and is not on the span.
+//! For a stream the attempt's timings end when its first content event arrives; its usage
+//! and cost come at the end of the stream (the last chat chunk's `usage`, `/messages`'
+//! `message_start` and `message_delta`, Responses' `response.completed`). While somebody
+//! observes, the stream keeps the attempt's span open until it ends (or the caller drops
+//! it) and records them on it then, and in the token and cost histograms below; a stream
+//! dropped before its usage came records none.
 //!
 //! # Events
 //!
@@ -107,7 +111,7 @@ mod call;
 pub(crate) mod metrics;
 mod names;
 
-pub(crate) use attempt::TryObs;
+pub(crate) use attempt::{record_usage, TryObs};
 pub(crate) use call::CallObs;
 #[cfg(feature = "metrics")]
 pub use metrics::describe_metrics;

@@ -48,7 +48,8 @@ where
             info.model.clone(),
             info.hook.clone(),
         )
-        .responses_api(info.responses);
+        .responses_api(info.responses)
+        .observe(info.op);
         Hold {
             parts: Some(parts),
             body: Some(body),

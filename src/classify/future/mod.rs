@@ -42,6 +42,8 @@ pub(crate) struct RequestInfo {
     pub(super) stream: bool,
     /// A request whose 2xx has no body to judge (`HEAD`).
     pub(super) bodiless: bool,
+    /// The `gen_ai.operation.name` of the request's path, for a stream's usage.
+    op: &'static str,
 }
 
 impl RequestInfo {
@@ -56,7 +58,11 @@ impl RequestInfo {
             responses: req.uri().path().ends_with("/responses"),
             stream: ext.get::<JsonBody>().is_some_and(JsonBody::is_stream),
             bodiless: req.method() == http::Method::HEAD,
+            op: "chat",
         };
+        if info.stream && !(info.messages || info.responses) {
+            info.op = crate::observe::operation(req.uri().path());
+        }
         if let Some(limits) = ext.get::<StreamLimits>() {
             let deadline = ext.get::<Deadline>();
             let clamp = |d: Duration| deadline.map_or(d, |dl| dl.clamp(d));

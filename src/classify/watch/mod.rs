@@ -4,6 +4,7 @@
 //! the SSE parser it reads with stays public in [`crate::stream`].
 
 mod responses;
+mod usage;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use self::responses::Kind;
+use self::usage::StreamUsage;
 use super::{Classification, ClassifyOutcome, Outcome, StreamFailure};
 use crate::error::{Action, BoxError, Error, ErrorKind};
 use crate::extensions::{StreamErrorHook, UpstreamInfo};
@@ -55,6 +57,8 @@ struct EventState {
     /// delivered the whole text, so it is not a failure.
     finished: bool,
     info: Option<UpstreamInfo>,
+    /// The stream's token usage and cost, kept only while somebody observes.
+    usage: Option<Box<StreamUsage>>,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -237,6 +241,9 @@ impl EventState {
             });
             return;
         }
+        if let Some(u) = self.usage.as_deref_mut() {
+            u.read(ev.data);
+        }
         if !self.finished && says_finished(ev.data, self.messages) {
             self.finished = true;
         }
@@ -310,6 +317,7 @@ impl Watcher {
                 done: false,
                 finished: false,
                 info: None,
+                usage: None,
             },
             model,
             hook,
@@ -344,9 +352,20 @@ impl Watcher {
         self.state.content_seen = true;
     }
 
+    /// Keeps the stream's token usage and cost for observers (operation `op`), when
+    /// somebody observes; they are recorded when the watcher goes.
+    pub(crate) fn observe(mut self, op: &'static str) -> Self {
+        self.state.usage = StreamUsage::start(op, self.model.clone());
+        self
+    }
+
     /// The `model`/`provider` of the first chunk that named them.
     pub(crate) fn take_info(&mut self) -> Option<UpstreamInfo> {
-        self.state.info.take()
+        let info = self.state.info.take();
+        if let (Some(u), Some(i)) = (self.state.usage.as_deref_mut(), &info) {
+            u.answered_by(i.model.as_ref());
+        }
+        info
     }
 
     /// Reads one chunk; returns the first failure it holds.
