@@ -76,6 +76,14 @@
 //! | `--mock-fail MODEL=STATUS` | | stand-in only: that model always answers STATUS (repeatable) |
 //! | `--redis URL` | `REDIS_URL` (and `REDIS_PREFIX`) | off: share model health with the other gateways on this Redis (`redis://`, `rediss://`; feature `redis`); `GET /health` shows it |
 //!
+//! With a `catalog` key in `--config` (`{"refresh_seconds": 3600}`; `strict`, `snapshot`,
+//! `url`, `refresh: false` as in [`Config`](tower_openrouter::config::Config)), models
+//! that cannot serve a request (no tools, no image input, too small a context, over a
+//! `max_price`) are skipped before any call: the catalog is loaded at start and refreshed
+//! in the background through the upstream client, from `UPSTREAM/models` unless
+//! `catalog.url` names another (see `refresh_catalog` in `upstream.rs`); a failed refresh
+//! keeps the last good catalog, and no request waits for one.
+//!
 //! `GET /health` serves every model's health as JSON (`models`: the tracker's snapshot,
 //! see `fleet.rs`) and `GET /metrics` the Prometheus text of the stack's metrics (see
 //! `status.rs`).
@@ -114,7 +122,7 @@ use tower::ServiceBuilder;
 use args::{env, parse_args, Args};
 use conn::{serve, ConnLimits, BODY_TIMEOUT, HEADER_TIMEOUT};
 use gateway::Gateway;
-use upstream::{http_client, layer, upstream, Shared, SharedClient};
+use upstream::{http_client, layer, refresh_catalog, upstream, Shared, SharedClient};
 
 /// The header a client names a chain with (unless the config sets another).
 pub(crate) const CHAIN_HEADER: &str = "x-openrouter-chain";
@@ -228,16 +236,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_default();
     let shared = Arc::new(Shared::new(&upstream.base, auth, &keys)?);
 
-    let client = http_client()?;
+    let client = SharedClient(Arc::new(http_client()?));
+    // Kept for the gateway's life (the task also ends with the catalog).
+    let _catalog_refresh = refresh_catalog(&layer, &upstream.base, client.clone())?;
 
     let chains = layer.chains().clone();
     #[cfg(feature = "metrics")]
     let metrics = Some(status::install_metrics()?);
     #[cfg(not(feature = "metrics"))]
     let metrics = None;
-    let stack = ServiceBuilder::new()
-        .layer(layer)
-        .service(SharedClient(Arc::new(client)));
+    let stack = ServiceBuilder::new().layer(layer).service(client);
     let gateway = Gateway {
         inner: stack,
         shared: shared.clone(),

@@ -963,3 +963,39 @@ fn every_flag_setting_is_a_key_of_the_json_settings() {
     let config = serde_json::json!({ "default_chain": ["a/b"], "settings": settings });
     tower_openrouter::config::Config::from_json(&config.to_string()).unwrap();
 }
+
+#[tokio::test]
+async fn a_configured_catalog_is_loaded_from_the_upstream_and_refreshed() {
+    let mock = MockOpenRouter::new();
+    let server = mock.serve().await.unwrap();
+    let layer = OpenRouterLayer::from_json(
+        r#"{"default_chain": ["openai/gpt-4o"], "catalog": {"refresh_seconds": 3600}}"#,
+    )
+    .unwrap();
+    let client = crate::upstream::SharedClient(Arc::new(crate::upstream::http_client().unwrap()));
+    let handle = crate::upstream::refresh_catalog(&layer, &server.url(), client)
+        .unwrap()
+        .unwrap();
+    let catalog = layer.catalog().unwrap();
+    assert_eq!(
+        catalog.source_uri().to_string(),
+        format!("{}/models", server.url())
+    );
+    // Loaded in the background from the stand-in's catalog (bounded wait: 5 s).
+    for _ in 0..500 {
+        if catalog.is_loaded() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(catalog.get("openai/gpt-4o").unwrap().supports("tools"));
+    handle.abort();
+    // Without a catalog key nothing starts.
+    let plain = OpenRouterLayer::from_json(r#"{"default_chain": ["openai/gpt-4o"]}"#).unwrap();
+    let client = crate::upstream::SharedClient(Arc::new(crate::upstream::http_client().unwrap()));
+    assert!(
+        crate::upstream::refresh_catalog(&plain, &server.url(), client)
+            .unwrap()
+            .is_none()
+    );
+}

@@ -12,6 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::Service;
+use tower_openrouter::catalog::{RefreshHandle, OPENROUTER_MODELS_URL};
 use tower_openrouter::config::Config;
 use tower_openrouter::health::HealthStore;
 use tower_openrouter::mock::{MockOpenRouter, MockServer, Reply};
@@ -93,6 +94,38 @@ fn env_config() -> serde_json::Value {
     })
 }
 
+/// Starts the model catalog's background refresh when the config has a `catalog` key,
+/// through the upstream client: loaded at start (in the background: requests before the
+/// first answer see the `snapshot`, or no catalog, and every model passes), then every
+/// `catalog.refresh_seconds` (default 3600), from the upstream's own `/models` unless
+/// `catalog.url` names another. A failed or malformed refresh keeps the last good catalog
+/// (a WARN); no request waits for one. `catalog.refresh: false` keeps the snapshot only.
+pub(crate) fn refresh_catalog(
+    layer: &OpenRouterLayer,
+    base: &str,
+    client: SharedClient,
+) -> Result<Option<RefreshHandle>, String> {
+    let Some(catalog) = layer.catalog() else {
+        return Ok(None);
+    };
+    if catalog.source_uri() == OPENROUTER_MODELS_URL {
+        let base = base.trim_end_matches('/');
+        let uri = format!("{base}/models")
+            .parse()
+            .map_err(|e| format!("upstream URL {base:?}: {e}"))?;
+        let _ = catalog.clone().source(uri);
+    }
+    let handle = layer.spawn_catalog_refresh(client);
+    if handle.is_some() {
+        tracing::info!(
+            every = ?catalog.refresh_interval(),
+            from = %catalog.source_uri().path(),
+            "catalog refresh started"
+        );
+    }
+    Ok(handle)
+}
+
 /// The longest `Retry-After` the gateway waits out itself (unless its settings say
 /// otherwise).
 pub(crate) const GATEWAY_MAX_RATE_LIMIT_WAIT_SECONDS: f64 = 1.0;
@@ -131,7 +164,12 @@ pub(crate) async fn upstream(args: &Args) -> Result<Upstream, Box<dyn std::error
     let listed: Vec<serde_json::Value> = [DEFAULT_PRIMARY, DEFAULT_FALLBACKS]
         .into_iter()
         .chain(env("PRIMARY_MODEL").as_deref())
-        .map(|id| serde_json::json!({ "id": id, "object": "model", "created": 1700000000, "owned_by": "mock" }))
+        // Capable of what the stand-in serves, so a configured `catalog` loaded from it
+        // skips none of them.
+        .map(|id| serde_json::json!({ "id": id, "object": "model", "created": 1700000000, "owned_by": "mock",
+            "context_length": 128000,
+            "architecture": { "input_modalities": ["text", "image"], "output_modalities": ["text"] },
+            "supported_parameters": ["tools", "tool_choice", "max_tokens", "temperature", "response_format", "structured_outputs"] }))
         .collect();
     mock.route("/api/v1/models").respond(Reply::json(
         200,
