@@ -553,17 +553,15 @@ impl Inner {
         }
         state.shared.set_reason(reason);
         let local = self.until_local(until_ms);
-        match state.breaker.open_until(local, trips) {
-            Some(BreakerState::Open) => {
-                let left = Duration::from_nanos(local.saturating_sub(self.policy.now()));
-                events::cooldown_lengthened(&state.name, reason, left, Source::Fleet);
-            }
-            Some(_) => {
-                let left = Duration::from_nanos(local.saturating_sub(self.policy.now()));
-                let trips = state.breaker.trips();
-                events::breaker_opened(&state.name, reason, trips, left, Source::Fleet);
-            }
-            None => {}
+        let Some(from) = state.breaker.open_until(local, trips) else {
+            return true;
+        };
+        let left = Duration::from_nanos(local.saturating_sub(self.policy.now()));
+        if from == BreakerState::Open {
+            events::cooldown_lengthened(&state.name, reason, left, Source::Fleet);
+        } else {
+            let trips = state.breaker.trips();
+            events::breaker_opened(&state.name, reason, trips, left, Source::Fleet);
         }
         true
     }
