@@ -81,7 +81,8 @@
 //! that cannot serve a request (no tools, no image input, too small a context, over a
 //! `max_price`) are skipped before any call: the catalog is loaded at start and refreshed
 //! in the background through the upstream client, from `UPSTREAM/models` unless
-//! `catalog.url` names another (see `refresh_catalog` in `upstream.rs`); a failed refresh
+//! `catalog.url` names another (see `refresh_catalog` in `upstream.rs`; the upstream key
+//! goes with the catalog request to the upstream's own host only); a failed refresh
 //! keeps the last good catalog, and no request waits for one.
 //!
 //! `GET /health` serves every model's health as JSON (`models`: the tracker's snapshot,
@@ -238,7 +239,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let client = SharedClient(Arc::new(http_client()?));
     // Kept for the gateway's life (the task also ends with the catalog).
-    let _catalog_refresh = refresh_catalog(&layer, &upstream.base, client.clone())?;
+    let _catalog_refresh =
+        refresh_catalog(&layer, &upstream.base, shared.auth.as_ref(), client.clone())?;
 
     let chains = layer.chains().clone();
     #[cfg(feature = "metrics")]

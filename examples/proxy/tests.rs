@@ -964,6 +964,31 @@ fn every_flag_setting_is_a_key_of_the_json_settings() {
     tower_openrouter::config::Config::from_json(&config.to_string()).unwrap();
 }
 
+/// Waits (bounded: 5 s of wall clock, the refresh runs on a real loopback server) until
+/// `catalog` has loaded.
+async fn loaded(catalog: &tower_openrouter::catalog::ModelCatalog) {
+    for _ in 0..500 {
+        if catalog.is_loaded() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the catalog did not load within 5 s");
+}
+
+/// The `Authorization` of every catalog request `mock` received.
+fn catalog_auth(mock: &MockOpenRouter) -> Vec<Option<String>> {
+    mock.requests()
+        .iter()
+        .filter(|r| r.uri().path().ends_with("/models"))
+        .map(|r| {
+            r.headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_configured_catalog_is_loaded_from_the_upstream_and_refreshed() {
     let mock = MockOpenRouter::new();
@@ -972,8 +997,9 @@ async fn a_configured_catalog_is_loaded_from_the_upstream_and_refreshed() {
         r#"{"default_chain": ["openai/gpt-4o"], "catalog": {"refresh_seconds": 3600}}"#,
     )
     .unwrap();
+    let key = HeaderValue::from_static("Bearer sk-or-gateway");
     let client = crate::upstream::SharedClient(Arc::new(crate::upstream::http_client().unwrap()));
-    let handle = crate::upstream::refresh_catalog(&layer, &server.url(), client)
+    let handle = crate::upstream::refresh_catalog(&layer, &server.url(), Some(&key), client)
         .unwrap()
         .unwrap();
     let catalog = layer.catalog().unwrap();
@@ -981,21 +1007,42 @@ async fn a_configured_catalog_is_loaded_from_the_upstream_and_refreshed() {
         catalog.source_uri().to_string(),
         format!("{}/models", server.url())
     );
-    // Loaded in the background from the stand-in's catalog (bounded wait: 5 s).
-    for _ in 0..500 {
-        if catalog.is_loaded() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Loaded in the background from the stand-in's catalog, with the upstream key.
+    loaded(catalog).await;
     assert!(catalog.get("openai/gpt-4o").unwrap().supports("tools"));
+    assert_eq!(
+        catalog_auth(&mock),
+        [Some("Bearer sk-or-gateway".to_owned())]
+    );
     handle.abort();
     // Without a catalog key nothing starts.
     let plain = OpenRouterLayer::from_json(r#"{"default_chain": ["openai/gpt-4o"]}"#).unwrap();
     let client = crate::upstream::SharedClient(Arc::new(crate::upstream::http_client().unwrap()));
     assert!(
-        crate::upstream::refresh_catalog(&plain, &server.url(), client)
+        crate::upstream::refresh_catalog(&plain, &server.url(), Some(&key), client)
             .unwrap()
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn a_catalog_on_another_host_gets_no_upstream_key() {
+    let upstream = MockOpenRouter::new();
+    let upstream_server = upstream.serve().await.unwrap();
+    let elsewhere = MockOpenRouter::new();
+    let elsewhere_server = elsewhere.serve().await.unwrap();
+    let config = serde_json::json!({ "default_chain": ["openai/gpt-4o"],
+        "catalog": { "url": format!("{}/models", elsewhere_server.url()) } });
+    let layer = OpenRouterLayer::from_json(&config.to_string()).unwrap();
+    let key = HeaderValue::from_static("Bearer sk-or-gateway");
+    let client = crate::upstream::SharedClient(Arc::new(crate::upstream::http_client().unwrap()));
+    let handle =
+        crate::upstream::refresh_catalog(&layer, &upstream_server.url(), Some(&key), client)
+            .unwrap()
+            .unwrap();
+    let catalog = layer.catalog().unwrap();
+    loaded(catalog).await;
+    assert_eq!(catalog_auth(&elsewhere), [None]);
+    assert!(catalog_auth(&upstream).is_empty());
+    handle.abort();
 }

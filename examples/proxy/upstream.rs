@@ -100,21 +100,42 @@ fn env_config() -> serde_json::Value {
 /// `catalog.refresh_seconds` (default 3600), from the upstream's own `/models` unless
 /// `catalog.url` names another. A failed or malformed refresh keeps the last good catalog
 /// (a WARN); no request waits for one. `catalog.refresh: false` keeps the snapshot only.
+///
+/// The catalog request carries the gateway's upstream key (`auth`) when it goes to the
+/// upstream's own host (an upstream that is another gateway may want it), never to another
+/// host named by `catalog.url`.
 pub(crate) fn refresh_catalog(
     layer: &OpenRouterLayer,
     base: &str,
+    auth: Option<&HeaderValue>,
     client: SharedClient,
 ) -> Result<Option<RefreshHandle>, String> {
     let Some(catalog) = layer.catalog() else {
         return Ok(None);
     };
+    let base = base.trim_end_matches('/');
+    let base_uri: Uri = base
+        .parse()
+        .map_err(|e| format!("upstream URL {base:?}: {e}"))?;
     if catalog.source_uri() == OPENROUTER_MODELS_URL {
-        let base = base.trim_end_matches('/');
         let uri = format!("{base}/models")
             .parse()
             .map_err(|e| format!("upstream URL {base:?}: {e}"))?;
         let _ = catalog.clone().source(uri);
     }
+    let source = catalog.source_uri();
+    let upstream_host =
+        source.scheme() == base_uri.scheme() && source.authority() == base_uri.authority();
+    let auth = auth.filter(|_| upstream_host).cloned();
+    let client = tower::ServiceBuilder::new()
+        .map_request(move |mut req: Request<Full<Bytes>>| {
+            if let Some(auth) = &auth {
+                req.headers_mut()
+                    .insert(http::header::AUTHORIZATION, auth.clone());
+            }
+            req
+        })
+        .service(client);
     let handle = layer.spawn_catalog_refresh(client);
     if handle.is_some() {
         tracing::info!(
