@@ -19,53 +19,17 @@
 //! Without valgrind it just runs (`cargo bench --bench instructions`, a fraction of a
 //! second).
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use tower::{service_fn, Layer, Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 use tower_openrouter::mock::MockOpenRouter;
 use tower_openrouter::OpenRouterLayer;
 
-const SUCCESS: &[u8] = br#"{"id":"gen-1","object":"chat.completion","created":1700000000,"model":"openai/gpt-4o-mini","provider":"OpenAI","choices":[{"index":0,"logprobs":null,"finish_reason":"stop","native_finish_reason":"stop","message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null}}],"usage":{"prompt_tokens":10,"completion_tokens":9,"total_tokens":19,"cost":0.00042}}"#;
-
-fn body(size: usize) -> Bytes {
-    let head = r#"{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":""#;
-    let tail = r#""}],"temperature":0.2,"max_tokens":256}"#;
-    let fill = size.saturating_sub(head.len() + tail.len());
-    let mut s = String::with_capacity(size);
-    s.push_str(head);
-    s.extend(std::iter::repeat_n('a', fill));
-    s.push_str(tail);
-    Bytes::from(s)
-}
-
-fn request_of(body: &Bytes) -> Request<Full<Bytes>> {
-    Request::post("http://127.0.0.1/api/v1/chat/completions")
-        .header("content-type", "application/json")
-        .header("authorization", "Bearer sk-or-bench")
-        .body(Full::new(body.clone()))
-        .unwrap()
-}
-
-fn client() -> impl Service<
-    Request<Full<Bytes>>,
-    Response = Response<Full<Bytes>>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone
-       + Send {
-    service_fn(|_req: Request<Full<Bytes>>| async {
-        Ok::<_, Infallible>(
-            Response::builder()
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from_static(SUCCESS)))
-                .unwrap(),
-        )
-    })
-}
+mod support;
+use support::{body, client, request_of};
 
 async fn one<S, B>(svc: &S, body: &Bytes)
 where

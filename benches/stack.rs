@@ -13,16 +13,18 @@
 // Benches measure wall-clock time (and wait for a real store): std's clock is right here.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
-use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use tower::{service_fn, Layer, Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 use tower_openrouter::mock::{MockOpenRouter, Reply};
 use tower_openrouter::OpenRouterLayer;
+
+mod support;
+use support::{body, client, request_of, SUCCESS};
 
 const BODY: &str = r#"{"model":"x/y","messages":[{"role":"user","content":"Explain recursion"}],"max_tokens":500}"#;
 
@@ -70,45 +72,6 @@ fn bench(c: &mut Criterion) {
     c.bench_function("stack, primary 429 then secondary", |b| {
         b.iter(|| rt.block_on(svc.clone().oneshot(request())).unwrap())
     });
-}
-
-const SUCCESS: &[u8] = br#"{"id":"gen-1","object":"chat.completion","created":1700000000,"model":"openai/gpt-4o-mini","provider":"OpenAI","choices":[{"index":0,"logprobs":null,"finish_reason":"stop","native_finish_reason":"stop","message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null}}],"usage":{"prompt_tokens":10,"completion_tokens":9,"total_tokens":19,"cost":0.00042}}"#;
-
-/// A chat-completion body of about `size` bytes.
-fn body(size: usize) -> Bytes {
-    let head = r#"{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":""#;
-    let tail = r#""}],"temperature":0.2,"max_tokens":256}"#;
-    let fill = size.saturating_sub(head.len() + tail.len());
-    let mut s = String::with_capacity(size);
-    s.push_str(head);
-    s.extend(std::iter::repeat_n('a', fill));
-    s.push_str(tail);
-    Bytes::from(s)
-}
-
-fn request_of(body: &Bytes) -> Request<Full<Bytes>> {
-    Request::post("http://127.0.0.1/api/v1/chat/completions")
-        .header("content-type", "application/json")
-        .header("authorization", "Bearer sk-or-bench")
-        .body(Full::new(body.clone()))
-        .unwrap()
-}
-
-fn client() -> impl Service<
-    Request<Full<Bytes>>,
-    Response = Response<Full<Bytes>>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone
-       + Send {
-    service_fn(|_req: Request<Full<Bytes>>| async {
-        Ok::<_, Infallible>(
-            Response::builder()
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from_static(SUCCESS)))
-                .unwrap(),
-        )
-    })
 }
 
 /// Runs `iters` requests through `svc` on one current-thread runtime and returns the time.
