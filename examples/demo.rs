@@ -834,7 +834,7 @@ mod tests {
             "served by gpt-4o (2 calls)  after: claude-sonnet-4.5 context_length_exceeded 400",
             // The catalog: a tools request and a long prompt skip models without a call.
             "tools request      -> served by gpt-4o (1 call)  after: llama-3.1-8b-instruct incapable (no tools)",
-            "150k-token prompt  -> served by gemini-2.5-flash (1 call)  after: llama-3.1-8b-instruct incapable (context 131072 < estimated 151415), gpt-4o incapable (context 128000 < estimated 151415)",
+            "150k-token prompt  -> served by gemini-2.5-flash (1 call)  after: llama-3.1-8b-instruct incapable (context 131072 < estimated 151422), gpt-4o incapable (context 128000 < estimated 151422)",
             "fallbacks: claude-sonnet-4.5 -> gpt-4o 8, gpt-4o -> gemini-2.5-flash 1",
             "tokens (chat answers): 150 in, 75 out; cost $0.00630; streams' time to first chunk 0.30 s (mean of 5)",
         ] {
