@@ -586,7 +586,10 @@ impl<'de> Deserialize<'de> for SecondsOrOff {
 }
 
 /// The `adaptive` setting: `{"initial": 8, "min": 1, "max": 64}` (optionally
-/// `"backoff": 0.9`); see [`health::adaptive`](crate::health::adaptive).
+/// `"backoff": 0.9`, and a queue for the first model's slots:
+/// `"queue_waiters": 2, "queue_wait_seconds": 0.01`); see
+/// [`health::adaptive`](crate::health::adaptive) and
+/// [`AdaptiveConfig::queue`](crate::health::AdaptiveConfig::queue).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -600,16 +603,29 @@ pub struct AdaptiveSettings {
     /// Factor applied on an overload signal, in (0, 1).
     #[serde(default)]
     pub backoff: Option<f64>,
+    /// Requests that may wait for a slot of one model at once (0 or absent: no queue).
+    #[serde(default)]
+    pub queue_waiters: Option<u32>,
+    /// How long such a request waits at most, in seconds.
+    #[serde(default)]
+    pub queue_wait_seconds: Option<f64>,
 }
 
 impl AdaptiveSettings {
     /// The [`AdaptiveConfig`](crate::health::AdaptiveConfig) these settings describe.
     pub fn to_config(&self) -> crate::health::AdaptiveConfig {
-        let c = crate::health::AdaptiveConfig::new(self.initial, self.min, self.max);
-        match self.backoff {
-            Some(b) => c.backoff(b),
-            None => c,
+        let mut c = crate::health::AdaptiveConfig::new(self.initial, self.min, self.max);
+        if let Some(b) = self.backoff {
+            c = c.backoff(b);
         }
+        // A wait that is no duration (negative, not finite) is refused by `validate`.
+        let wait = self
+            .queue_wait_seconds
+            .map(|s| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX));
+        c.queue(
+            self.queue_waiters.unwrap_or(0),
+            wait.unwrap_or(Duration::ZERO),
+        )
     }
 }
 
@@ -821,6 +837,10 @@ const JSON_KEYS: &[(&str, &str)] = &[
     ("window", "settings.health_window_minutes"),
     ("skip_below_success_rate", "settings.skip_threshold"),
     ("consecutive_failures", "settings.consecutive_failures"),
+    (
+        "adaptive.queue_wait",
+        "settings.adaptive.queue_wait_seconds",
+    ),
     ("adaptive", "settings.adaptive"),
     ("max_price_header", "max_price.header"),
     ("hedge", "hedging.default_chain"),

@@ -19,13 +19,51 @@ use crate::health::HealthTracker;
 /// A wait for a free slot: `true` when one is free, `false` at the deadline.
 pub(crate) type SlotWait = Pin<Box<dyn Future<Output = bool> + Send>>;
 
-/// Chain positions skipped at capacity and not retried yet, in chain order.
+/// Chain positions skipped at capacity and not retried yet, in chain order; and the
+/// call's wait in its first model's queue ([`AdaptiveConfig::queue`]).
+///
+/// [`AdaptiveConfig::queue`]: crate::health::AdaptiveConfig::queue
 #[derive(Default)]
 pub(crate) struct CapacitySkips {
     skipped: Vec<usize>,
+    /// The call has queued (at most once).
+    queued: bool,
+    /// The queue wait just decided, for the walk to carry out.
+    queue_wait: Option<SlotWait>,
+    /// A queue wait is under way: its end is no deadline.
+    in_queue: bool,
 }
 
 impl CapacitySkips {
+    /// Queues for a slot of the model at `pos` (the call's first, at its limit), once per
+    /// call: `true` when a wait was set up ([`take_queue_wait`](Self::take_queue_wait)).
+    pub(crate) fn queue(
+        &mut self,
+        chain: &Chain,
+        health: &HealthTracker,
+        pos: usize,
+        deadline: Option<Instant>,
+    ) -> bool {
+        if self.queued {
+            return false;
+        }
+        self.queue_wait = health.queue_for_slot(chain.models()[pos].model(), deadline);
+        self.queued = self.queue_wait.is_some();
+        self.queued
+    }
+
+    /// The queue wait [`queue`](Self::queue) set up.
+    pub(crate) fn take_queue_wait(&mut self) -> Option<SlotWait> {
+        let wait = self.queue_wait.take()?;
+        self.in_queue = true;
+        Some(wait)
+    }
+
+    /// Whether the slot wait that just ended was a queue wait.
+    pub(crate) fn queue_ended(&mut self) -> bool {
+        std::mem::take(&mut self.in_queue)
+    }
+
     pub(crate) fn note(&mut self, pos: usize) {
         if !self.skipped.contains(&pos) {
             self.skipped.push(pos);

@@ -347,6 +347,15 @@ impl<S> CallCtx<S> {
         self.capacity.note(pos);
     }
 
+    /// Queues for the first model's slot, when its limit has a queue with room.
+    fn queue_for(&mut self, pos: usize) -> bool {
+        let Some(health) = self.shared.health.as_ref() else {
+            return false;
+        };
+        let deadline = self.deadline.map(|d| d.instant());
+        self.capacity.queue(&self.chain, health, pos, deadline)
+    }
+
     /// With the chain used up: the model that freed a slot, or a wait for one.
     fn capacity_step(&mut self) -> Option<Step> {
         let health = self.shared.health.as_ref()?;
@@ -406,6 +415,10 @@ impl<S> CallCtx<S> {
         if let Some((window, len)) = self.next_window() {
             return self.send(&window[..len], false);
         }
+        if let Some(wait) = self.capacity.take_queue_wait() {
+            // The first model at its limit: wait in its queue, then look again.
+            return Step::WaitSlot(wait);
+        }
         self.chain_used_up()
     }
 
@@ -428,6 +441,10 @@ impl<S> CallCtx<S> {
             };
             if !available {
                 self.skip_cooling(pos);
+            } else if !free && self.next == 1 && self.queue_for(pos) {
+                // Tried again after the wait in its queue.
+                self.next = 0;
+                return None;
             } else if !free {
                 self.skip_at_capacity(pos);
             } else {
@@ -778,7 +795,8 @@ impl<S> CallCtx<S> {
 
     /// After the wait for a free slot: the walk goes on, or the deadline came first.
     fn slot_waited(&mut self, free: bool) -> Step {
-        if free {
+        // A queue wait ends without a slot after its own wait: the walk goes on.
+        if self.capacity.queue_ended() || free {
             self.next_step()
         } else {
             Step::Fail(self.deadline_error())

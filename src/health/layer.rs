@@ -99,10 +99,10 @@ where
         };
         // The slot first: a probe slot claimed for a model at capacity would be wasted.
         let permit = match &state.limiter {
-            Some(l) if !l.try_acquire() => {
-                return ResponseFuture::rejected(at_capacity(&state.name, l.limit()));
-            }
-            Some(l) => Some(Permit::new(self.tracker.clone(), l.clone())),
+            Some(l) => match l.try_acquire() {
+                Some(seen) => Some(Permit::new(self.tracker.clone(), l.clone(), seen)),
+                None => return ResponseFuture::rejected(at_capacity(&state.name, l.limit())),
+            },
             None => None,
         };
         let probe = match self.tracker.check_tracked(&state) {

@@ -12,6 +12,8 @@ pub(crate) struct Capacity {
     pub(crate) max_in_flight: Option<u32>,
     pub(crate) max_per_second: Option<u32>,
     pub(crate) retry_after: u64,
+    /// How long a capacity 429 takes.
+    pub(crate) reject_delay: Duration,
     in_flight: Arc<AtomicU32>,
     /// The start of the current one-second slot and the requests admitted in it.
     second: Option<(Instant, u32)>,
@@ -35,6 +37,7 @@ impl Default for Capacity {
             max_in_flight: None,
             max_per_second: None,
             retry_after: 1,
+            reject_delay: Duration::ZERO,
             in_flight: Arc::default(),
             second: None,
             rejected: 0,

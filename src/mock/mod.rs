@@ -451,6 +451,14 @@ impl ModelScript {
         self.with_capacity(|c| c.retry_after = secs);
         self
     }
+
+    /// How long a capacity 429 takes to come (default: at once), as a provider that
+    /// takes as long to refuse a request as to answer it. A request refused so does not
+    /// count as in flight while it waits.
+    pub fn capacity_delay(self, delay: std::time::Duration) -> Self {
+        self.with_capacity(|c| c.reject_delay = delay);
+        self
+    }
 }
 
 impl MockOpenRouter {
@@ -784,7 +792,7 @@ fn serve_models(
                 None => {
                     let mut reply = Reply::status(429).retry_after(c.retry_after);
                     let outcome = reply.node.resolve().1.render(&ctx);
-                    return ResponseFuture::new(waited, outcome);
+                    return ResponseFuture::new(waited.saturating_add(c.reject_delay), outcome);
                 }
             },
             None => None,
