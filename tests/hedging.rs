@@ -481,3 +481,39 @@ async fn a_hedge_waits_for_the_service_to_be_ready() {
 fn hedge_won(served: &ServedBy) -> bool {
     served.hedge.as_ref().is_some_and(|h| h.hedge_won)
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_is_drawn_on_only_for_a_hedge_that_can_be_sent() {
+    let ms = Duration::from_millis;
+    let mock = MockOpenRouter::new();
+    mock.model(PRIMARY).respond(stream("primary", secs(1)));
+    mock.model(FALLBACK)
+        .respond(stream("fallback", ms(500)))
+        .once()
+        .then(stream("fallback", ms(100)));
+    // 50%: a hedge takes two calls' deposits.
+    let (svc, _) = stack(
+        builder()
+            .hedge(HedgePolicy::after(ms(200)).budget(0.5))
+            .adaptive_concurrency(AdaptiveConfig::new(1, 1, 1)),
+        &mock,
+    );
+    // A call of the fallback alone holds its one slot for 500 ms (deposit 1).
+    let body = format!(r#"{{"model":"{FALLBACK}","stream":true,"messages":[]}}"#);
+    let busy = tokio::spawn(svc.clone().oneshot(request_with(&body)));
+    tokio::task::yield_now().await;
+    // Deposit 2. At 200 ms the fallback is at its limit: no hedge, and no withdrawal.
+    let (ttft, served, _) = call(&svc).await;
+    assert_eq!(ttft, secs(1));
+    assert_eq!(&*served.model, PRIMARY);
+    assert!(served.hedge.is_none());
+    assert_eq!(kinds(&served), []);
+    assert_eq!(busy.await.unwrap().unwrap().status(), StatusCode::OK);
+    // Deposit 3: the two deposits a hedge takes are there (had the first call withdrawn
+    // them, one would be left and this hedge refused).
+    let (ttft, served, body) = call(&svc).await;
+    assert_eq!(ttft, ms(300));
+    assert!(hedge(&served).unwrap().hedge_won);
+    assert_one_stream(&body, "fallback", FALLBACK);
+    assert_eq!((mock.calls(PRIMARY), mock.calls(FALLBACK)), (2, 2));
+}

@@ -633,9 +633,12 @@ impl<S> CallCtx<S> {
         if self.expired() {
             return None;
         }
-        // The budget first: the walk below records the models it skips. (When every model
-        // left turns out to be unavailable, the withdrawal buys nothing; `hedge_at` does
-        // not arm a timer when no model is left at all.)
+        // A model to hedge with first, without recording anything: the budget is only
+        // drawn on for a hedge that can be sent (`hedge_at` arms no timer when no model is
+        // left at all). Then the budget, before the walk below records the models it skips.
+        if !self.hedge_target_left() {
+            return None;
+        }
         if !self.hedge.as_ref()?.withdraw() {
             crate::observe::hedge_refused(&self.chain.models()[self.cur.window[0]].model);
             return None;
@@ -659,6 +662,23 @@ impl<S> CallCtx<S> {
             sent: false,
         });
         Some((req, hedge))
+    }
+
+    /// Whether a model after the one in flight may be tried now (not unfit for the
+    /// request, not cooling down, not at its concurrency limit). Records nothing.
+    fn hedge_target_left(&self) -> bool {
+        (self.next..self.chain.len()).any(|i| {
+            let model = self.chain.models()[self.position(i)].model();
+            let fit = self
+                .filter
+                .as_ref()
+                .is_none_or(|f| f.unfit(model).is_none());
+            fit && self
+                .shared
+                .health
+                .as_ref()
+                .is_none_or(|h| h.is_available(model) && h.has_capacity(model))
+        })
     }
 
     /// The hedge went upstream.
