@@ -247,7 +247,8 @@ async fn the_adaptive_limit_is_a_gauge_per_model() {
     let _local = metrics::set_default_local_recorder(&recorder);
 
     let openrouter = MockOpenRouter::new();
-    // A is over capacity once (a 429 the limiter answers: 4 x 0.9 = 3.6), then answers.
+    // A is over capacity once (a 429 the limiter answers, met with one request in flight:
+    // min(4, 1) x 0.9, so the limit is at min, 1), then answers.
     openrouter
         .model(A)
         .respond(Reply::status(429))
@@ -274,20 +275,20 @@ async fn the_adaptive_limit_is_a_gauge_per_model() {
     svc.clone().oneshot(request()).await.unwrap();
     // Each model's limit from when it was first seen; A's lowered by its 429.
     let m = seen(&snapshotter);
-    assert_eq!(gauge(&m, A), Some(3.0));
+    assert_eq!(gauge(&m, A), Some(1.0));
     assert_eq!(gauge(&m, B), Some(4.0));
-    assert_eq!(health.concurrency_limit(A), Some(3));
+    assert_eq!(health.concurrency_limit(A), Some(1));
 
-    // Twelve calls at once (A takes 100 ms) raise A's limit: each success of a model
-    // with its limit in use adds 1/limit (3.6 -> 3.88 -> 4.14).
+    // Twelve calls at once (A takes 100 ms; the others skip it at its limit) raise A's
+    // limit: each success of a model with its limit in use adds 1/limit (1 -> 2).
     let calls: Vec<_> = (0..12)
         .map(|_| tokio::spawn(svc.clone().oneshot(request())))
         .collect();
     for c in calls {
         c.await.unwrap().unwrap();
     }
-    assert_eq!(health.concurrency_limit(A), Some(4));
-    assert_eq!(gauge(&seen(&snapshotter), A), Some(4.0));
+    assert_eq!(health.concurrency_limit(A), Some(2));
+    assert_eq!(gauge(&seen(&snapshotter), A), Some(2.0));
 }
 
 #[tokio::test(start_paused = true)]
