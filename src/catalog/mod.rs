@@ -177,10 +177,7 @@ impl CatalogPolicy {
         if let Some(c) = header.and_then(|v| v.to_str().ok()?.parse::<MaxPrice>().ok()) {
             ceiling = ceiling.tightest(c);
         }
-        let needs = JsonBody::from_request(req)
-            .map(|json| Requirements::scan(&json))
-            .unwrap_or_default();
-        self.catalog.filter(needs, ceiling)
+        self.catalog.filter(needs_of(req), ceiling)
     }
 
     /// The filter of one call: the request's needs and ceiling, over one catalog snapshot.
@@ -214,12 +211,43 @@ impl CatalogPolicy {
                 }
             }
         }
-        // A body that is not a JSON object (not a generation request) needs nothing.
-        let needs = JsonBody::from_request(req)
-            .map(|json| Requirements::scan(&json))
-            .unwrap_or_default();
-        Ok(self.catalog.filter(needs, ceiling))
+        Ok(self.catalog.filter(needs_of(req), ceiling))
     }
+}
+
+/// What a request's body needs, scanned once per body: the native routing layer and the
+/// fallback layer both filter by it, and the routing layer's edits (`models`,
+/// `provider`, `route`, `fallbacks`) change nothing it reads, so it passes its scan on
+/// (see [`ScannedNeeds::keep_for`]). Keyed to the body's buffer: a body replaced by any
+/// other layer is scanned again.
+#[derive(Clone, Debug)]
+pub(crate) struct ScannedNeeds {
+    /// The body scanned (a reference to its buffer, which it keeps alive: an equal
+    /// address and length is the same bytes).
+    body: Bytes,
+    needs: Requirements,
+}
+
+impl ScannedNeeds {
+    /// Records `needs` as those of the request's current body.
+    pub(crate) fn keep_for(req: &mut Request<Full<Bytes>>, needs: Requirements) {
+        let body = crate::body::full_bytes(req.body());
+        req.extensions_mut().insert(ScannedNeeds { body, needs });
+    }
+}
+
+/// The request's needs: the recorded scan of this very body, else a scan. A body that
+/// is not a JSON object (not a generation request) needs nothing.
+fn needs_of(req: &Request<Full<Bytes>>) -> Requirements {
+    let bytes = crate::body::full_bytes(req.body());
+    if let Some(s) = req.extensions().get::<ScannedNeeds>() {
+        if s.body.as_ptr() == bytes.as_ptr() && s.body.len() == bytes.len() {
+            return s.needs;
+        }
+    }
+    JsonBody::from_request(req)
+        .map(|json| Requirements::scan(&json))
+        .unwrap_or_default()
 }
 
 /// The skipped attempt for a model the catalog rules out.
@@ -250,4 +278,37 @@ pub(crate) fn no_capable_model(attempts: &[AttemptRecord]) -> Option<Error> {
             .with_detail(list.join("; "))
             .with_attempts(attempts.to_vec()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: &'static [u8]) -> Request<Full<Bytes>> {
+        Request::post("/api/v1/chat/completions")
+            .body(Full::new(Bytes::from_static(body)))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_recorded_scan_serves_that_very_body_only() {
+        const BODY: &[u8] = br#"{"model":"a/b","messages":[{"role":"user","content":"hi"}]}"#;
+        let mut req = request(BODY);
+        let scanned = needs_of(&req);
+        assert!(!scanned.tools);
+        assert_eq!(
+            scanned.prompt_tokens,
+            Requirements::scan(&JsonBody::parse(Bytes::from_static(BODY)).unwrap()).prompt_tokens
+        );
+        // A recorded scan (here a made-up one) is what the same buffer needs.
+        let recorded = Requirements {
+            tools: true,
+            ..scanned
+        };
+        ScannedNeeds::keep_for(&mut req, recorded);
+        assert_eq!(needs_of(&req), recorded);
+        // The same bytes in another buffer are scanned again.
+        *req.body_mut() = Full::new(Bytes::copy_from_slice(BODY));
+        assert_eq!(needs_of(&req), scanned);
+    }
 }

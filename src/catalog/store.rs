@@ -397,6 +397,11 @@ pub(crate) struct CallFilter {
 }
 
 impl CallFilter {
+    /// What the request needs.
+    pub(crate) fn needs(&self) -> Requirements {
+        self.needs
+    }
+
     /// Why `model` cannot serve this call, if it cannot.
     pub(crate) fn unfit(&self, model: &str) -> Option<Unfit> {
         match self.snapshot.get(model) {

@@ -144,8 +144,10 @@ fn route_request(
     let json = JsonBody::from_request(req)?;
     let messages = is_messages_endpoint(req.uri().path());
     let mut prepared = config.prepared_for(req.extensions().get::<RoutingOverride>());
+    let mut needs = None;
     if let Some(policy) = catalog {
         let filter = policy.request_filter(req);
+        needs = Some(filter.needs());
         let keep = |m: &str| filter.unfit(m).is_none();
         let models = prepared
             .models
@@ -168,6 +170,10 @@ fn route_request(
         if injected.models || injected.fallbacks {
             req.extensions_mut().insert(injected);
         }
+    }
+    if let Some(needs) = needs {
+        // The edits above touch no member the scan reads: the fallback layer reuses it.
+        crate::catalog::ScannedNeeds::keep_for(req, needs);
     }
     Ok(())
 }
